@@ -1,0 +1,279 @@
+//! The streaming frame decoder.
+
+use byteorder::{BigEndian, ByteOrder};
+use bytes::{Buf, Bytes, BytesMut};
+
+use super::error::DecodeError;
+use super::frame::{
+    Frame, FrameKind, Request, Response, DEFAULT_MAX_BODY_LEN, FLAG_METADATA, HEADER_LEN, MAGIC,
+    VERSION,
+};
+use super::metadata::Metadata;
+use super::status::Code;
+
+/// Most bytes the decoder asks a buffer to reserve at once while a body is arriving: 64 KiB.
+///
+/// The decoder never reserves a body's full claimed length up front; it grows the buffer by at
+/// most this step beyond what has arrived (`../shared/STYLE.md`, "Validate before you trust").
+pub const RESERVE_STEP: usize = 64 * 1024;
+
+/// A validated header: all header checks (`proto-spec/PROTOCOL.md`, "Receiving a frame", steps 1–7) have passed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Header {
+    kind: FrameKind,
+    flags: u16,
+    request_id: u64,
+    word: u32,
+    deadline_ms: u32,
+    body_len: u32,
+    body_crc: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum State {
+    /// Waiting for (the rest of) a header.
+    Head,
+    /// The header was valid; waiting for its body.
+    Body(Header),
+    /// A fatal error was returned; every later call returns it again.
+    Poisoned(DecodeError),
+}
+
+/// Decodes frames from a byte stream, one at a time, without IO.
+///
+/// The contract is tokio-util's `Decoder`: [`Decoder::decode`] returns `Ok(Some(frame))` and
+/// removes the frame's bytes from the buffer, `Ok(None)` when more bytes are needed (never an
+/// error, nothing removed), or a [`DecodeError`]. Call it in a loop until `Ok(None)`: one read
+/// can hold many frames. A two-state machine (header, then body) means a body that arrives in
+/// pieces is not parsed again.
+///
+/// After a fatal error ([`DecodeError::is_fatal`]) the decoder is poisoned and returns the same
+/// error forever; after a frame error it has consumed that frame and goes on with the next.
+///
+/// # Examples
+///
+/// ```
+/// use bytes::BytesMut;
+/// use courier::proto::{Decoder, Encoder, Frame, DEFAULT_MAX_BODY_LEN};
+///
+/// let mut wire = BytesMut::new();
+/// Encoder::new(DEFAULT_MAX_BODY_LEN).encode(&Frame::Ping(7), &mut wire).unwrap();
+///
+/// let mut decoder = Decoder::new(DEFAULT_MAX_BODY_LEN);
+/// let mut rx = BytesMut::new();
+/// rx.extend_from_slice(&wire[..10]);
+/// assert_eq!(decoder.decode(&mut rx), Ok(None)); // half a header: need more bytes
+/// rx.extend_from_slice(&wire[10..]);
+/// assert_eq!(decoder.decode(&mut rx), Ok(Some(Frame::Ping(7))));
+/// assert!(rx.is_empty());
+/// ```
+#[derive(Debug, Clone)]
+pub struct Decoder {
+    max_body_len: u32,
+    state: State,
+}
+
+impl Default for Decoder {
+    fn default() -> Self {
+        Decoder::new(DEFAULT_MAX_BODY_LEN)
+    }
+}
+
+impl Decoder {
+    /// A decoder that accepts bodies up to `max_body_len` bytes (metadata included).
+    pub fn new(max_body_len: u32) -> Self {
+        Decoder {
+            max_body_len,
+            state: State::Head,
+        }
+    }
+
+    /// The body limit in bytes.
+    pub fn max_body_len(&self) -> u32 {
+        self.max_body_len
+    }
+
+    /// `true` when no frame is partly decoded (no header has been accepted whose body is
+    /// still awaited). Bytes of an incomplete header may still sit in the caller's buffer.
+    pub fn is_idle(&self) -> bool {
+        self.state == State::Head
+    }
+
+    /// Decodes the next frame from the front of `src`.
+    ///
+    /// # Errors
+    /// A [`DecodeError`]; see its docs for which are fatal.
+    pub fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, DecodeError> {
+        let header = match &self.state {
+            State::Poisoned(err) => return Err(err.clone()),
+            State::Body(header) => *header,
+            State::Head => match check_header(src, self.max_body_len) {
+                Ok(Some(header)) => {
+                    self.state = State::Body(header);
+                    header
+                }
+                Ok(None) => return Ok(None),
+                Err(err) => {
+                    self.state = State::Poisoned(err.clone());
+                    return Err(err);
+                }
+            },
+        };
+        // `body_len <= max_body_len <= u32::MAX`, so this cannot overflow a 64-bit usize; on
+        // 32-bit targets `checked_add` keeps it from wrapping.
+        let frame_len = HEADER_LEN
+            .checked_add(header.body_len as usize)
+            .unwrap_or(usize::MAX);
+        if src.len() < frame_len {
+            // Grow by what is missing, but never more than one bounded step ahead.
+            src.reserve((frame_len - src.len()).min(RESERVE_STEP));
+            return Ok(None);
+        }
+        self.state = State::Head;
+        let mut frame = src.split_to(frame_len);
+        frame.advance(HEADER_LEN);
+        decode_body(&header, frame.freeze()).map(Some)
+    }
+}
+
+/// Header checks, in the order of `proto-spec/PROTOCOL.md`, "Receiving a frame", on whatever prefix has arrived.
+fn check_header(src: &[u8], max_body_len: u32) -> Result<Option<Header>, DecodeError> {
+    // "Receiving a frame", step 1: each magic byte as soon as it arrives.
+    for (offset, (&found, &want)) in src.iter().zip(MAGIC.iter()).enumerate() {
+        if found != want {
+            return Err(DecodeError::BadMagic { offset, found });
+        }
+    }
+    // "Receiving a frame", step 2: version, as soon as byte 4 arrives.
+    if let Some(&version) = src.get(4) {
+        if version != VERSION {
+            return Err(DecodeError::UnsupportedVersion { version });
+        }
+    }
+    // "Receiving a frame", step 3: kind, as soon as byte 5 arrives.
+    let kind = match src.get(5) {
+        Some(&byte) => FrameKind::from_u8(byte).ok_or(DecodeError::UnknownKind { kind: byte })?,
+        None => return Ok(None),
+    };
+    let Some(head) = src.get(..HEADER_LEN) else {
+        return Ok(None);
+    };
+    // "Receiving a frame", step 4: the header checksum, before any other field is believed.
+    let expected = BigEndian::read_u32(&head[32..36]);
+    let actual = crc32fast::hash(&head[..32]);
+    if expected != actual {
+        return Err(DecodeError::HeaderChecksum { expected, actual });
+    }
+    let header = Header {
+        kind,
+        flags: BigEndian::read_u16(&head[6..8]),
+        request_id: BigEndian::read_u64(&head[8..16]),
+        word: BigEndian::read_u32(&head[16..20]),
+        deadline_ms: BigEndian::read_u32(&head[20..24]),
+        body_len: BigEndian::read_u32(&head[24..28]),
+        body_crc: BigEndian::read_u32(&head[28..32]),
+    };
+    let request_id = header.request_id;
+    // "Receiving a frame", step 5: the length limit, before any body byte is awaited or reserved.
+    if header.body_len > max_body_len {
+        return Err(DecodeError::FrameTooLarge {
+            request_id,
+            len: header.body_len,
+            max: max_body_len,
+        });
+    }
+    // "Receiving a frame", step 6: flags.
+    let allowed = if kind.allows_metadata() {
+        FLAG_METADATA
+    } else {
+        0
+    };
+    if header.flags & !allowed != 0 {
+        return Err(DecodeError::InvalidFlags {
+            request_id,
+            kind,
+            flags: header.flags,
+        });
+    }
+    // "Receiving a frame", step 7: fields that must be zero for this kind.
+    let reserved = |field| DecodeError::ReservedNotZero {
+        request_id,
+        kind,
+        field,
+    };
+    let is_ping = matches!(kind, FrameKind::Ping | FrameKind::Pong);
+    if is_ping && header.word != 0 {
+        return Err(reserved("status word"));
+    }
+    if kind != FrameKind::Request && header.deadline_ms != 0 {
+        return Err(reserved("deadline"));
+    }
+    if is_ping && header.body_len != 0 {
+        return Err(reserved("body length"));
+    }
+    Ok(Some(header))
+}
+
+/// Body checks (`proto-spec/PROTOCOL.md`, "Receiving a frame", steps 8–10) and the typed frame.
+fn decode_body(header: &Header, body: Bytes) -> Result<Frame, DecodeError> {
+    let (request_id, kind) = (header.request_id, header.kind);
+    // "Receiving a frame", step 8: the body checksum.
+    let actual = crc32fast::hash(&body);
+    if actual != header.body_crc {
+        return Err(DecodeError::BodyChecksum {
+            request_id,
+            kind,
+            expected: header.body_crc,
+            actual,
+        });
+    }
+    // "Receiving a frame", step 9: the metadata section.
+    let (metadata, payload) = if header.flags & FLAG_METADATA != 0 {
+        Metadata::parse(&body).map_err(|reason| DecodeError::InvalidMetadata {
+            request_id,
+            kind,
+            reason,
+        })?
+    } else {
+        (Metadata::new(), body)
+    };
+    // "Receiving a frame", step 10: messages are UTF-8.
+    let message = || {
+        String::from_utf8(payload.to_vec())
+            .map_err(|_| DecodeError::InvalidUtf8 { request_id, kind })
+    };
+    Ok(match kind {
+        FrameKind::Request => Frame::Request(Request {
+            request_id,
+            service: (header.word >> 16) as u16,
+            method: (header.word & 0xFFFF) as u16,
+            deadline_ms: header.deadline_ms,
+            metadata,
+            payload,
+        }),
+        FrameKind::Response => {
+            let code = Code(header.word);
+            if !code.is_ok() && std::str::from_utf8(&payload).is_err() {
+                return Err(DecodeError::InvalidUtf8 { request_id, kind });
+            }
+            Frame::Response(Response {
+                request_id,
+                code,
+                metadata,
+                payload,
+            })
+        }
+        FrameKind::Ping => Frame::Ping(request_id),
+        FrameKind::Pong => Frame::Pong(request_id),
+        FrameKind::GoAway => Frame::GoAway {
+            last_request_id: request_id,
+            code: Code(header.word),
+            message: message()?,
+        },
+        FrameKind::Error => Frame::Error {
+            request_id,
+            code: Code(header.word),
+            message: message()?,
+        },
+    })
+}

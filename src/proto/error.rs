@@ -1,0 +1,252 @@
+//! Codec errors: [`DecodeError`] for bytes received, [`EncodeError`] for frames refused.
+
+use std::fmt;
+
+use super::frame::FrameKind;
+use super::metadata::MetadataError;
+use super::status::Code;
+
+/// Why received bytes are not a valid frame. Each variant is one code of
+/// `proto-spec/PROTOCOL.md`, "Receiving a frame", named by [`DecodeError::code_name`].
+///
+/// *Header errors* (the first seven) are fatal: the byte stream can no longer be trusted, the
+/// receiver sends an ERROR frame with [`DecodeError::status`] and closes. *Frame errors*
+/// ([`BodyChecksum`](DecodeError::BodyChecksum), [`InvalidMetadata`](DecodeError::InvalidMetadata),
+/// [`InvalidUtf8`](DecodeError::InvalidUtf8)) are found in a body whose header was valid: the
+/// decoder has consumed the whole frame and the connection may go on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DecodeError {
+    /// A byte of the magic is not `"COUR"` (checked on each byte as it arrives).
+    BadMagic {
+        /// Offset 0..=3 of the first wrong byte.
+        offset: usize,
+        /// The byte found there.
+        found: u8,
+    },
+    /// Version byte other than 1.
+    UnsupportedVersion {
+        /// The version found.
+        version: u8,
+    },
+    /// Kind byte not in 1..=6.
+    UnknownKind {
+        /// The kind found.
+        kind: u8,
+    },
+    /// CRC-32 of header bytes 0..32 differs from the header CRC field.
+    HeaderChecksum {
+        /// The value of the header CRC field.
+        expected: u32,
+        /// The CRC-32 computed over bytes 0..32.
+        actual: u32,
+    },
+    /// The body length is above the receiver's limit.
+    FrameTooLarge {
+        /// The frame's request id.
+        request_id: u64,
+        /// The body length claimed by the header.
+        len: u32,
+        /// The receiver's limit.
+        max: u32,
+    },
+    /// A reserved flag bit is set, or METADATA on a kind that cannot carry it.
+    InvalidFlags {
+        /// The frame's request id.
+        request_id: u64,
+        /// The frame's kind.
+        kind: FrameKind,
+        /// The flags found.
+        flags: u16,
+    },
+    /// A field that must be zero for this kind is not.
+    ReservedNotZero {
+        /// The frame's request id.
+        request_id: u64,
+        /// The frame's kind.
+        kind: FrameKind,
+        /// Which field: `"status word"`, `"deadline"` or `"body length"`.
+        field: &'static str,
+    },
+    /// CRC-32 of the body differs from the body CRC field. The frame was consumed.
+    BodyChecksum {
+        /// The frame's request id.
+        request_id: u64,
+        /// The frame's kind.
+        kind: FrameKind,
+        /// The value of the body CRC field.
+        expected: u32,
+        /// The CRC-32 computed over the body.
+        actual: u32,
+    },
+    /// The metadata section is malformed. The frame was consumed.
+    InvalidMetadata {
+        /// The frame's request id.
+        request_id: u64,
+        /// The frame's kind.
+        kind: FrameKind,
+        /// What is wrong with it.
+        reason: MetadataError,
+    },
+    /// The message of a non-OK RESPONSE, a GOAWAY or an ERROR is not UTF-8. The frame was consumed.
+    InvalidUtf8 {
+        /// The frame's request id.
+        request_id: u64,
+        /// The frame's kind.
+        kind: FrameKind,
+    },
+}
+
+impl DecodeError {
+    /// Every code name, in the order the receiver checks them.
+    pub const CODE_NAMES: &'static [&'static str] = &[
+        "BAD_MAGIC",
+        "UNSUPPORTED_VERSION",
+        "UNKNOWN_KIND",
+        "HEADER_CHECKSUM",
+        "FRAME_TOO_LARGE",
+        "INVALID_FLAGS",
+        "RESERVED_NOT_ZERO",
+        "BODY_CHECKSUM",
+        "INVALID_METADATA",
+        "INVALID_UTF8",
+    ];
+
+    /// The spec's name for this error (`"HEADER_CHECKSUM"` ...).
+    pub fn code_name(&self) -> &'static str {
+        match self {
+            DecodeError::BadMagic { .. } => "BAD_MAGIC",
+            DecodeError::UnsupportedVersion { .. } => "UNSUPPORTED_VERSION",
+            DecodeError::UnknownKind { .. } => "UNKNOWN_KIND",
+            DecodeError::HeaderChecksum { .. } => "HEADER_CHECKSUM",
+            DecodeError::FrameTooLarge { .. } => "FRAME_TOO_LARGE",
+            DecodeError::InvalidFlags { .. } => "INVALID_FLAGS",
+            DecodeError::ReservedNotZero { .. } => "RESERVED_NOT_ZERO",
+            DecodeError::BodyChecksum { .. } => "BODY_CHECKSUM",
+            DecodeError::InvalidMetadata { .. } => "INVALID_METADATA",
+            DecodeError::InvalidUtf8 { .. } => "INVALID_UTF8",
+        }
+    }
+
+    /// `true` for header errors, after which the connection must be closed.
+    pub fn is_fatal(&self) -> bool {
+        !matches!(
+            self,
+            DecodeError::BodyChecksum { .. }
+                | DecodeError::InvalidMetadata { .. }
+                | DecodeError::InvalidUtf8 { .. }
+        )
+    }
+
+    /// The status a server answers this error with (`proto-spec/PROTOCOL.md`, "Error handling").
+    pub fn status(&self) -> Code {
+        match self {
+            DecodeError::UnsupportedVersion { .. } => Code::UNIMPLEMENTED,
+            DecodeError::HeaderChecksum { .. } | DecodeError::BodyChecksum { .. } => {
+                Code::DATA_LOSS
+            }
+            DecodeError::FrameTooLarge { .. } => Code::RESOURCE_EXHAUSTED,
+            _ => Code::INVALID_ARGUMENT,
+        }
+    }
+
+    /// The request id of the offending frame when its header checksum was valid, else 0.
+    pub fn request_id(&self) -> u64 {
+        match self {
+            DecodeError::FrameTooLarge { request_id, .. }
+            | DecodeError::InvalidFlags { request_id, .. }
+            | DecodeError::ReservedNotZero { request_id, .. }
+            | DecodeError::BodyChecksum { request_id, .. }
+            | DecodeError::InvalidMetadata { request_id, .. }
+            | DecodeError::InvalidUtf8 { request_id, .. } => *request_id,
+            _ => 0,
+        }
+    }
+
+    /// The offending frame's kind when its header checksum was valid.
+    pub fn frame_kind(&self) -> Option<FrameKind> {
+        match self {
+            DecodeError::InvalidFlags { kind, .. }
+            | DecodeError::ReservedNotZero { kind, .. }
+            | DecodeError::BodyChecksum { kind, .. }
+            | DecodeError::InvalidMetadata { kind, .. }
+            | DecodeError::InvalidUtf8 { kind, .. } => Some(*kind),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DecodeError::BadMagic { offset, found } => write!(
+                f,
+                "bad magic: byte {offset} is 0x{found:02x}, expected 0x{:02x} (not a courier peer?)",
+                super::frame::MAGIC[*offset % 4]
+            ),
+            DecodeError::UnsupportedVersion { version } => write!(
+                f,
+                "unsupported protocol version {version}; this peer speaks {}",
+                super::frame::VERSION
+            ),
+            DecodeError::UnknownKind { kind } => write!(f, "unknown frame kind {kind}"),
+            DecodeError::HeaderChecksum { expected, actual } => write!(
+                f,
+                "header checksum mismatch: field 0x{expected:08x}, computed 0x{actual:08x}"
+            ),
+            DecodeError::FrameTooLarge { len, max, .. } => {
+                write!(f, "frame body of {len} bytes exceeds the limit of {max} bytes")
+            }
+            DecodeError::InvalidFlags { kind, flags, .. } => {
+                write!(f, "invalid flags 0x{flags:04x} on a {} frame", kind.name())
+            }
+            DecodeError::ReservedNotZero { kind, field, .. } => {
+                write!(f, "{field} must be zero on a {} frame", kind.name())
+            }
+            DecodeError::BodyChecksum {
+                kind,
+                expected,
+                actual,
+                ..
+            } => write!(
+                f,
+                "{} body checksum mismatch: field 0x{expected:08x}, computed 0x{actual:08x}",
+                kind.name()
+            ),
+            DecodeError::InvalidMetadata { kind, reason, .. } => {
+                write!(f, "{} frame: {reason}", kind.name())
+            }
+            DecodeError::InvalidUtf8 { kind, .. } => {
+                write!(f, "{} frame: message is not valid UTF-8", kind.name())
+            }
+        }
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+/// Why the encoder refused to build a frame. Nothing was appended to the output buffer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EncodeError {
+    /// The body (metadata plus payload) is longer than the encoder's limit.
+    FrameTooLarge {
+        /// Body length in bytes.
+        len: usize,
+        /// The limit.
+        max: u32,
+    },
+    /// The message of a non-OK RESPONSE is not UTF-8.
+    InvalidUtf8,
+}
+
+impl fmt::Display for EncodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EncodeError::FrameTooLarge { len, max } => {
+                write!(f, "frame body of {len} bytes exceeds the limit of {max} bytes")
+            }
+            EncodeError::InvalidUtf8 => f.write_str("status message is not valid UTF-8"),
+        }
+    }
+}
+
+impl std::error::Error for EncodeError {}
