@@ -1,7 +1,11 @@
 //! courier: a TCP request/response framework.
-//!
-//! Placeholder.
 #![deny(missing_docs, missing_debug_implementations)]
 #![doc(test(attr(deny(warnings))))]
 
+pub mod client;
+pub mod connection;
+pub mod echo;
+pub mod kv;
 pub mod proto;
+pub mod server;
+pub mod service;

@@ -17,7 +17,7 @@ use super::status::Code;
 /// most this step beyond what has arrived (`../shared/STYLE.md`, "Validate before you trust").
 pub const RESERVE_STEP: usize = 64 * 1024;
 
-/// A validated header: all header checks (`proto-spec/PROTOCOL.md`, "Receiving a frame", steps 1–7) have passed.
+/// A validated header: all header checks (`proto-spec/PROTOCOL.md` §8, checks 1–7) have passed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Header {
     kind: FrameKind,
@@ -136,21 +136,21 @@ impl Decoder {
     }
 }
 
-/// Header checks, in the order of `proto-spec/PROTOCOL.md`, "Receiving a frame", on whatever prefix has arrived.
+/// Header checks, in the order of `proto-spec/PROTOCOL.md` §8, on whatever prefix has arrived.
 fn check_header(src: &[u8], max_body_len: u32) -> Result<Option<Header>, DecodeError> {
-    // "Receiving a frame", step 1: each magic byte as soon as it arrives.
+    // PROTOCOL.md §8 check 1: each magic byte as soon as it arrives.
     for (offset, (&found, &want)) in src.iter().zip(MAGIC.iter()).enumerate() {
         if found != want {
             return Err(DecodeError::BadMagic { offset, found });
         }
     }
-    // "Receiving a frame", step 2: version, as soon as byte 4 arrives.
+    // PROTOCOL.md §8 check 2: version, as soon as byte 4 arrives.
     if let Some(&version) = src.get(4) {
         if version != VERSION {
             return Err(DecodeError::UnsupportedVersion { version });
         }
     }
-    // "Receiving a frame", step 3: kind, as soon as byte 5 arrives.
+    // PROTOCOL.md §8 check 3: kind, as soon as byte 5 arrives.
     let kind = match src.get(5) {
         Some(&byte) => FrameKind::from_u8(byte).ok_or(DecodeError::UnknownKind { kind: byte })?,
         None => return Ok(None),
@@ -158,7 +158,7 @@ fn check_header(src: &[u8], max_body_len: u32) -> Result<Option<Header>, DecodeE
     let Some(head) = src.get(..HEADER_LEN) else {
         return Ok(None);
     };
-    // "Receiving a frame", step 4: the header checksum, before any other field is believed.
+    // PROTOCOL.md §8 check 4: the header checksum, before any other field is believed.
     let expected = BigEndian::read_u32(&head[32..36]);
     let actual = crc32fast::hash(&head[..32]);
     if expected != actual {
@@ -174,7 +174,7 @@ fn check_header(src: &[u8], max_body_len: u32) -> Result<Option<Header>, DecodeE
         body_crc: BigEndian::read_u32(&head[28..32]),
     };
     let request_id = header.request_id;
-    // "Receiving a frame", step 5: the length limit, before any body byte is awaited or reserved.
+    // PROTOCOL.md §8 check 5: the length limit, before any body byte is awaited or reserved.
     if header.body_len > max_body_len {
         return Err(DecodeError::FrameTooLarge {
             request_id,
@@ -182,7 +182,7 @@ fn check_header(src: &[u8], max_body_len: u32) -> Result<Option<Header>, DecodeE
             max: max_body_len,
         });
     }
-    // "Receiving a frame", step 6: flags.
+    // PROTOCOL.md §8 check 6: flags.
     let allowed = if kind.allows_metadata() {
         FLAG_METADATA
     } else {
@@ -195,7 +195,7 @@ fn check_header(src: &[u8], max_body_len: u32) -> Result<Option<Header>, DecodeE
             flags: header.flags,
         });
     }
-    // "Receiving a frame", step 7: fields that must be zero for this kind.
+    // PROTOCOL.md §8 check 7: fields that must be zero for this kind.
     let reserved = |field| DecodeError::ReservedNotZero {
         request_id,
         kind,
@@ -214,10 +214,10 @@ fn check_header(src: &[u8], max_body_len: u32) -> Result<Option<Header>, DecodeE
     Ok(Some(header))
 }
 
-/// Body checks (`proto-spec/PROTOCOL.md`, "Receiving a frame", steps 8–10) and the typed frame.
+/// Body checks (`proto-spec/PROTOCOL.md` §8, checks 8–10) and the typed frame.
 fn decode_body(header: &Header, body: Bytes) -> Result<Frame, DecodeError> {
     let (request_id, kind) = (header.request_id, header.kind);
-    // "Receiving a frame", step 8: the body checksum.
+    // PROTOCOL.md §8 check 8: the body checksum.
     let actual = crc32fast::hash(&body);
     if actual != header.body_crc {
         return Err(DecodeError::BodyChecksum {
@@ -227,7 +227,7 @@ fn decode_body(header: &Header, body: Bytes) -> Result<Frame, DecodeError> {
             actual,
         });
     }
-    // "Receiving a frame", step 9: the metadata section.
+    // PROTOCOL.md §8 check 9: the metadata section.
     let (metadata, payload) = if header.flags & FLAG_METADATA != 0 {
         Metadata::parse(&body).map_err(|reason| DecodeError::InvalidMetadata {
             request_id,
@@ -237,7 +237,7 @@ fn decode_body(header: &Header, body: Bytes) -> Result<Frame, DecodeError> {
     } else {
         (Metadata::new(), body)
     };
-    // "Receiving a frame", step 10: messages are UTF-8.
+    // PROTOCOL.md §8 check 10: messages are UTF-8.
     let message = || {
         String::from_utf8(payload.to_vec())
             .map_err(|_| DecodeError::InvalidUtf8 { request_id, kind })

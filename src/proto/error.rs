@@ -7,7 +7,7 @@ use super::metadata::MetadataError;
 use super::status::Code;
 
 /// Why received bytes are not a valid frame. Each variant is one code of
-/// `proto-spec/PROTOCOL.md`, "Receiving a frame", named by [`DecodeError::code_name`].
+/// `proto-spec/PROTOCOL.md` §8, named by [`DecodeError::code_name`].
 ///
 /// *Header errors* (the first seven) are fatal: the byte stream can no longer be trusted, the
 /// receiver sends an ERROR frame with [`DecodeError::status`] and closes. *Frame errors*
@@ -137,7 +137,7 @@ impl DecodeError {
         )
     }
 
-    /// The status a server answers this error with (`proto-spec/PROTOCOL.md`, "Error handling").
+    /// The status a server answers this error with (`proto-spec/PROTOCOL.md` §9.3).
     pub fn status(&self) -> Code {
         match self {
             DecodeError::UnsupportedVersion { .. } => Code::UNIMPLEMENTED,

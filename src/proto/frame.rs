@@ -114,7 +114,7 @@ impl Response {
     }
 }
 
-/// One decoded frame. See `proto-spec/PROTOCOL.md`, "Frame kinds".
+/// One decoded frame. See `proto-spec/PROTOCOL.md` §4.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Frame {
     /// A call.

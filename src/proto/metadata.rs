@@ -1,8 +1,8 @@
 //! The optional metadata section: bounded key/value pairs for trace ids, auth tokens and the like.
 //!
 //! Present only when the METADATA flag (`0x0001`) is set, on REQUEST and RESPONSE frames; a
-//! frame without metadata carries no section and costs nothing (`proto-spec/PROTOCOL.md`,
-//! "Metadata").
+//! frame without metadata carries no section and costs nothing (`proto-spec/PROTOCOL.md` §5,
+//! "Flags and metadata").
 //!
 //! ```text
 //!  0                   1                   2                   3
@@ -166,7 +166,7 @@ impl Metadata {
 
     /// Splits a body that starts with a metadata section into the section and the payload.
     ///
-    /// Enforces `proto-spec/PROTOCOL.md`, "Metadata": every limit listed in the module docs.
+    /// Enforces `proto-spec/PROTOCOL.md` §5.3 (check 9 of §8): every limit listed in the module docs.
     pub(crate) fn parse(body: &Bytes) -> Result<(Metadata, Bytes), MetadataError> {
         if body.len() < 2 {
             return Err(MetadataError::SectionLength);

@@ -1,7 +1,7 @@
 //! The wire protocol, version 1: frames and their codec. Pure data: no IO, no clock, no threads.
 //!
 //! The normative description is `proto-spec/PROTOCOL.md`; this module implements it and every
-//! check names the step of "Receiving a frame" it enforces.
+//! check names the check of §8 ("Receiving frames: ordered checks") it enforces.
 //!
 //! # Frame layout
 //!

@@ -1,7 +1,7 @@
 //! Status codes: gRPC's canonical codes, with the same numbers and names.
 //!
 //! Source: `grpc/grpc:doc/statuscodes.md`. A status travels in the 32-bit status word of
-//! RESPONSE, GOAWAY and ERROR frames (`proto-spec/PROTOCOL.md`, "Status codes").
+//! RESPONSE, GOAWAY and ERROR frames (`proto-spec/PROTOCOL.md` §6).
 
 use std::fmt;
 
@@ -9,7 +9,7 @@ use std::fmt;
 ///
 /// The named constants are gRPC's canonical codes 0 to 16. Any other value is kept as it is, so
 /// a code this build does not know survives a decode and re-encode unchanged; decisions should
-/// treat it as [`Code::UNKNOWN`] (`proto-spec/PROTOCOL.md`, "Status codes").
+/// treat it as [`Code::UNKNOWN`] (`proto-spec/PROTOCOL.md` §6).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct Code(pub u32);
 

@@ -1,0 +1,547 @@
+//! The blocking client: one `std::net::TcpStream`, the same codec as the server.
+//!
+//! [`Client::call`] sends one request and waits for its response. For pipelining,
+//! [`Client::send`] queues requests (written in one batch by [`Client::flush`] or by the first
+//! wait) and [`Client::wait`] collects each response by its request id, in any order: responses
+//! that arrive for other requests are kept until they are asked for.
+//!
+//! # Examples
+//!
+//! ```no_run
+//! use bytes::Bytes;
+//! use courier::client::Client;
+//! use courier::echo::ECHO;
+//!
+//! let mut client = Client::connect("127.0.0.1:7879")?;
+//! let pending: Vec<_> = (0..100)
+//!     .map(|i| client.send(&ECHO, &Bytes::from(format!("msg {i}"))))
+//!     .collect::<Result<_, _>>()?;
+//! for (i, p) in pending.into_iter().enumerate() {
+//!     assert_eq!(client.wait(p)?, Bytes::from(format!("msg {i}")));
+//! }
+//! # Ok::<(), courier::client::ClientError>(())
+//! ```
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::marker::PhantomData;
+use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BytesMut};
+
+use crate::proto::{
+    Code, DecodeError, Decoder, EncodeError, Encoder, Frame, FrameKind, Metadata, Response,
+    Status, DEFAULT_MAX_BODY_LEN,
+};
+use crate::service::{Message, MessageError, Method};
+
+/// Default time to establish a connection: 5 s.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default time a call waits for its response when it sets no deadline: 30 s.
+pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default time a write may block: 30 s.
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Bytes read per `read` call: 16 KiB.
+const READ_CHUNK: usize = 16 * 1024;
+/// Queued request bytes above which [`Client::send`] writes them out: 64 KiB.
+const AUTO_FLUSH: usize = 64 * 1024;
+
+/// Why a call failed. Remote statuses, timeouts, protocol errors and IO errors are kept apart.
+#[derive(Debug)]
+pub enum ClientError {
+    /// The server answered this request with a non-OK status (and its message). The
+    /// connection is fine. UNAVAILABLE after a GOAWAY means the request was not processed
+    /// and is safe to retry on a new connection.
+    Status(Status),
+    /// The server sent an ERROR frame (a connection-level error) and closed the connection.
+    Connection(Status),
+    /// No response within the call's deadline or the read timeout. The request may still be
+    /// processed; a late response is discarded.
+    Timeout,
+    /// The server's bytes broke the protocol, or a response message did not decode.
+    Protocol(ProtocolError),
+    /// The request was refused before sending (too large).
+    Encode(EncodeError),
+    /// The connection is closed (by the server, or after an earlier fatal error).
+    Closed,
+    /// A socket error.
+    Io(io::Error),
+}
+
+impl ClientError {
+    /// The status for remote errors ([`ClientError::Status`], [`ClientError::Connection`]).
+    pub fn status(&self) -> Option<&Status> {
+        match self {
+            ClientError::Status(s) | ClientError::Connection(s) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for ClientError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClientError::Status(s) => write!(f, "server answered {s}"),
+            ClientError::Connection(s) => write!(f, "server closed the connection: {s}"),
+            ClientError::Timeout => f.write_str("timed out waiting for the response"),
+            ClientError::Protocol(e) => write!(f, "protocol error: {e}"),
+            ClientError::Encode(e) => write!(f, "request not sent: {e}"),
+            ClientError::Closed => f.write_str("connection closed"),
+            ClientError::Io(e) => write!(f, "io error: {e}"),
+        }
+    }
+}
+
+/// `Display` already includes the inner error, so `source` is not used to repeat it.
+impl std::error::Error for ClientError {}
+
+impl From<io::Error> for ClientError {
+    fn from(err: io::Error) -> Self {
+        match err.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => ClientError::Timeout,
+            _ => ClientError::Io(err),
+        }
+    }
+}
+
+/// How the server's bytes broke the protocol.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ProtocolError {
+    /// The bytes did not decode as a frame.
+    Decode(DecodeError),
+    /// An OK response's message did not decode as the method's response type.
+    Message(MessageError),
+    /// A frame a client never receives (REQUEST).
+    UnexpectedFrame(FrameKind),
+}
+
+impl fmt::Display for ProtocolError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ProtocolError::Decode(e) => write!(f, "{e}"),
+            ProtocolError::Message(e) => write!(f, "response message: {e}"),
+            ProtocolError::UnexpectedFrame(k) => write!(f, "unexpected {} frame", k.name()),
+        }
+    }
+}
+
+impl std::error::Error for ProtocolError {}
+
+/// Per-call options.
+#[derive(Clone, Debug, Default)]
+pub struct CallOptions {
+    /// How long the client waits; sent to the server as the frame's deadline in milliseconds
+    /// (rounded up, capped at `u32::MAX`). `None`: no deadline is sent and the client waits
+    /// up to its read timeout.
+    pub deadline: Option<Duration>,
+    /// Metadata entries sent with the request.
+    pub metadata: Metadata,
+}
+
+/// Builds a [`Client`] with timeouts and limits.
+#[derive(Clone, Debug)]
+pub struct ClientBuilder {
+    connect_timeout: Duration,
+    read_timeout: Duration,
+    write_timeout: Duration,
+    max_body_len: u32,
+}
+
+impl Default for ClientBuilder {
+    fn default() -> Self {
+        ClientBuilder {
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            read_timeout: DEFAULT_READ_TIMEOUT,
+            write_timeout: DEFAULT_WRITE_TIMEOUT,
+            max_body_len: DEFAULT_MAX_BODY_LEN,
+        }
+    }
+}
+
+impl ClientBuilder {
+    /// Time to establish the TCP connection, per resolved address. Default 5 s.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Time a call without a deadline waits for its response. Default 30 s.
+    pub fn read_timeout(mut self, timeout: Duration) -> Self {
+        self.read_timeout = timeout;
+        self
+    }
+
+    /// Time one socket write may block. Default 30 s.
+    pub fn write_timeout(mut self, timeout: Duration) -> Self {
+        self.write_timeout = timeout;
+        self
+    }
+
+    /// Largest body sent or accepted, in bytes. Default 4 MiB, as the server's.
+    pub fn max_body_len(mut self, max: u32) -> Self {
+        self.max_body_len = max;
+        self
+    }
+
+    /// Connects to the first address of `addr` that accepts.
+    ///
+    /// # Errors
+    /// [`ClientError::Timeout`] or [`ClientError::Io`] of the last address tried.
+    pub fn connect(self, addr: impl ToSocketAddrs) -> Result<Client, ClientError> {
+        let mut last_err = io::Error::new(io::ErrorKind::InvalidInput, "no address to connect to");
+        for addr in addr.to_socket_addrs()? {
+            match TcpStream::connect_timeout(&addr, self.connect_timeout) {
+                Ok(stream) => return Client::from_stream(stream, addr, &self),
+                Err(err) => last_err = err,
+            }
+        }
+        Err(last_err.into())
+    }
+}
+
+/// A response that was sent for and not yet collected: pass it to [`Client::wait`].
+#[must_use = "a sent request's response is only read by Client::wait"]
+#[derive(Debug)]
+pub struct Pending<Resp> {
+    request_id: u64,
+    deadline: Instant,
+    types: PhantomData<fn() -> Resp>,
+}
+
+impl<Resp> Pending<Resp> {
+    /// The request id the request was sent with.
+    pub fn request_id(&self) -> u64 {
+        self.request_id
+    }
+}
+
+/// Why the connection can no longer be used.
+#[derive(Clone, Debug)]
+enum Broken {
+    Closed,
+    Connection(Status),
+    Protocol(ProtocolError),
+}
+
+/// A blocking client connection. See the [module docs](self).
+#[derive(Debug)]
+pub struct Client {
+    stream: TcpStream,
+    peer: SocketAddr,
+    decoder: Decoder,
+    encoder: Encoder,
+    read_buf: BytesMut,
+    write_buf: BytesMut,
+    read_timeout: Duration,
+    next_id: u64,
+    /// Requests sent whose response has not been collected or abandoned.
+    outstanding: HashSet<u64>,
+    /// Responses (or frame errors) that arrived before they were asked for.
+    arrived: HashMap<u64, Result<Response, DecodeError>>,
+    /// PONG ids received and not yet collected.
+    pongs: HashSet<u64>,
+    /// The last request id the server will answer, after a GOAWAY.
+    goaway: Option<u64>,
+    broken: Option<Broken>,
+}
+
+impl Client {
+    /// A builder with every default.
+    pub fn builder() -> ClientBuilder {
+        ClientBuilder::default()
+    }
+
+    /// Connects with every default.
+    ///
+    /// # Errors
+    /// As [`ClientBuilder::connect`].
+    pub fn connect(addr: impl ToSocketAddrs) -> Result<Client, ClientError> {
+        ClientBuilder::default().connect(addr)
+    }
+
+    fn from_stream(
+        stream: TcpStream,
+        peer: SocketAddr,
+        config: &ClientBuilder,
+    ) -> Result<Client, ClientError> {
+        stream.set_nodelay(true)?;
+        stream.set_write_timeout(Some(config.write_timeout))?;
+        Ok(Client {
+            stream,
+            peer,
+            decoder: Decoder::new(config.max_body_len),
+            encoder: Encoder::new(config.max_body_len),
+            read_buf: BytesMut::new(),
+            write_buf: BytesMut::new(),
+            read_timeout: config.read_timeout,
+            next_id: 1,
+            outstanding: HashSet::new(),
+            arrived: HashMap::new(),
+            pongs: HashSet::new(),
+            goaway: None,
+            broken: None,
+        })
+    }
+
+    /// The server's address.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// Sends one request and waits for its response.
+    ///
+    /// # Errors
+    /// Any [`ClientError`]: the server's status, a timeout, a protocol or IO error.
+    pub fn call<Req: Message, Resp: Message>(
+        &mut self,
+        method: &Method<Req, Resp>,
+        request: &Req,
+    ) -> Result<Resp, ClientError> {
+        self.call_with(method, request, &CallOptions::default())
+    }
+
+    /// [`Client::call`] with a deadline and metadata.
+    ///
+    /// # Errors
+    /// As [`Client::call`].
+    pub fn call_with<Req: Message, Resp: Message>(
+        &mut self,
+        method: &Method<Req, Resp>,
+        request: &Req,
+        options: &CallOptions,
+    ) -> Result<Resp, ClientError> {
+        let pending = self.send_with(method, request, options)?;
+        self.wait(pending)
+    }
+
+    /// Queues a request without waiting; returns the handle to collect its response with.
+    /// Queued requests are written by [`Client::flush`], by the next wait, or when more than
+    /// 64 KiB are queued.
+    ///
+    /// # Errors
+    /// [`ClientError::Encode`] when the request is over the size limit; the connection's
+    /// error when it is closed; UNAVAILABLE after the server sent GOAWAY.
+    pub fn send<Req: Message, Resp: Message>(
+        &mut self,
+        method: &Method<Req, Resp>,
+        request: &Req,
+    ) -> Result<Pending<Resp>, ClientError> {
+        self.send_with(method, request, &CallOptions::default())
+    }
+
+    /// [`Client::send`] with a deadline and metadata.
+    ///
+    /// # Errors
+    /// As [`Client::send`].
+    pub fn send_with<Req: Message, Resp: Message>(
+        &mut self,
+        method: &Method<Req, Resp>,
+        request: &Req,
+        options: &CallOptions,
+    ) -> Result<Pending<Resp>, ClientError> {
+        self.check_usable()?;
+        if self.goaway.is_some() {
+            return Err(ClientError::Status(draining()));
+        }
+        let request_id = self.take_id();
+        let deadline_ms = options.deadline.map_or(0, |d| {
+            u32::try_from(d.as_millis() + u128::from(d.subsec_nanos() % 1_000_000 != 0))
+                .unwrap_or(u32::MAX)
+        });
+        self.encoder
+            .encode_request_with(
+                &mut self.write_buf,
+                request_id,
+                method.service,
+                method.method,
+                deadline_ms,
+                &options.metadata,
+                |out| request.encode(out),
+            )
+            .map_err(ClientError::Encode)?;
+        self.outstanding.insert(request_id);
+        if self.write_buf.len() > AUTO_FLUSH {
+            self.flush()?;
+        }
+        Ok(Pending {
+            request_id,
+            deadline: Instant::now() + options.deadline.unwrap_or(self.read_timeout),
+            types: PhantomData,
+        })
+    }
+
+    /// Writes every queued request.
+    ///
+    /// # Errors
+    /// [`ClientError::Io`] (or `Timeout` past the write timeout); the connection is then
+    /// unusable.
+    pub fn flush(&mut self) -> Result<(), ClientError> {
+        while !self.write_buf.is_empty() {
+            match self.stream.write(&self.write_buf) {
+                Ok(0) => return Err(self.fail(Broken::Closed)),
+                Ok(n) => self.write_buf.advance(n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.broken = Some(Broken::Closed);
+                    return Err(e.into());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits for the response to `pending`.
+    ///
+    /// # Errors
+    /// The server's status ([`ClientError::Status`]), [`ClientError::Timeout`] past the
+    /// request's deadline, or the connection's error.
+    pub fn wait<Resp: Message>(&mut self, pending: Pending<Resp>) -> Result<Resp, ClientError> {
+        let id = pending.request_id;
+        let result = self.wait_response(id, pending.deadline);
+        self.outstanding.remove(&id);
+        let response = result?.map_err(|e| ClientError::Protocol(ProtocolError::Decode(e)))?;
+        if response.code.is_ok() {
+            Resp::decode(response.payload)
+                .map_err(|e| ClientError::Protocol(ProtocolError::Message(e)))
+        } else {
+            let message = response.message().unwrap_or_default().to_owned();
+            Err(ClientError::Status(Status::new(response.code, message)))
+        }
+    }
+
+    fn wait_response(
+        &mut self,
+        id: u64,
+        deadline: Instant,
+    ) -> Result<Result<Response, DecodeError>, ClientError> {
+        self.flush()?;
+        loop {
+            if let Some(arrived) = self.arrived.remove(&id) {
+                return Ok(arrived);
+            }
+            if self.goaway.is_some_and(|last| id > last) {
+                return Err(ClientError::Status(draining()));
+            }
+            self.check_usable()?;
+            self.read_some(deadline)?;
+        }
+    }
+
+    /// Sends a PING and waits for its PONG; returns the round-trip time.
+    ///
+    /// # Errors
+    /// [`ClientError::Timeout`] past the read timeout, or the connection's error.
+    pub fn ping(&mut self) -> Result<Duration, ClientError> {
+        self.check_usable()?;
+        let id = self.take_id();
+        // PING carries no body: it cannot be too large.
+        let _ = self.encoder.encode(&Frame::Ping(id), &mut self.write_buf);
+        let start = Instant::now();
+        let deadline = start + self.read_timeout;
+        self.flush()?;
+        while !self.pongs.remove(&id) {
+            self.check_usable()?;
+            self.read_some(deadline)?;
+        }
+        Ok(start.elapsed())
+    }
+
+    /// Closes the connection: shuts down both directions of the socket.
+    pub fn close(self) {
+        let _ = self.stream.shutdown(Shutdown::Both);
+    }
+
+    fn take_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id = self.next_id.wrapping_add(1).max(1);
+        id
+    }
+
+    fn check_usable(&self) -> Result<(), ClientError> {
+        match &self.broken {
+            None => Ok(()),
+            Some(Broken::Closed) => Err(ClientError::Closed),
+            Some(Broken::Connection(s)) => Err(ClientError::Connection(s.clone())),
+            Some(Broken::Protocol(e)) => Err(ClientError::Protocol(e.clone())),
+        }
+    }
+
+    fn fail(&mut self, broken: Broken) -> ClientError {
+        self.broken = Some(broken);
+        match self.check_usable() {
+            Err(err) => err,
+            Ok(()) => ClientError::Closed,
+        }
+    }
+
+    /// One read (waiting until `deadline` at most), then every frame it completes.
+    fn read_some(&mut self, deadline: Instant) -> Result<(), ClientError> {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            return Err(ClientError::Timeout);
+        }
+        self.stream.set_read_timeout(Some(remaining))?;
+        let len = self.read_buf.len();
+        self.read_buf.resize(len + READ_CHUNK, 0);
+        let result = self.stream.read(&mut self.read_buf[len..]);
+        self.read_buf.truncate(len + *result.as_ref().unwrap_or(&0));
+        match result {
+            Ok(0) => return Err(self.fail(Broken::Closed)),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
+            Err(e) => return Err(e.into()),
+        }
+        loop {
+            let frame = match self.decoder.decode(&mut self.read_buf) {
+                Ok(Some(frame)) => frame,
+                Ok(None) => return Ok(()),
+                Err(err) if !err.is_fatal() && err.frame_kind() == Some(FrameKind::Response) => {
+                    self.stash(err.request_id(), Err(err));
+                    continue;
+                }
+                Err(err) => return Err(self.fail(Broken::Protocol(ProtocolError::Decode(err)))),
+            };
+            match frame {
+                Frame::Response(response) => self.stash(response.request_id, Ok(response)),
+                Frame::Pong(id) => {
+                    self.pongs.insert(id);
+                }
+                Frame::Ping(id) => {
+                    let _ = self.encoder.encode(&Frame::Pong(id), &mut self.write_buf);
+                    self.flush()?;
+                }
+                Frame::GoAway {
+                    last_request_id,
+                    code,
+                    message,
+                } => {
+                    log::debug!("{}: GOAWAY {code} after {last_request_id}: {message}", self.peer);
+                    self.goaway = Some(last_request_id);
+                }
+                Frame::Error { code, message, .. } => {
+                    return Err(self.fail(Broken::Connection(Status::new(code, message))));
+                }
+                Frame::Request(_) => {
+                    let err = ProtocolError::UnexpectedFrame(FrameKind::Request);
+                    return Err(self.fail(Broken::Protocol(err)));
+                }
+            }
+        }
+    }
+
+    fn stash(&mut self, id: u64, response: Result<Response, DecodeError>) {
+        // A response nobody waits for any more (its wait timed out) is dropped.
+        if self.outstanding.contains(&id) {
+            self.arrived.insert(id, response);
+        }
+    }
+}
+
+fn draining() -> Status {
+    Status::new(
+        Code::UNAVAILABLE,
+        "server is draining (GOAWAY): request not processed, retry on a new connection",
+    )
+}

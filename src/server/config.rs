@@ -1,0 +1,57 @@
+//! Server settings and their defaults.
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::time::Duration;
+
+use crate::connection::{ConnectionConfig, DEFAULT_LINGER};
+use crate::proto::DEFAULT_MAX_BODY_LEN;
+
+/// Default bind address: `127.0.0.1:7878`, loopback only, so a server started without thought
+/// is not reachable from the network.
+pub const DEFAULT_ADDR: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 7878));
+
+/// Default most connections open at once: 10,000 (Redis's default `maxclients`).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+
+/// Settings of a [`Server`](super::Server), built with [`ServerBuilder`](super::ServerBuilder).
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    pub(crate) addr: SocketAddr,
+    pub(crate) max_connections: usize,
+    pub(crate) connection: ConnectionConfig,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            addr: DEFAULT_ADDR,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            connection: ConnectionConfig {
+                max_body_len: DEFAULT_MAX_BODY_LEN,
+                linger: DEFAULT_LINGER,
+            },
+        }
+    }
+}
+
+impl ServerConfig {
+    /// The address to bind.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The connection limit.
+    pub fn max_connections(&self) -> usize {
+        self.max_connections
+    }
+
+    /// The body limit in bytes.
+    pub fn max_body_len(&self) -> u32 {
+        self.connection.max_body_len
+    }
+
+    /// How long a connection lingers after ERROR or GOAWAY.
+    pub fn linger(&self) -> Duration {
+        self.connection.linger
+    }
+}

@@ -1,0 +1,138 @@
+//! Helpers shared by the integration tests: servers on 127.0.0.1:0 and raw-socket utilities.
+#![allow(dead_code)] // each test file uses a different subset
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use courier::proto::{Decoder, Encoder, Frame, Metadata, Request, DEFAULT_MAX_BODY_LEN};
+use courier::server::{RunningServer, Server, ServerBuilder};
+use courier::service::Router;
+use courier::{echo, kv};
+
+/// How long a raw socket waits for the server before a test fails: generous, never hit on
+/// success.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A router with the echo and kv services.
+pub fn bundled_router() -> Router {
+    let mut router = Router::new();
+    echo::register(&mut router);
+    kv::register(&mut router, Arc::new(kv::Store::new()));
+    router
+}
+
+/// Starts a server on 127.0.0.1 with a free port; it stops when the value is dropped.
+pub fn start(builder: ServerBuilder, router: Router) -> RunningServer {
+    builder
+        .addr("127.0.0.1:0".parse().expect("valid address"))
+        .bind(router)
+        .expect("bind 127.0.0.1:0")
+        .spawn()
+        .expect("spawn server thread")
+}
+
+/// Starts a server with every default and the bundled services.
+pub fn start_default() -> RunningServer {
+    start(Server::builder(), bundled_router())
+}
+
+
+/// A raw TCP connection with read and write timeouts.
+pub fn raw_connect(addr: SocketAddr) -> TcpStream {
+    let stream = TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+    stream.set_write_timeout(Some(IO_TIMEOUT)).expect("timeout");
+    stream.set_nodelay(true).expect("nodelay");
+    stream
+}
+
+/// Encodes one frame with the default limit.
+pub fn encode(frame: &Frame) -> BytesMut {
+    let mut out = BytesMut::new();
+    Encoder::new(u32::MAX)
+        .encode(frame, &mut out)
+        .expect("test frame encodes");
+    out
+}
+
+/// A REQUEST frame with no deadline and no metadata.
+pub fn request(request_id: u64, service: u16, method: u16, payload: &[u8]) -> Frame {
+    Frame::Request(Request {
+        request_id,
+        service,
+        method,
+        deadline_ms: 0,
+        metadata: Metadata::new(),
+        payload: Bytes::copy_from_slice(payload),
+    })
+}
+
+/// Rewrites the header CRC of the frame at the start of `frame` after a test edited the header.
+pub fn fix_header_crc(frame: &mut [u8]) {
+    let crc = crc32fast::hash(&frame[..32]);
+    frame[32..36].copy_from_slice(&crc.to_be_bytes());
+}
+
+/// Reads frames until the server closes the connection (or a read times out, which fails the
+/// test). Returns every frame received.
+pub fn read_until_close(stream: &mut TcpStream) -> Vec<Frame> {
+    let mut decoder = Decoder::new(DEFAULT_MAX_BODY_LEN);
+    let mut buf = BytesMut::new();
+    let mut frames = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        let n = match stream.read(&mut chunk) {
+            Ok(n) => n,
+            // A reset after the server closed a connection with unread input still counts as
+            // the close; everything it sent before is in `frames`.
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => 0,
+            Err(e) => panic!("reading from the server: {e}"),
+        };
+        if n == 0 {
+            assert!(buf.is_empty(), "server closed mid-frame: {} bytes left", buf.len());
+            return frames;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        while let Some(frame) = decoder.decode(&mut buf).expect("server sends valid frames") {
+            frames.push(frame);
+        }
+    }
+}
+
+/// Reads exactly `count` frames.
+pub fn read_frames(stream: &mut TcpStream, count: usize) -> Vec<Frame> {
+    let mut decoder = Decoder::new(DEFAULT_MAX_BODY_LEN);
+    let mut buf = BytesMut::new();
+    let mut frames = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    while frames.len() < count {
+        while let Some(frame) = decoder.decode(&mut buf).expect("server sends valid frames") {
+            frames.push(frame);
+        }
+        if frames.len() >= count {
+            break;
+        }
+        let n = stream.read(&mut chunk).expect("read from the server");
+        assert!(n > 0, "server closed after {} of {count} frames", frames.len());
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    assert!(buf.is_empty(), "unexpected bytes after {count} frames");
+    frames
+}
+
+/// Sends raw bytes.
+pub fn send_raw(stream: &mut TcpStream, bytes: &[u8]) {
+    stream.write_all(bytes).expect("write to the server");
+}
+
+/// Asserts that the server still serves a fresh client: one echo round trip.
+pub fn assert_serving(addr: SocketAddr) {
+    let mut client = courier::client::Client::connect(addr).expect("connect a fresh client");
+    let reply = client
+        .call(&echo::ECHO, &Bytes::from_static(b"still here"))
+        .expect("echo from a fresh client");
+    assert_eq!(&reply[..], b"still here");
+}
