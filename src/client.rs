@@ -32,8 +32,8 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, BytesMut};
 
 use crate::proto::{
-    Code, DecodeError, Decoder, EncodeError, Encoder, Frame, FrameKind, Metadata, Response,
-    Status, DEFAULT_MAX_BODY_LEN,
+    Code, DecodeError, Decoder, EncodeError, Encoder, Frame, FrameKind, Metadata, Response, Status,
+    DEFAULT_MAX_BODY_LEN,
 };
 use crate::service::{Message, MessageError, Method};
 
@@ -517,7 +517,10 @@ impl Client {
                     code,
                     message,
                 } => {
-                    log::debug!("{}: GOAWAY {code} after {last_request_id}: {message}", self.peer);
+                    log::debug!(
+                        "{}: GOAWAY {code} after {last_request_id}: {message}",
+                        self.peer
+                    );
                     self.goaway = Some(last_request_id);
                 }
                 Frame::Error { code, message, .. } => {

@@ -229,13 +229,17 @@ impl Connection {
         let status = match (outcome, encoded) {
             (Ok(()), Ok(())) => return,
             (Err(status), _) => status,
-            (Ok(()), Err(err)) => crate::proto::Status::resource_exhausted(format!(
-                "response not sent: {err}"
-            )),
+            (Ok(()), Err(err)) => {
+                crate::proto::Status::resource_exhausted(format!("response not sent: {err}"))
+            }
         };
         self.write_buf.truncate(start);
-        self.encoder
-            .encode_status(&mut self.write_buf, request_id, status.code, &status.message);
+        self.encoder.encode_status(
+            &mut self.write_buf,
+            request_id,
+            status.code,
+            &status.message,
+        );
     }
 
     fn on_decode_error(&mut self, err: DecodeError) {
@@ -435,7 +439,9 @@ mod tests {
         assert_eq!(conn.process(Instant::now(), &router()), 3);
         let frames = output(&mut conn);
         assert_eq!(frames.len(), 3);
-        assert!(matches!(&frames[0], Frame::Response(r) if r.request_id == 1 && &r.payload[..] == b"a"));
+        assert!(
+            matches!(&frames[0], Frame::Response(r) if r.request_id == 1 && &r.payload[..] == b"a")
+        );
         assert_eq!(frames[1], Frame::Pong(77));
         assert!(matches!(&frames[2], Frame::Response(r) if r.code == Code::UNIMPLEMENTED));
         assert!(conn.wants_read());
@@ -448,14 +454,23 @@ mod tests {
         conn.process(Instant::now(), &router());
         assert!(!conn.wants_read());
         let frames = output(&mut conn);
-        assert!(matches!(&frames[..], [Frame::Error { code: Code::INVALID_ARGUMENT, .. }]));
+        assert!(matches!(
+            &frames[..],
+            [Frame::Error {
+                code: Code::INVALID_ARGUMENT,
+                ..
+            }]
+        ));
         assert!(conn.wants_write_shutdown());
         let t0 = Instant::now();
         conn.write_closed(t0);
         assert!(conn.wants_read() && !conn.is_closed());
         conn.handle_timeout(t0 + DEFAULT_LINGER);
         assert!(conn.is_closed());
-        assert!(matches!(conn.close_reason(), Some(CloseReason::Protocol(_))));
+        assert!(matches!(
+            conn.close_reason(),
+            Some(CloseReason::Protocol(_))
+        ));
     }
 
     #[test]

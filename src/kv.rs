@@ -198,5 +198,7 @@ pub fn register(router: &mut Router, store: Arc<Store>) {
         s.set(&req.key, &req.value);
         Ok(())
     });
-    router.register(DELETE, move |_ctx, key: Key| Ok(Deleted(store.delete(&key.0))));
+    router.register(DELETE, move |_ctx, key: Key| {
+        Ok(Deleted(store.delete(&key.0)))
+    });
 }

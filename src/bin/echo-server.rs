@@ -32,7 +32,13 @@ fn main() -> ExitCode {
     common::init_logging();
     let mut router = Router::new();
     echo::register(&mut router);
-    match common::serve("echo-server", args.addr, args.max_connections, args.max_body_len, router) {
+    match common::serve(
+        "echo-server",
+        args.addr,
+        args.max_connections,
+        args.max_body_len,
+        router,
+    ) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("echo-server: {err:#}");

@@ -34,7 +34,13 @@ fn main() -> ExitCode {
     let mut router = Router::new();
     kv::register(&mut router, Arc::new(kv::Store::new()));
     echo::register(&mut router);
-    match common::serve("kv-server", args.addr, args.max_connections, args.max_body_len, router) {
+    match common::serve(
+        "kv-server",
+        args.addr,
+        args.max_connections,
+        args.max_body_len,
+        router,
+    ) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("kv-server: {err:#}");

@@ -119,11 +119,9 @@ impl Decoder {
                 }
             },
         };
-        // `body_len <= max_body_len <= u32::MAX`, so this cannot overflow a 64-bit usize; on
-        // 32-bit targets `checked_add` keeps it from wrapping.
-        let frame_len = HEADER_LEN
-            .checked_add(header.body_len as usize)
-            .unwrap_or(usize::MAX);
+        // `body_len <= max_body_len <= u32::MAX`: no overflow on 64-bit targets; saturating
+        // keeps a 32-bit target from wrapping.
+        let frame_len = HEADER_LEN.saturating_add(header.body_len as usize);
         if src.len() < frame_len {
             // Grow by what is missing, but never more than one bounded step ahead.
             src.reserve((frame_len - src.len()).min(RESERVE_STEP));

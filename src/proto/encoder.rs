@@ -4,7 +4,9 @@ use byteorder::{BigEndian, ByteOrder};
 use bytes::{BufMut, BytesMut};
 
 use super::error::EncodeError;
-use super::frame::{Frame, FrameKind, Request, Response, FLAG_METADATA, HEADER_LEN, MAGIC, VERSION};
+use super::frame::{
+    Frame, FrameKind, Request, Response, FLAG_METADATA, HEADER_LEN, MAGIC, VERSION,
+};
 use super::metadata::Metadata;
 use super::status::Code;
 
@@ -186,10 +188,7 @@ impl Encoder {
     ) -> Result<(), EncodeError> {
         let (word, message) = match kind {
             FrameKind::Ping | FrameKind::Pong => (0, ""),
-            _ => (
-                code.0,
-                truncate_utf8(message, self.max_body_len as usize),
-            ),
+            _ => (code.0, truncate_utf8(message, self.max_body_len as usize)),
         };
         let head = Head {
             kind,

@@ -242,7 +242,10 @@ impl fmt::Display for EncodeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             EncodeError::FrameTooLarge { len, max } => {
-                write!(f, "frame body of {len} bytes exceeds the limit of {max} bytes")
+                write!(
+                    f,
+                    "frame body of {len} bytes exceeds the limit of {max} bytes"
+                )
             }
             EncodeError::InvalidUtf8 => f.write_str("status message is not valid UTF-8"),
         }

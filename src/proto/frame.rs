@@ -166,7 +166,8 @@ impl Frame {
     /// The flags this frame is encoded with: [`FLAG_METADATA`] iff it has metadata entries.
     pub fn flags(&self) -> u16 {
         match self {
-            Frame::Request(Request { metadata, .. }) | Frame::Response(Response { metadata, .. })
+            Frame::Request(Request { metadata, .. })
+            | Frame::Response(Response { metadata, .. })
                 if !metadata.is_empty() =>
             {
                 FLAG_METADATA

@@ -125,7 +125,10 @@ fn every_header_error() {
 
     let mut b = good.clone();
     b[4] = 2;
-    assert_eq!(decode(b), Err(DecodeError::UnsupportedVersion { version: 2 }));
+    assert_eq!(
+        decode(b),
+        Err(DecodeError::UnsupportedVersion { version: 2 })
+    );
 
     let mut b = good.clone();
     b[5] = 7;
@@ -150,7 +153,10 @@ fn every_header_error() {
     let mut b = good.clone();
     b[7] = 0x02;
     fix_crc(&mut b);
-    assert!(matches!(decode(b), Err(DecodeError::InvalidFlags { flags: 2, .. })));
+    assert!(matches!(
+        decode(b),
+        Err(DecodeError::InvalidFlags { flags: 2, .. })
+    ));
 
     let mut b = encode(&Frame::Ping(1));
     b[7] = 0x01;
@@ -162,7 +168,10 @@ fn every_header_error() {
     fix_crc(&mut b);
     assert!(matches!(
         decode(b),
-        Err(DecodeError::ReservedNotZero { field: "status word", .. })
+        Err(DecodeError::ReservedNotZero {
+            field: "status word",
+            ..
+        })
     ));
 }
 
@@ -175,7 +184,10 @@ fn body_errors_consume_the_frame_and_decoding_goes_on() {
     buf.extend_from_slice(&next);
     let mut dec = Decoder::new(MAX);
     let err = dec.decode(&mut buf).expect_err("corrupt body");
-    assert!(matches!(err, DecodeError::BodyChecksum { request_id: 5, .. }));
+    assert!(matches!(
+        err,
+        DecodeError::BodyChecksum { request_id: 5, .. }
+    ));
     assert!(!err.is_fatal());
     assert_eq!(err.status(), Code::DATA_LOSS);
     assert_eq!(buf.len(), next.len());
@@ -198,7 +210,10 @@ fn invalid_utf8_message_is_a_frame_error() {
     out[32..36].copy_from_slice(&crc.to_be_bytes());
     assert!(matches!(
         Decoder::new(MAX).decode(&mut out),
-        Err(DecodeError::InvalidUtf8 { request_id: 1, kind: FrameKind::Error })
+        Err(DecodeError::InvalidUtf8 {
+            request_id: 1,
+            kind: FrameKind::Error
+        })
     ));
 }
 
@@ -235,7 +250,9 @@ fn decoder_reserves_at_most_one_step_for_a_claimed_length() {
         payload: Bytes::from(vec![7u8; 10]),
     });
     let mut wire = BytesMut::new();
-    Encoder::new(big).encode(&frame, &mut wire).expect("encodes");
+    Encoder::new(big)
+        .encode(&frame, &mut wire)
+        .expect("encodes");
     // Claim a 64 MiB body; only the header arrives.
     wire[24..28].copy_from_slice(&big.to_be_bytes());
     let crc = crc32fast::hash(&wire[..32]);
@@ -255,12 +272,33 @@ fn arb_metadata() -> impl Strategy<Value = Metadata> {
 fn arb_frame() -> impl Strategy<Value = Frame> {
     let payload = proptest::collection::vec(any::<u8>(), 0..200).prop_map(Bytes::from);
     prop_oneof![
-        (any::<u64>(), any::<u16>(), any::<u16>(), any::<u32>(), arb_metadata(), payload.clone())
-            .prop_map(|(request_id, service, method, deadline_ms, metadata, payload)| {
-                Frame::Request(Request { request_id, service, method, deadline_ms, metadata, payload })
-            }),
+        (
+            any::<u64>(),
+            any::<u16>(),
+            any::<u16>(),
+            any::<u32>(),
+            arb_metadata(),
+            payload.clone()
+        )
+            .prop_map(
+                |(request_id, service, method, deadline_ms, metadata, payload)| {
+                    Frame::Request(Request {
+                        request_id,
+                        service,
+                        method,
+                        deadline_ms,
+                        metadata,
+                        payload,
+                    })
+                }
+            ),
         (any::<u64>(), arb_metadata(), payload).prop_map(|(request_id, metadata, payload)| {
-            Frame::Response(Response { request_id, code: Code::OK, metadata, payload })
+            Frame::Response(Response {
+                request_id,
+                code: Code::OK,
+                metadata,
+                payload,
+            })
         }),
         (any::<u64>(), 1u32..200, arb_metadata(), ".{0,40}").prop_map(
             |(request_id, code, metadata, msg)| Frame::Response(Response {

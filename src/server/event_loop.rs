@@ -221,11 +221,7 @@ impl EventLoop {
         if let Err(err) = self.poll.registry().deregister(&mut conn.stream) {
             log::debug!("deregister {}: {err}", conn.peer);
         }
-        log::debug!(
-            "closed {} ({:?})",
-            conn.peer,
-            conn.state.close_reason()
-        );
+        log::debug!("closed {} ({:?})", conn.peer, conn.state.close_reason());
     }
 
     fn shut_down(&mut self) {
@@ -236,7 +232,8 @@ impl EventLoop {
         let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
         for key in keys {
             if let Some(conn) = self.conns.get_mut(key) {
-                conn.state.go_away(Code::UNAVAILABLE, "server shutting down");
+                conn.state
+                    .go_away(Code::UNAVAILABLE, "server shutting down");
                 let _ = conn.state.flush_to(&mut conn.stream);
                 let _ = conn.stream.shutdown(Shutdown::Write);
             }

@@ -39,7 +39,6 @@ pub fn start_default() -> RunningServer {
     start(Server::builder(), bundled_router())
 }
 
-
 /// A raw TCP connection with read and write timeouts.
 pub fn raw_connect(addr: SocketAddr) -> TcpStream {
     let stream = TcpStream::connect(addr).expect("connect");
@@ -92,7 +91,11 @@ pub fn read_until_close(stream: &mut TcpStream) -> Vec<Frame> {
             Err(e) => panic!("reading from the server: {e}"),
         };
         if n == 0 {
-            assert!(buf.is_empty(), "server closed mid-frame: {} bytes left", buf.len());
+            assert!(
+                buf.is_empty(),
+                "server closed mid-frame: {} bytes left",
+                buf.len()
+            );
             return frames;
         }
         buf.extend_from_slice(&chunk[..n]);
@@ -116,7 +119,11 @@ pub fn read_frames(stream: &mut TcpStream, count: usize) -> Vec<Frame> {
             break;
         }
         let n = stream.read(&mut chunk).expect("read from the server");
-        assert!(n > 0, "server closed after {} of {count} frames", frames.len());
+        assert!(
+            n > 0,
+            "server closed after {} of {count} frames",
+            frames.len()
+        );
         buf.extend_from_slice(&chunk[..n]);
     }
     assert!(buf.is_empty(), "unexpected bytes after {count} frames");

@@ -13,7 +13,13 @@ pub fn init_logging() {
 }
 
 /// Binds `addr`, prints the address to stdout, and serves until the process ends.
-pub fn serve(name: &str, addr: SocketAddr, max_connections: usize, max_body_len: u32, router: Router) -> Result<()> {
+pub fn serve(
+    name: &str,
+    addr: SocketAddr,
+    max_connections: usize,
+    max_body_len: u32,
+    router: Router,
+) -> Result<()> {
     let server = Server::builder()
         .addr(addr)
         .max_connections(max_connections)

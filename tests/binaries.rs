@@ -1,0 +1,149 @@
+//! The bundled binaries end to end: kv-server and echo-server processes, driven by kv-cli and
+//! the library client.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Output, Stdio};
+
+use bytes::Bytes;
+use courier::client::Client;
+
+/// A server process on 127.0.0.1 with a free port; killed when dropped.
+struct ServerProcess {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl ServerProcess {
+    fn start(exe: &str) -> ServerProcess {
+        let mut child = Command::new(exe)
+            .args(["--addr", "127.0.0.1:0"])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start the server binary");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read the listening line");
+        let addr = line
+            .trim()
+            .rsplit(' ')
+            .next()
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no address in {line:?}"));
+        ServerProcess { child, addr }
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn kv_cli(addr: SocketAddr, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kv-cli"))
+        .arg("--addr")
+        .arg(addr.to_string())
+        .args(args)
+        .output()
+        .expect("run kv-cli")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn kv_cli_set_get_del_against_kv_server() {
+    let server = ServerProcess::start(env!("CARGO_BIN_EXE_kv-server"));
+
+    let out = kv_cli(server.addr, &["set", "greeting", "hello world"]);
+    assert!(out.status.success(), "set failed: {}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "OK\n");
+
+    let out = kv_cli(server.addr, &["get", "greeting"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "get failed: {}",
+        text(&out.stderr)
+    );
+    assert_eq!(text(&out.stdout), "hello world\n");
+
+    let out = kv_cli(server.addr, &["del", "greeting"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(text(&out.stdout), "deleted\n");
+
+    let out = kv_cli(server.addr, &["get", "greeting"]);
+    assert_eq!(out.status.code(), Some(1), "a missing key exits 1");
+    assert!(out.stdout.is_empty());
+    assert_eq!(text(&out.stderr), "kv-cli: key not found: greeting\n");
+
+    let out = kv_cli(server.addr, &["del", "greeting"]);
+    assert_eq!(out.status.code(), Some(1));
+
+    let out = kv_cli(server.addr, &["ping"]);
+    assert!(out.status.success());
+    assert!(text(&out.stdout).starts_with("PONG"));
+}
+
+#[test]
+fn kv_cli_errors_are_one_line_and_exit_2() {
+    // A port that was free a moment ago: nothing listens there.
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port");
+    let out = kv_cli(addr, &["get", "k"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr:?}");
+    assert!(
+        stderr.starts_with("kv-cli: cannot connect to"),
+        "{stderr:?}"
+    );
+
+    let server = ServerProcess::start(env!("CARGO_BIN_EXE_kv-server"));
+    let out = kv_cli(server.addr, &["set", "", "value"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr:?}");
+    assert!(stderr.contains("INVALID_ARGUMENT"), "{stderr:?}");
+}
+
+#[test]
+fn a_taken_address_is_a_clear_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    for exe in [
+        env!("CARGO_BIN_EXE_kv-server"),
+        env!("CARGO_BIN_EXE_echo-server"),
+    ] {
+        let out = Command::new(exe)
+            .args(["--addr", &addr])
+            .output()
+            .expect("run the server");
+        assert!(!out.status.success());
+        let stderr = text(&out.stderr);
+        assert!(stderr.contains("already in use"), "{exe}: {stderr:?}");
+        assert!(
+            stderr.contains(&addr),
+            "{exe} names the address: {stderr:?}"
+        );
+    }
+}
+
+#[test]
+fn echo_server_echoes() {
+    let server = ServerProcess::start(env!("CARGO_BIN_EXE_echo-server"));
+    let mut client = Client::connect(server.addr).expect("connect");
+    let body = Bytes::from_static(b"ping through a real process");
+    assert_eq!(
+        client.call(&courier::echo::ECHO, &body).expect("echo"),
+        body
+    );
+}
