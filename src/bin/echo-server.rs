@@ -7,8 +7,6 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use courier::echo;
-use courier::proto::DEFAULT_MAX_BODY_LEN;
-use courier::server::DEFAULT_MAX_CONNECTIONS;
 use courier::service::Router;
 
 /// courier's echo server: the response to every echo request is its own body.
@@ -19,12 +17,8 @@ struct Args {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:7879")]
     addr: SocketAddr,
-    /// Most connections open at once; one more is refused with RESOURCE_EXHAUSTED.
-    #[arg(long, default_value_t = DEFAULT_MAX_CONNECTIONS)]
-    max_connections: usize,
-    /// Largest frame body accepted, in bytes.
-    #[arg(long, default_value_t = DEFAULT_MAX_BODY_LEN)]
-    max_body_len: u32,
+    #[command(flatten)]
+    limits: common::Limits,
 }
 
 fn main() -> ExitCode {
@@ -32,17 +26,5 @@ fn main() -> ExitCode {
     common::init_logging();
     let mut router = Router::new();
     echo::register(&mut router);
-    match common::serve(
-        "echo-server",
-        args.addr,
-        args.max_connections,
-        args.max_body_len,
-        router,
-    ) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("echo-server: {err:#}");
-            ExitCode::FAILURE
-        }
-    }
+    common::run("echo-server", args.addr, &args.limits, router)
 }

@@ -7,8 +7,6 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
-use courier::proto::DEFAULT_MAX_BODY_LEN;
-use courier::server::DEFAULT_MAX_CONNECTIONS;
 use courier::service::Router;
 use courier::{echo, kv};
 
@@ -20,12 +18,8 @@ struct Args {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:7878")]
     addr: SocketAddr,
-    /// Most connections open at once; one more is refused with RESOURCE_EXHAUSTED.
-    #[arg(long, default_value_t = DEFAULT_MAX_CONNECTIONS)]
-    max_connections: usize,
-    /// Largest frame body accepted, in bytes.
-    #[arg(long, default_value_t = DEFAULT_MAX_BODY_LEN)]
-    max_body_len: u32,
+    #[command(flatten)]
+    limits: common::Limits,
 }
 
 fn main() -> ExitCode {
@@ -34,17 +28,5 @@ fn main() -> ExitCode {
     let mut router = Router::new();
     kv::register(&mut router, Arc::new(kv::Store::new()));
     echo::register(&mut router);
-    match common::serve(
-        "kv-server",
-        args.addr,
-        args.max_connections,
-        args.max_body_len,
-        router,
-    ) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("kv-server: {err:#}");
-            ExitCode::FAILURE
-        }
-    }
+    common::run("kv-server", args.addr, &args.limits, router)
 }

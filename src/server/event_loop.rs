@@ -159,16 +159,14 @@ impl EventLoop {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        let result = serve(conn, &router, now);
-        if let Err(err) = result {
+        let had_timer = conn.state.timeout().is_some();
+        if let Err(err) = serve(conn, &router, now) {
             log::debug!("{}: {err}", conn.peer);
             self.close(key);
             return;
         }
-        if let Some(until) = conn.state.timeout() {
-            if !self.lingering.iter().any(|&(_, k)| k == key) {
-                self.lingering.push_back((until, key));
-            }
+        if let (false, Some(until)) = (had_timer, conn.state.timeout()) {
+            self.lingering.push_back((until, key));
         }
         if conn.state.is_closed() {
             self.close(key);
