@@ -1,0 +1,202 @@
+mod support;
+
+use std::collections::{HashMap, HashSet};
+use std::thread;
+
+use bytes::{Bytes, BytesMut};
+use courier::client::{Client, Pending};
+use courier::echo::ECHO;
+use courier::kv::{Key, SetRequest, Value, GET, SET};
+use courier::proto::{Code, Frame};
+
+use support::{encode, raw_connect, read_frames, request, send_raw, start_default};
+
+const CLIENTS: usize = 64;
+const REQUESTS_PER_CLIENT: usize = 1_000;
+
+/// An echo payload unique to (client, i), of a length that varies with `i` (0 to 300 bytes of
+/// filler after the unique prefix), so frames straddle read and write boundaries differently.
+fn echo_payload(client: usize, i: usize) -> Bytes {
+    let mut payload = format!("client {client} request {i} ").into_bytes();
+    let filler = (client * 31 + i * 17) % 301;
+    payload.extend((0..filler).map(|k| b'a' + ((client + i + k) % 26) as u8));
+    Bytes::from(payload)
+}
+
+fn kv_key(client: usize, i: usize) -> Bytes {
+    Bytes::from(format!("pipelining/client-{client}/key-{i}"))
+}
+
+fn kv_value(client: usize, i: usize) -> Bytes {
+    Bytes::from(format!("value of client {client} set at request {i}"))
+}
+
+/// One pipelined request and what its response must be.
+enum Sent {
+    Echo(Pending<Bytes>, Bytes),
+    Set(Pending<()>),
+    Get(Pending<Value>, Bytes),
+}
+
+/// Sends `REQUESTS_PER_CLIENT` requests without waiting (echo, kv SET, kv GET of the key just
+/// set), then waits for each response and checks it. Returns how many responses were checked.
+fn pipeline_one_client(addr: std::net::SocketAddr, client_no: usize) -> usize {
+    let mut client = Client::connect(addr).expect("connect a pipelining client");
+    let mut sent = Vec::with_capacity(REQUESTS_PER_CLIENT);
+    let mut ids = HashSet::new();
+    for i in 0..REQUESTS_PER_CLIENT {
+        let entry = match i % 4 {
+            // SET a key unique to this client and request.
+            1 => {
+                let pending = client
+                    .send(
+                        &SET,
+                        &SetRequest {
+                            key: kv_key(client_no, i),
+                            value: kv_value(client_no, i),
+                        },
+                    )
+                    .expect("queue a kv SET");
+                Sent::Set(pending)
+            }
+            // GET the key the previous request set: same connection, so it was processed first.
+            2 => {
+                let pending = client
+                    .send(&GET, &Key(kv_key(client_no, i - 1)))
+                    .expect("queue a kv GET");
+                Sent::Get(pending, kv_value(client_no, i - 1))
+            }
+            _ => {
+                let payload = echo_payload(client_no, i);
+                let pending = client.send(&ECHO, &payload).expect("queue an echo");
+                Sent::Echo(pending, payload)
+            }
+        };
+        let id = match &entry {
+            Sent::Echo(p, _) => p.request_id(),
+            Sent::Set(p) => p.request_id(),
+            Sent::Get(p, _) => p.request_id(),
+        };
+        assert!(ids.insert(id), "client {client_no}: request id {id} reused");
+        sent.push(entry);
+    }
+    let mut checked = 0;
+    for (i, entry) in sent.into_iter().enumerate() {
+        match entry {
+            Sent::Echo(pending, payload) => {
+                let reply = client
+                    .wait(pending)
+                    .unwrap_or_else(|e| panic!("client {client_no} request {i}: echo failed: {e}"));
+                assert_eq!(
+                    reply, payload,
+                    "client {client_no} request {i}: echo reply is another request's payload"
+                );
+            }
+            Sent::Set(pending) => {
+                client.wait(pending).unwrap_or_else(|e| {
+                    panic!("client {client_no} request {i}: kv SET failed: {e}")
+                });
+            }
+            Sent::Get(pending, value) => {
+                let Value(got) = client.wait(pending).unwrap_or_else(|e| {
+                    panic!("client {client_no} request {i}: kv GET failed: {e}")
+                });
+                assert_eq!(
+                    got, value,
+                    "client {client_no} request {i}: GET returned the wrong value"
+                );
+            }
+        }
+        checked += 1;
+    }
+    checked
+}
+
+#[test]
+fn sixty_four_clients_pipelining_a_thousand_mixed_requests_each_get_matching_responses() {
+    let server = start_default();
+    let addr = server.local_addr();
+    let threads: Vec<_> = (0..CLIENTS)
+        .map(|client_no| {
+            thread::Builder::new()
+                .name(format!("pipelining-client-{client_no}"))
+                .spawn(move || pipeline_one_client(addr, client_no))
+                .expect("spawn a client thread")
+        })
+        .collect();
+    let mut total = 0;
+    for (client_no, thread) in threads.into_iter().enumerate() {
+        total += thread
+            .join()
+            .unwrap_or_else(|_| panic!("client thread {client_no} panicked (see its message)"));
+    }
+    assert_eq!(total, CLIENTS * REQUESTS_PER_CLIENT);
+    // Every key set by every client is still there with its own value.
+    let mut client = Client::connect(addr).expect("connect a checking client");
+    for client_no in [0, CLIENTS / 2, CLIENTS - 1] {
+        for i in (1..REQUESTS_PER_CLIENT).step_by(4).take(5) {
+            let Value(got) = client
+                .call(&GET, &Key(kv_key(client_no, i)))
+                .expect("GET a key set during the pipelining");
+            assert_eq!(got, kv_value(client_no, i));
+        }
+    }
+}
+
+#[test]
+fn responses_waited_for_in_reverse_order_are_each_matched_to_their_request() {
+    let server = start_default();
+    let mut client = Client::connect(server.local_addr()).expect("connect");
+    let sent: Vec<(Pending<Bytes>, Bytes)> = (0..1_000)
+        .map(|i| {
+            let payload = echo_payload(7, i);
+            let pending = client.send(&ECHO, &payload).expect("queue an echo");
+            (pending, payload)
+        })
+        .collect();
+    for (i, (pending, payload)) in sent.into_iter().enumerate().rev() {
+        let id = pending.request_id();
+        let reply = client
+            .wait(pending)
+            .unwrap_or_else(|e| panic!("request {i} (id {id}) waited in reverse: {e}"));
+        assert_eq!(reply, payload, "request {i} (id {id}) got another payload");
+    }
+    // The connection is still usable afterwards.
+    let reply = client
+        .call(&ECHO, &Bytes::from_static(b"after"))
+        .expect("call after the reverse waits");
+    assert_eq!(&reply[..], b"after");
+}
+
+#[test]
+fn five_hundred_requests_in_one_write_get_five_hundred_responses_with_exactly_those_ids() {
+    let server = start_default();
+    let mut stream = raw_connect(server.local_addr());
+    // Ids that are neither consecutive nor starting at 1: the server must copy them, not count.
+    let ids: Vec<u64> = (0..500u64)
+        .map(|i| 0x0100_0000_0000_0000 + i * 7919)
+        .collect();
+    let mut payload_of = HashMap::new();
+    let mut wire = BytesMut::new();
+    for (i, &id) in ids.iter().enumerate() {
+        let payload = echo_payload(99, i);
+        wire.extend_from_slice(&encode(&request(id, ECHO.service, ECHO.method, &payload)));
+        payload_of.insert(id, payload);
+    }
+    send_raw(&mut stream, &wire);
+    let frames = read_frames(&mut stream, ids.len());
+    let mut seen = HashSet::new();
+    for frame in frames {
+        let Frame::Response(response) = frame else {
+            panic!("expected only RESPONSE frames, got {frame:?}");
+        };
+        let id = response.request_id;
+        assert!(seen.insert(id), "request id {id} answered twice");
+        assert_eq!(response.code, Code::OK, "request id {id}: {response:?}");
+        let payload = payload_of
+            .get(&id)
+            .unwrap_or_else(|| panic!("response for id {id}, which was never sent"));
+        assert_eq!(&response.payload, payload, "request id {id}: wrong payload");
+    }
+    assert_eq!(seen, ids.iter().copied().collect::<HashSet<_>>());
+}
