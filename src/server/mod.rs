@@ -65,7 +65,8 @@ impl ServerBuilder {
 
     /// Most connections open at once. Default [`DEFAULT_MAX_CONNECTIONS`] (10,000). One more
     /// is sent an ERROR frame with RESOURCE_EXHAUSTED and closed. Each open connection costs
-    /// its buffers (none while idle but a few hundred bytes of state) and one file descriptor.
+    /// one file descriptor, a few hundred bytes of state, and its buffers: none before its
+    /// first read, then a read buffer of at least 16 KiB and whatever output is queued.
     pub fn max_connections(mut self, max: usize) -> Self {
         self.config.max_connections = max;
         self
