@@ -35,7 +35,10 @@ fn python_client_pings_echoes_and_pipelines() {
     let server = support::start_default();
     let addr = server.local_addr();
     assert_eq!(stdout_of(&python_client(addr, &["ping"])), "PONG\n");
-    assert_eq!(stdout_of(&python_client(addr, &["echo", "héllo"])), "héllo\n");
+    assert_eq!(
+        stdout_of(&python_client(addr, &["echo", "héllo"])),
+        "héllo\n"
+    );
     assert_eq!(
         stdout_of(&python_client(addr, &["pipeline", "500"])),
         "500 echoes matched\n"
@@ -48,7 +51,10 @@ fn keys_cross_between_the_python_and_the_rust_client() {
     let addr = server.local_addr();
     let mut rust = Client::connect(addr).expect("connect");
 
-    assert_eq!(stdout_of(&python_client(addr, &["set", "from-python", "snake"])), "OK\n");
+    assert_eq!(
+        stdout_of(&python_client(addr, &["set", "from-python", "snake"])),
+        "OK\n"
+    );
     let got = rust
         .call(&GET, &Key(Bytes::from_static(b"from-python")))
         .expect("Rust reads what Python wrote");
@@ -62,8 +68,14 @@ fn keys_cross_between_the_python_and_the_rust_client() {
         },
     )
     .expect("Rust writes");
-    assert_eq!(stdout_of(&python_client(addr, &["get", "from-rust"])), "crab\n");
-    assert_eq!(stdout_of(&python_client(addr, &["del", "from-rust"])), "deleted\n");
+    assert_eq!(
+        stdout_of(&python_client(addr, &["get", "from-rust"])),
+        "crab\n"
+    );
+    assert_eq!(
+        stdout_of(&python_client(addr, &["del", "from-rust"])),
+        "deleted\n"
+    );
 
     let missing = python_client(addr, &["get", "from-rust"]);
     assert_eq!(missing.status.code(), Some(1), "a missing key is NOT_FOUND");
