@@ -27,7 +27,8 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, BytesMut};
 
 use crate::proto::{
-    Code, DecodeError, Decoder, Encoder, Frame, FrameKind, Request, DEFAULT_MAX_BODY_LEN,
+    Code, DecodeError, Decoder, Encoder, Frame, FrameKind, Metadata, Request, Status,
+    DEFAULT_MAX_BODY_LEN,
 };
 use crate::service::{Context, Router};
 
@@ -77,8 +78,8 @@ pub enum CloseReason {
     Protocol(DecodeError),
     /// The peer sent a frame a server never receives (RESPONSE).
     UnexpectedFrame(FrameKind),
-    /// The peer sent an ERROR frame.
-    PeerError(Code),
+    /// The peer sent an ERROR frame with this status.
+    PeerError(Status),
     /// The server is shutting down; a GOAWAY was queued.
     GoAway,
 }
@@ -181,8 +182,7 @@ impl Connection {
                 Frame::Pong(_) => {}
                 Frame::GoAway { .. } => self.stop_reading(CloseReason::PeerClosed),
                 Frame::Error { code, message, .. } => {
-                    log::debug!("peer sent ERROR {code}: {message}");
-                    self.stop_reading(CloseReason::PeerError(code));
+                    self.stop_reading(CloseReason::PeerError(Status::new(code, message)));
                 }
                 Frame::Response(r) => {
                     self.send_error(r.request_id, Code::INVALID_ARGUMENT, "unexpected RESPONSE");
@@ -223,7 +223,7 @@ impl Connection {
             &mut self.write_buf,
             request_id,
             Code::OK,
-            &crate::proto::Metadata::new(),
+            &Metadata::new(),
             |out| outcome = router.dispatch(&ctx, service, method, payload, out),
         );
         let status = match (outcome, encoded) {
@@ -253,7 +253,6 @@ impl Connection {
             );
             return;
         }
-        log::warn!("closing connection: {err}");
         self.send_error(err.request_id(), err.status(), &err.to_string());
         self.stop_reading(CloseReason::Protocol(err));
     }

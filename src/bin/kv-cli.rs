@@ -106,6 +106,8 @@ fn run(args: Args) -> Result<Outcome> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    // Quiet unless RUST_LOG asks: the answer goes to stdout, errors are one line on stderr.
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     match run(args) {
         Ok(Outcome::Done) => ExitCode::SUCCESS,
         Ok(Outcome::Missing) => ExitCode::from(1),

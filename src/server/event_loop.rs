@@ -13,7 +13,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
 use super::{Conn, ServerConfig, ServerHandle};
-use crate::connection::Connection;
+use crate::connection::{CloseReason, Connection};
 use crate::proto::{Code, Encoder, FrameKind};
 use crate::service::Router;
 
@@ -160,7 +160,12 @@ impl EventLoop {
             return;
         };
         let had_timer = conn.state.timeout().is_some();
-        if let Err(err) = serve(conn, &router, now) {
+        let had_reason = conn.state.close_reason().is_some();
+        let served = serve(conn, &router, now);
+        if !had_reason {
+            log_close_reason(conn);
+        }
+        if let Err(err) = served {
             log::debug!("{}: {err}", conn.peer);
             self.close(key);
             return;
@@ -237,6 +242,22 @@ impl EventLoop {
             }
             self.close(key);
         }
+    }
+}
+
+/// Tells the operator why a connection stopped reading, with the peer's address: a broken
+/// protocol is a warning, an orderly end is debug.
+fn log_close_reason(conn: &Conn) {
+    match conn.state.close_reason() {
+        Some(CloseReason::Protocol(err)) => log::warn!("{}: closing: {err}", conn.peer),
+        Some(CloseReason::UnexpectedFrame(kind)) => {
+            log::warn!("{}: closing: unexpected {} frame", conn.peer, kind.name())
+        }
+        Some(CloseReason::PeerError(status)) => {
+            log::info!("{}: peer sent ERROR {status}", conn.peer)
+        }
+        Some(reason) => log::debug!("{}: {reason:?}", conn.peer),
+        None => {}
     }
 }
 
