@@ -175,10 +175,13 @@ impl Connection {
             frames += 1;
             match frame {
                 Frame::Request(request) => self.on_request(request, now, router),
-                Frame::Ping(id) => {
-                    // PING and PONG carry no body: encoding cannot fail.
-                    let _ = self.encoder.encode(&Frame::Pong(id), &mut self.write_buf);
-                }
+                Frame::Ping(id) => self.encoder.encode_simple(
+                    &mut self.write_buf,
+                    FrameKind::Pong,
+                    id,
+                    Code::OK,
+                    "",
+                ),
                 Frame::Pong(_) => {}
                 Frame::GoAway { .. } => self.stop_reading(CloseReason::PeerClosed),
                 Frame::Error { code, message, .. } => {
@@ -258,8 +261,7 @@ impl Connection {
     }
 
     fn send_error(&mut self, request_id: u64, code: Code, message: &str) {
-        // The encoder cuts the message to fit: ERROR frames cannot fail to encode.
-        let _ = self.encoder.encode_simple(
+        self.encoder.encode_simple(
             &mut self.write_buf,
             FrameKind::Error,
             request_id,
@@ -280,7 +282,7 @@ impl Connection {
     /// read so far has been answered, since handlers run inline in [`Connection::process`].
     pub fn go_away(&mut self, code: Code, message: &str) {
         if matches!(self.phase, Phase::Open | Phase::PeerClosed) {
-            let _ = self.encoder.encode_simple(
+            self.encoder.encode_simple(
                 &mut self.write_buf,
                 FrameKind::GoAway,
                 self.last_request_id,

@@ -66,8 +66,9 @@ impl Encoder {
     /// Appends `frame` to `dst`.
     ///
     /// # Errors
-    /// [`EncodeError::FrameTooLarge`] over the limit; [`EncodeError::InvalidUtf8`] for a
-    /// non-OK RESPONSE whose payload is not UTF-8.
+    /// [`EncodeError::FrameTooLarge`] for a REQUEST or RESPONSE over the limit (the message
+    /// of a GOAWAY or ERROR is cut to fit instead); [`EncodeError::InvalidUtf8`] for a non-OK
+    /// RESPONSE whose payload is not UTF-8.
     pub fn encode(&self, frame: &Frame, dst: &mut BytesMut) -> Result<(), EncodeError> {
         match frame {
             Frame::Request(Request {
@@ -94,18 +95,30 @@ impl Encoder {
             }) => self.encode_response_with(dst, *request_id, *code, metadata, |b| {
                 b.extend_from_slice(payload)
             }),
-            Frame::Ping(id) => self.encode_simple(dst, FrameKind::Ping, *id, Code::OK, ""),
-            Frame::Pong(id) => self.encode_simple(dst, FrameKind::Pong, *id, Code::OK, ""),
+            Frame::Ping(id) => {
+                self.encode_simple(dst, FrameKind::Ping, *id, Code::OK, "");
+                Ok(())
+            }
+            Frame::Pong(id) => {
+                self.encode_simple(dst, FrameKind::Pong, *id, Code::OK, "");
+                Ok(())
+            }
             Frame::GoAway {
                 last_request_id,
                 code,
                 message,
-            } => self.encode_simple(dst, FrameKind::GoAway, *last_request_id, *code, message),
+            } => {
+                self.encode_simple(dst, FrameKind::GoAway, *last_request_id, *code, message);
+                Ok(())
+            }
             Frame::Error {
                 request_id,
                 code,
                 message,
-            } => self.encode_simple(dst, FrameKind::Error, *request_id, *code, message),
+            } => {
+                self.encode_simple(dst, FrameKind::Error, *request_id, *code, message);
+                Ok(())
+            }
         }
     }
 
@@ -158,26 +171,17 @@ impl Encoder {
         self.encode_with(dst, head, metadata, write)
     }
 
-    /// Appends a non-OK RESPONSE (or an OK one with an empty payload) carrying `message`.
-    /// A message that would exceed the limit is cut at a character boundary to fit.
+    /// Appends a RESPONSE that carries only a status: `message` for a non-OK `code`, an empty
+    /// payload for OK. A message that would exceed the limit is cut at a character boundary.
     pub fn encode_status(&self, dst: &mut BytesMut, request_id: u64, code: Code, message: &str) {
-        let message = truncate_utf8(message, self.max_body_len as usize);
-        let message = if code.is_ok() { "" } else { message };
-        let head = Head {
-            kind: FrameKind::Response,
-            flags: 0,
-            request_id,
-            word: code.0,
-            deadline_ms: 0,
-        };
-        // Cannot fail: the message fits and is UTF-8.
-        let _ = self.encode_with(dst, head, &Metadata::new(), |b| {
-            b.extend_from_slice(message.as_bytes())
-        });
+        self.encode_simple(dst, FrameKind::Response, request_id, code, message);
     }
 
-    /// Appends a PING, PONG, GOAWAY or ERROR frame. A message that would exceed the limit is
-    /// cut at a character boundary to fit; PING and PONG carry none.
+    /// Appends a frame with no metadata and at most a status message: PING, PONG, GOAWAY,
+    /// ERROR, or a status-only RESPONSE. PING and PONG carry neither code nor message, nor does
+    /// an OK RESPONSE carry a message; a message that would exceed the limit is cut at a
+    /// character boundary. Cannot fail. (A REQUEST is built with
+    /// [`Encoder::encode_request_with`]; given here it gets route 0/0 and an empty payload.)
     pub fn encode_simple(
         &self,
         dst: &mut BytesMut,
@@ -185,9 +189,10 @@ impl Encoder {
         request_id: u64,
         code: Code,
         message: &str,
-    ) -> Result<(), EncodeError> {
+    ) {
         let (word, message) = match kind {
-            FrameKind::Ping | FrameKind::Pong => (0, ""),
+            FrameKind::Request | FrameKind::Ping | FrameKind::Pong => (0, ""),
+            FrameKind::Response if code.is_ok() => (0, ""),
             _ => (code.0, truncate_utf8(message, self.max_body_len as usize)),
         };
         let head = Head {
@@ -197,9 +202,10 @@ impl Encoder {
             word,
             deadline_ms: 0,
         };
-        self.encode_with(dst, head, &Metadata::new(), |b| {
+        // Cannot fail: the message fits the limit and is UTF-8.
+        let _ = self.encode_with(dst, head, &Metadata::new(), |b| {
             b.extend_from_slice(message.as_bytes())
-        })
+        });
     }
 
     fn encode_with(

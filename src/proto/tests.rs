@@ -198,10 +198,7 @@ fn body_errors_consume_the_frame_and_decoding_goes_on() {
 fn invalid_utf8_message_is_a_frame_error() {
     let mut out = BytesMut::new();
     let enc = Encoder::new(MAX);
-    assert_eq!(
-        enc.encode_simple(&mut out, FrameKind::Error, 1, Code::INTERNAL, "ok"),
-        Ok(())
-    );
+    enc.encode_simple(&mut out, FrameKind::Error, 1, Code::INTERNAL, "ok");
     // Swap the message for invalid UTF-8 and recompute both checksums.
     out[36] = 0xFF;
     let crc = crc32fast::hash(&out[36..]);
@@ -373,4 +370,28 @@ proptest! {
         let mut dec = Decoder::new(MAX);
         while let Ok(Some(_)) = dec.decode(&mut buf) {}
     }
+}
+
+#[test]
+fn long_error_message_is_cut_at_a_character_boundary_to_fit() {
+    let enc = Encoder::new(8);
+    let mut out = BytesMut::new();
+    // "ééééé" is 10 bytes; 8 fit, and 8 is a boundary (4 characters).
+    enc.encode_simple(&mut out, FrameKind::Error, 3, Code::INTERNAL, "ééééé");
+    let mut dec = Decoder::new(8);
+    assert_eq!(
+        dec.decode(&mut out),
+        Ok(Some(Frame::Error {
+            request_id: 3,
+            code: Code::INTERNAL,
+            message: "éééé".to_owned()
+        }))
+    );
+    // 7 bytes: the cut backs off to 6, the last whole character.
+    let mut out = BytesMut::new();
+    Encoder::new(7).encode_simple(&mut out, FrameKind::GoAway, 0, Code::OK, "ééééé");
+    assert!(matches!(
+        Decoder::new(7).decode(&mut out),
+        Ok(Some(Frame::GoAway { message, .. })) if message == "ééé"
+    ));
 }

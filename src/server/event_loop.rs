@@ -155,13 +155,12 @@ impl EventLoop {
     /// Reads until the socket would block, answering as it goes; then writes; then closes or
     /// updates the interest. Every event is treated as a hint (mio "Spurious events").
     fn on_connection_event(&mut self, key: usize, now: Instant) {
-        let router = Arc::clone(&self.router);
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
         let had_timer = conn.state.timeout().is_some();
         let had_reason = conn.state.close_reason().is_some();
-        let served = serve(conn, &router, now);
+        let served = serve(conn, &self.router, now);
         if !had_reason {
             log_close_reason(conn);
         }
@@ -294,7 +293,7 @@ fn serve(conn: &mut Conn, router: &Router, now: Instant) -> io::Result<()> {
 fn reject(stream: &mut mio::net::TcpStream, limit: usize) {
     let mut frame = BytesMut::new();
     let message = format!("server has reached its limit of {limit} connections");
-    let _ = Encoder::new(1024).encode_simple(
+    Encoder::new(1024).encode_simple(
         &mut frame,
         FrameKind::Error,
         0,
