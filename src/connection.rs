@@ -10,31 +10,59 @@
 //! ```text
 //!            peer EOF                 output flushed
 //!   Open ─────────────────▶ PeerClosed ─────────────────▶ Closed
-//!     │  fatal error, GOAWAY                                 ▲
-//!     ▼                       output flushed,                │ peer EOF or
-//!   Closing ─────────────────▶ Lingering ────────────────────┘ linger deadline
+//!     │  fatal error, GOAWAY,                                ▲
+//!     │  frame or idle timeout, flood                        │ peer EOF or
+//!     ▼                       output flushed,                │ linger deadline
+//!   Closing ─────────────────▶ Lingering ────────────────────┘
 //!   (ERROR/GOAWAY queued,      (our write side shut; input is
 //!    nothing more read)         read and discarded)
+//!
+//!   any phase ── write timeout, output over the hard cap ──▶ Closed (at once)
 //! ```
 //!
 //! Lingering exists so that the ERROR frame reaches the peer: closing a socket that still has
 //! unread input makes the kernel send a reset, which can destroy the frame before the peer
 //! reads it (the "lingering close" of HTTP servers).
+//!
+//! # Limits
+//!
+//! Each connection bounds the four things a hostile peer could otherwise grow without end
+//! (see [`ConnectionConfig`] for the values):
+//!
+//! - **input**: at most one frame (`max_body_len` plus the 36-byte header) plus one
+//!   [`READ_CHUNK`] is buffered; a frame must be complete within `frame_timeout` of its first
+//!   byte, and a connection with nothing to do is closed after `idle_timeout`;
+//! - **output**: above `output_high_water` queued bytes the connection is not read until the
+//!   peer drains it; above `output_hard_cap` it is closed; output that makes no progress for
+//!   `write_timeout` closes it too;
+//! - **work per turn**: [`Connection::begin_turn`] grants `max_frames_per_turn` frames and
+//!   [`MAX_READS_PER_TURN`] reads; a connection that uses them up yields to the others
+//!   ([`Connection::has_pending_input`]);
+//! - **work in flight**: at most `max_in_flight` blocking requests run at once; the
+//!   connection is not read while that many are out. More than `max_empty_frames` frames in a
+//!   row that ask for nothing (PONG) are a flood and close the connection.
+//!
+//! Every limit that trips is counted in the shared [`Stats`].
 
 use std::io::{self, Read, Write};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
 
 use crate::proto::{
     Code, DecodeError, Decoder, Encoder, Frame, FrameKind, Metadata, Request, Status,
-    DEFAULT_MAX_BODY_LEN,
+    DEFAULT_MAX_BODY_LEN, HEADER_LEN,
 };
-use crate::service::{Context, Router};
+use crate::service::{BlockingCall, Context, Failure, Outcome, Router};
+use crate::stats::{self, CloseCause, Stats};
 
 /// Bytes read from the socket per `read` call: 16 KiB (Redis reads 16 KiB per call too,
 /// `PROTO_IOBUF_LEN`).
 pub const READ_CHUNK: usize = 16 * 1024;
+
+/// Reads granted to one connection per loop turn: 16, that is at most 256 KiB.
+pub const MAX_READS_PER_TURN: u32 = 16;
 
 /// Default time a connection lingers after sending ERROR or GOAWAY: 2 seconds.
 pub const DEFAULT_LINGER: Duration = Duration::from_secs(2);
@@ -42,13 +70,63 @@ pub const DEFAULT_LINGER: Duration = Duration::from_secs(2);
 /// Most input discarded while lingering before the connection is closed anyway: 16 MiB.
 pub const LINGER_MAX_DISCARD: usize = 16 * 1024 * 1024;
 
-/// Settings of one connection; the server builder fills them in.
+/// Default time from a frame's first byte to its last: 30 s. A peer that trickles a frame
+/// (slowloris) is sent ERROR DEADLINE_EXCEEDED and closed.
+pub const DEFAULT_FRAME_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Default time a connection may sit with no frame arriving and nothing in progress: 300 s
+/// (the keep-alive interval Redis recommends, `tcp-keepalive 300`). It is then sent GOAWAY
+/// and closed.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Default time queued output may make no progress (the peer does not read): 30 s.
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Default output high-water mark: 1 MiB queued stops reading the connection.
+pub const DEFAULT_OUTPUT_HIGH_WATER: usize = 1024 * 1024;
+
+/// Default output hard cap: 32 MiB queued closes the connection (the hard limit Redis sets
+/// for its pub/sub clients, `client-output-buffer-limit pubsub 32mb`).
+pub const DEFAULT_OUTPUT_HARD_CAP: usize = 32 * 1024 * 1024;
+
+/// Default most blocking requests in flight per connection: 100 (the least
+/// `SETTINGS_MAX_CONCURRENT_STREAMS` HTTP/2 recommends, RFC 9113 §6.5.2).
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 100;
+
+/// Default frames handled per connection per loop turn: 64.
+pub const DEFAULT_MAX_FRAMES_PER_TURN: u32 = 64;
+
+/// Default most frames in a row that ask for nothing (PONG) before the connection is closed
+/// as a flood: 100.
+pub const DEFAULT_MAX_EMPTY_FRAMES: u32 = 100;
+
+/// Settings of one connection; the server builder fills them in. Every field has a
+/// `DEFAULT_*` constant in this module.
 #[derive(Clone, Copy, Debug)]
 pub struct ConnectionConfig {
     /// Largest body accepted and sent, in bytes; default [`DEFAULT_MAX_BODY_LEN`] (4 MiB).
     pub max_body_len: u32,
     /// How long to linger after ERROR or GOAWAY; default [`DEFAULT_LINGER`] (2 s).
     pub linger: Duration,
+    /// Time from a frame's first byte to its last; default [`DEFAULT_FRAME_TIMEOUT`] (30 s).
+    pub frame_timeout: Duration,
+    /// Time with no frame and nothing in progress; default [`DEFAULT_IDLE_TIMEOUT`] (300 s).
+    pub idle_timeout: Duration,
+    /// Time queued output may make no progress; default [`DEFAULT_WRITE_TIMEOUT`] (30 s).
+    pub write_timeout: Duration,
+    /// Queued output above which the connection is not read, in bytes; default
+    /// [`DEFAULT_OUTPUT_HIGH_WATER`] (1 MiB).
+    pub output_high_water: usize,
+    /// Queued output above which the connection is closed, in bytes; default
+    /// [`DEFAULT_OUTPUT_HARD_CAP`] (32 MiB).
+    pub output_hard_cap: usize,
+    /// Most blocking requests in flight; default [`DEFAULT_MAX_IN_FLIGHT`] (100).
+    pub max_in_flight: usize,
+    /// Frames handled per loop turn; default [`DEFAULT_MAX_FRAMES_PER_TURN`] (64).
+    pub max_frames_per_turn: u32,
+    /// Frames in a row that ask for nothing before closing; default
+    /// [`DEFAULT_MAX_EMPTY_FRAMES`] (100).
+    pub max_empty_frames: u32,
 }
 
 impl Default for ConnectionConfig {
@@ -56,7 +134,22 @@ impl Default for ConnectionConfig {
         ConnectionConfig {
             max_body_len: DEFAULT_MAX_BODY_LEN,
             linger: DEFAULT_LINGER,
+            frame_timeout: DEFAULT_FRAME_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            write_timeout: DEFAULT_WRITE_TIMEOUT,
+            output_high_water: DEFAULT_OUTPUT_HIGH_WATER,
+            output_hard_cap: DEFAULT_OUTPUT_HARD_CAP,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            max_frames_per_turn: DEFAULT_MAX_FRAMES_PER_TURN,
+            max_empty_frames: DEFAULT_MAX_EMPTY_FRAMES,
         }
+    }
+}
+
+impl ConnectionConfig {
+    /// Most bytes the read buffer holds: one whole frame plus one read.
+    pub fn max_buffered_input(&self) -> usize {
+        HEADER_LEN + self.max_body_len as usize + READ_CHUNK
     }
 }
 
@@ -82,12 +175,88 @@ pub enum CloseReason {
     PeerError(Status),
     /// The server is shutting down; a GOAWAY was queued.
     GoAway,
+    /// A frame was not complete within the frame timeout; ERROR DEADLINE_EXCEEDED was queued.
+    FrameTimeout,
+    /// Nothing happened within the idle timeout; GOAWAY was queued.
+    IdleTimeout,
+    /// Queued output made no progress within the write timeout; closed at once.
+    WriteTimeout,
+    /// Queued output passed the hard cap; closed at once.
+    OutputCap,
+    /// Too many frames in a row asked for nothing; ERROR RESOURCE_EXHAUSTED was queued.
+    Flood,
+}
+
+impl CloseReason {
+    /// The counter this reason is counted under.
+    pub fn cause(&self) -> CloseCause {
+        match self {
+            CloseReason::PeerClosed => CloseCause::Peer,
+            CloseReason::Protocol(_) | CloseReason::UnexpectedFrame(_) => CloseCause::Protocol,
+            CloseReason::PeerError(_) => CloseCause::PeerError,
+            CloseReason::GoAway => CloseCause::Shutdown,
+            CloseReason::FrameTimeout => CloseCause::FrameTimeout,
+            CloseReason::IdleTimeout => CloseCause::IdleTimeout,
+            CloseReason::WriteTimeout => CloseCause::WriteTimeout,
+            CloseReason::OutputCap => CloseCause::OutputCap,
+            CloseReason::Flood => CloseCause::Flood,
+        }
+    }
+}
+
+/// A free list of empty buffers that an event loop shares among its connections, so that an
+/// idle connection holds no buffer and a busy one allocates none in steady state.
+///
+/// Holds at most [`BufferPool::MAX_BUFFERS`] buffers of at most [`BufferPool::MAX_CAPACITY`]
+/// bytes each; larger ones are freed instead.
+#[derive(Debug, Default)]
+pub struct BufferPool {
+    free: Vec<BytesMut>,
+}
+
+impl BufferPool {
+    /// Most buffers kept: 64.
+    pub const MAX_BUFFERS: usize = 64;
+    /// Largest buffer kept, in bytes: 64 KiB.
+    pub const MAX_CAPACITY: usize = 64 * 1024;
+
+    /// An empty pool.
+    pub fn new() -> Self {
+        BufferPool::default()
+    }
+
+    /// An empty buffer: a kept one, or a new one that has allocated nothing yet.
+    pub fn take(&mut self) -> BytesMut {
+        self.free.pop().unwrap_or_default()
+    }
+
+    /// Gives back an empty buffer.
+    pub fn give(&mut self, mut buf: BytesMut) {
+        if buf.capacity() > 0
+            && buf.capacity() <= Self::MAX_CAPACITY
+            && self.free.len() < Self::MAX_BUFFERS
+        {
+            buf.clear();
+            self.free.push(buf);
+        }
+    }
+
+    /// Buffers kept.
+    pub fn len(&self) -> usize {
+        self.free.len()
+    }
+
+    /// Whether no buffer is kept.
+    pub fn is_empty(&self) -> bool {
+        self.free.is_empty()
+    }
 }
 
 /// One server connection's protocol state. See the [module docs](self).
 #[derive(Debug)]
 pub struct Connection {
     config: ConnectionConfig,
+    stats: Arc<Stats>,
     decoder: Decoder,
     encoder: Encoder,
     read_buf: BytesMut,
@@ -95,13 +264,35 @@ pub struct Connection {
     phase: Phase,
     close_reason: Option<CloseReason>,
     last_request_id: u64,
+    /// Blocking requests handed out and not yet completed.
+    in_flight: usize,
+    /// Blocking calls decoded and not yet taken by the loop.
+    blocking: Vec<BlockingCall>,
+    /// Frames and reads left this turn.
+    frame_budget: u32,
+    read_budget: u32,
+    /// Frames in a row that asked for nothing.
+    empty_frames: u32,
+    /// When the first byte of the frame being received arrived, while one is incomplete.
+    frame_started: Option<Instant>,
+    /// When the last frame arrived (or the connection opened).
+    last_frame_at: Instant,
+    /// When queued output last made progress (or became non-empty).
+    write_progress_at: Instant,
+    /// Whether the write timer runs (output queued since it was last empty).
+    write_timer_armed: bool,
+    /// Whether reading is paused for output above the high-water mark, or for in-flight work.
+    output_paused: bool,
+    in_flight_paused: bool,
 }
 
 impl Connection {
-    /// A new, open connection. Allocates nothing until the first read.
-    pub fn new(config: ConnectionConfig) -> Self {
+    /// A new, open connection at `now`, counting into `stats`. Allocates no buffer until it
+    /// has something to read or write.
+    pub fn new(config: ConnectionConfig, stats: Arc<Stats>, now: Instant) -> Self {
         Connection {
             config,
+            stats,
             decoder: Decoder::new(config.max_body_len),
             encoder: Encoder::new(config.max_body_len),
             read_buf: BytesMut::new(),
@@ -109,6 +300,46 @@ impl Connection {
             phase: Phase::Open,
             close_reason: None,
             last_request_id: 0,
+            in_flight: 0,
+            blocking: Vec::new(),
+            frame_budget: config.max_frames_per_turn,
+            read_budget: MAX_READS_PER_TURN,
+            empty_frames: 0,
+            frame_started: None,
+            last_frame_at: now,
+            write_progress_at: now,
+            write_timer_armed: false,
+            output_paused: false,
+            in_flight_paused: false,
+        }
+    }
+
+    /// Grants this loop turn's budget: `max_frames_per_turn` frames and
+    /// [`MAX_READS_PER_TURN`] reads. Call once per turn before serving the connection.
+    pub fn begin_turn(&mut self) {
+        self.frame_budget = self.config.max_frames_per_turn.max(1);
+        self.read_budget = MAX_READS_PER_TURN;
+    }
+
+    /// Lends the connection empty buffers from `pool` if it holds none. Optional: without it
+    /// the connection allocates its own.
+    pub fn lend_buffers(&mut self, pool: &mut BufferPool) {
+        if self.read_buf.capacity() == 0 && self.wants_read() {
+            self.read_buf = pool.take();
+        }
+        if self.write_buf.capacity() == 0 {
+            self.write_buf = pool.take();
+        }
+    }
+
+    /// Gives the connection's empty buffers back to `pool`, so that an idle connection holds
+    /// none.
+    pub fn return_buffers(&mut self, pool: &mut BufferPool) {
+        if self.read_buf.is_empty() && self.read_buf.capacity() > 0 {
+            pool.give(std::mem::take(&mut self.read_buf));
+        }
+        if self.write_buf.is_empty() && self.write_buf.capacity() > 0 {
+            pool.give(std::mem::take(&mut self.write_buf));
         }
     }
 
@@ -119,12 +350,14 @@ impl Connection {
     /// # Errors
     /// Whatever `src.read` returns, including `WouldBlock`; nothing is recorded then.
     pub fn read_from<R: Read>(&mut self, src: &mut R) -> io::Result<usize> {
+        self.read_budget = self.read_budget.saturating_sub(1);
         let len = self.read_buf.len();
         self.read_buf.resize(len + READ_CHUNK, 0);
         let result = src.read(&mut self.read_buf[len..]);
         let n = *result.as_ref().unwrap_or(&0);
         self.read_buf.truncate(len + n);
         let n = result?;
+        stats::add(&self.stats.bytes_in, n as u64);
         if n == 0 {
             self.receive_eof();
         } else if let Phase::Lingering { discarded, .. } = &mut self.phase {
@@ -141,6 +374,7 @@ impl Connection {
     /// the connection is open.
     pub fn receive(&mut self, bytes: &[u8]) {
         if self.phase == Phase::Open {
+            stats::add(&self.stats.bytes_in, bytes.len() as u64);
             self.read_buf.extend_from_slice(bytes);
         }
     }
@@ -157,50 +391,95 @@ impl Connection {
         }
     }
 
-    /// Decodes every complete frame in the read buffer and answers it: REQUESTs through
-    /// `router`, PING with PONG, errors as the protocol says (`proto-spec/PROTOCOL.md` §9).
-    /// handling"). Returns the number of frames decoded.
+    /// Whether decoding may go on now: open, budget left, output under the high-water mark,
+    /// and fewer than `max_in_flight` blocking requests out. Counts the pauses it starts.
+    fn may_decode(&mut self) -> bool {
+        if !matches!(self.phase, Phase::Open | Phase::PeerClosed) || self.frame_budget == 0 {
+            return false;
+        }
+        let over = self.write_buf.len() > self.config.output_high_water;
+        if over && !self.output_paused {
+            stats::inc(&self.stats.output_paused);
+        }
+        self.output_paused = over;
+        let full = self.in_flight >= self.config.max_in_flight;
+        if full && !self.in_flight_paused {
+            stats::inc(&self.stats.in_flight_paused);
+        }
+        self.in_flight_paused = full;
+        !over && !full
+    }
+
+    /// Decodes the complete frames in the read buffer, as far as this turn's budget and the
+    /// limits allow, and answers them: inline REQUESTs through `router`, PING with PONG,
+    /// errors as `proto-spec/PROTOCOL.md` §9 says. Blocking REQUESTs are queued for
+    /// [`Connection::take_blocking`]. Returns the number of frames decoded.
     pub fn process(&mut self, now: Instant, router: &Router) -> usize {
         let mut frames = 0;
-        while matches!(self.phase, Phase::Open | Phase::PeerClosed) {
-            let frame = match self.decoder.decode(&mut self.read_buf) {
-                Ok(Some(frame)) => frame,
-                Ok(None) => break,
-                Err(err) => {
-                    frames += 1;
-                    self.on_decode_error(err);
-                    continue;
-                }
-            };
+        let mut waiting_for_bytes = false;
+        while self.may_decode() {
+            let decoded = self.decoder.decode(&mut self.read_buf);
+            if matches!(decoded, Ok(None)) {
+                waiting_for_bytes = !self.read_buf.is_empty();
+                break;
+            }
             frames += 1;
-            match frame {
-                Frame::Request(request) => self.on_request(request, now, router),
-                Frame::Ping(id) => self.encoder.encode_simple(
-                    &mut self.write_buf,
-                    FrameKind::Pong,
-                    id,
-                    Code::OK,
-                    "",
-                ),
-                Frame::Pong(_) => {}
-                Frame::GoAway { .. } => self.stop_reading(CloseReason::PeerClosed),
-                Frame::Error { code, message, .. } => {
-                    self.stop_reading(CloseReason::PeerError(Status::new(code, message)));
-                }
-                Frame::Response(r) => {
-                    self.send_error(r.request_id, Code::INVALID_ARGUMENT, "unexpected RESPONSE");
-                    self.stop_reading(CloseReason::UnexpectedFrame(FrameKind::Response));
-                }
+            self.frame_budget -= 1;
+            self.frame_started = None;
+            self.last_frame_at = now;
+            stats::inc(&self.stats.frames_in);
+            match decoded {
+                Ok(Some(frame)) => self.on_frame(frame, now, router),
+                Ok(None) => {}
+                Err(err) => self.on_decode_error(err),
             }
         }
-        if self.phase == Phase::PeerClosed && !self.read_buf.is_empty() {
+        if self.frame_budget == 0 && !self.read_buf.is_empty() && self.phase == Phase::Open {
+            stats::inc(&self.stats.turn_yields);
+        }
+        if waiting_for_bytes {
+            self.frame_started.get_or_insert(now);
+        } else {
+            self.frame_started = None;
+        }
+        if self.phase == Phase::PeerClosed && waiting_for_bytes {
             log::debug!(
                 "peer closed mid-frame, {} bytes discarded",
                 self.read_buf.len()
             );
             self.read_buf = BytesMut::new();
         }
+        self.check_output(now);
         frames
+    }
+
+    fn on_frame(&mut self, frame: Frame, now: Instant, router: &Router) {
+        if !matches!(frame, Frame::Pong(_)) {
+            self.empty_frames = 0;
+        }
+        match frame {
+            Frame::Request(request) => self.on_request(request, now, router),
+            Frame::Ping(id) => self.queue_simple(FrameKind::Pong, id, Code::OK, ""),
+            Frame::Pong(_) => {
+                self.empty_frames += 1;
+                if self.empty_frames > self.config.max_empty_frames {
+                    let message = format!(
+                        "more than {} frames in a row asked for nothing",
+                        self.config.max_empty_frames
+                    );
+                    self.send_error(0, Code::RESOURCE_EXHAUSTED, &message);
+                    self.stop_reading(CloseReason::Flood);
+                }
+            }
+            Frame::GoAway { .. } => self.stop_reading(CloseReason::PeerClosed),
+            Frame::Error { code, message, .. } => {
+                self.stop_reading(CloseReason::PeerError(Status::new(code, message)));
+            }
+            Frame::Response(r) => {
+                self.send_error(r.request_id, Code::INVALID_ARGUMENT, "unexpected RESPONSE");
+                self.stop_reading(CloseReason::UnexpectedFrame(FrameKind::Response));
+            }
+        }
     }
 
     fn on_request(&mut self, request: Request, now: Instant, router: &Router) {
@@ -221,38 +500,161 @@ impl Connection {
             metadata,
         };
         let start = self.write_buf.len();
-        let mut outcome = Ok(());
+        let mut outcome = None;
         let encoded = self.encoder.encode_response_with(
             &mut self.write_buf,
             request_id,
             Code::OK,
             &Metadata::new(),
-            |out| outcome = router.dispatch(&ctx, service, method, payload, out),
+            |out| outcome = Some(router.route(ctx, service, method, payload, out)),
         );
-        let status = match (outcome, encoded) {
-            (Ok(()), Ok(())) => return,
-            (Err(status), _) => status,
-            (Ok(()), Err(err)) => {
-                crate::proto::Status::resource_exhausted(format!("response not sent: {err}"))
+        let failure = match (outcome, encoded) {
+            (Some(Outcome::Ready(Ok(()))), Ok(())) => {
+                self.stats.request(Code::OK);
+                stats::inc(&self.stats.frames_out);
+                return;
             }
+            (Some(Outcome::Blocking(call)), _) => {
+                self.write_buf.truncate(start);
+                self.in_flight += 1;
+                self.blocking.push(call);
+                return;
+            }
+            (Some(Outcome::Ready(Err(failure))), _) => failure,
+            (Some(Outcome::Ready(Ok(()))), Err(err)) | (None, Err(err)) => Failure {
+                status: Status::resource_exhausted(format!("response not sent: {err}")),
+                panicked: false,
+            },
+            (None, Ok(())) => Failure {
+                status: Status::internal("handler not called"),
+                panicked: false,
+            },
         };
         self.write_buf.truncate(start);
+        self.answer_failure(request_id, &failure);
+    }
+
+    fn answer_failure(&mut self, request_id: u64, failure: &Failure) {
+        if failure.panicked {
+            stats::inc(&self.stats.handler_panics);
+        }
+        self.stats.request(failure.status.code);
+        stats::inc(&self.stats.frames_out);
         self.encoder.encode_status(
             &mut self.write_buf,
             request_id,
-            status.code,
-            &status.message,
+            failure.status.code,
+            &failure.status.message,
         );
     }
 
+    /// Moves the blocking calls decoded so far into `calls`, for the worker pool. Each must
+    /// later be finished with [`Connection::complete`] (also when the pool refuses it).
+    pub fn take_blocking(&mut self, calls: &mut Vec<BlockingCall>) {
+        calls.append(&mut self.blocking);
+    }
+
+    /// Blocking requests handed out and not yet completed.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+
+    /// Answers a blocking request with its response message (`Ok`) or a status; called when
+    /// the worker pool returns it. Ignored, but for the in-flight count, once the connection
+    /// has stopped answering (after ERROR or GOAWAY).
+    pub fn complete(&mut self, request_id: u64, result: Result<BytesMut, Status>, now: Instant) {
+        self.complete_call(
+            request_id,
+            result.map_err(|status| Failure {
+                status,
+                panicked: false,
+            }),
+            now,
+        );
+    }
+
+    pub(crate) fn complete_call(
+        &mut self,
+        request_id: u64,
+        result: Result<BytesMut, Failure>,
+        now: Instant,
+    ) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        if !matches!(self.phase, Phase::Open | Phase::PeerClosed) {
+            return;
+        }
+        let failure = match result {
+            Ok(message) => {
+                let start = self.write_buf.len();
+                let encoded = self.encoder.encode_response_with(
+                    &mut self.write_buf,
+                    request_id,
+                    Code::OK,
+                    &Metadata::new(),
+                    |out| out.extend_from_slice(&message),
+                );
+                match encoded {
+                    Ok(()) => {
+                        self.stats.request(Code::OK);
+                        stats::inc(&self.stats.frames_out);
+                        self.check_output(now);
+                        return;
+                    }
+                    Err(err) => {
+                        self.write_buf.truncate(start);
+                        Failure {
+                            status: Status::resource_exhausted(format!("response not sent: {err}")),
+                            panicked: false,
+                        }
+                    }
+                }
+            }
+            Err(failure) => failure,
+        };
+        self.answer_failure(request_id, &failure);
+        self.check_output(now);
+    }
+
+    /// Starts the write timer when output appears, and closes a connection over the hard cap.
+    fn check_output(&mut self, now: Instant) {
+        let queued = self.write_buf.len();
+        if queued == 0 {
+            return;
+        }
+        self.stats.output_queued(queued);
+        if queued > self.config.output_hard_cap && self.phase != Phase::Closed {
+            log::debug!("{queued} bytes of output queued, over the hard cap");
+            self.close_now(CloseReason::OutputCap);
+        }
+        if !self.write_timer_armed && !self.write_buf.is_empty() {
+            // Output that appeared since the buffer was last empty: its timer starts now.
+            self.write_timer_armed = true;
+            self.write_progress_at = now;
+        }
+    }
+
+    /// Closes at once, dropping all buffered bytes: nothing more can be sent.
+    fn close_now(&mut self, reason: CloseReason) {
+        // A half-closed peer that stops reading is closed for that, not for its end of stream;
+        // a protocol error stays the reason even if its ERROR frame could not be delivered.
+        if matches!(self.close_reason, None | Some(CloseReason::PeerClosed)) {
+            self.close_reason = Some(reason);
+        }
+        self.phase = Phase::Closed;
+        self.read_buf = BytesMut::new();
+        self.write_buf = BytesMut::new();
+    }
+
     fn on_decode_error(&mut self, err: DecodeError) {
+        self.stats.decode_error(&err);
         if !err.is_fatal() && err.frame_kind() == Some(FrameKind::Request) {
             log::debug!("request {}: {err}", err.request_id());
-            self.encoder.encode_status(
-                &mut self.write_buf,
+            self.answer_failure(
                 err.request_id(),
-                err.status(),
-                &err.to_string(),
+                &Failure {
+                    status: Status::new(err.status(), err.to_string()),
+                    panicked: false,
+                },
             );
             return;
         }
@@ -260,14 +662,14 @@ impl Connection {
         self.stop_reading(CloseReason::Protocol(err));
     }
 
+    fn queue_simple(&mut self, kind: FrameKind, request_id: u64, code: Code, message: &str) {
+        stats::inc(&self.stats.frames_out);
+        self.encoder
+            .encode_simple(&mut self.write_buf, kind, request_id, code, message);
+    }
+
     fn send_error(&mut self, request_id: u64, code: Code, message: &str) {
-        self.encoder.encode_simple(
-            &mut self.write_buf,
-            FrameKind::Error,
-            request_id,
-            code,
-            message,
-        );
+        self.queue_simple(FrameKind::Error, request_id, code, message);
     }
 
     fn stop_reading(&mut self, reason: CloseReason) {
@@ -275,40 +677,41 @@ impl Connection {
             self.phase = Phase::Closing;
             self.close_reason = Some(reason);
             self.read_buf = BytesMut::new();
+            self.frame_started = None;
         }
     }
 
-    /// Queues a GOAWAY naming the last request id answered, and stops reading. Every request
-    /// read so far has been answered, since handlers run inline in [`Connection::process`].
+    /// Queues a GOAWAY naming the last request id decoded, and stops reading. Requests still
+    /// running on the worker pool are not answered after it.
     pub fn go_away(&mut self, code: Code, message: &str) {
         if matches!(self.phase, Phase::Open | Phase::PeerClosed) {
-            self.encoder.encode_simple(
-                &mut self.write_buf,
-                FrameKind::GoAway,
-                self.last_request_id,
-                code,
-                message,
-            );
+            self.queue_simple(FrameKind::GoAway, self.last_request_id, code, message);
             self.stop_reading(CloseReason::GoAway);
         }
     }
 
-    /// Writes queued output to `dst` until it is all written or `dst` would block.
+    /// Writes queued output to `dst` until it is all written or `dst` would block; `now`
+    /// restarts the write timer when bytes move.
     ///
     /// # Errors
     /// Any error of `dst.write` but `WouldBlock` and `Interrupted`; a write of 0 bytes is
     /// `WriteZero`. The connection should then be closed.
-    pub fn flush_to<W: Write>(&mut self, dst: &mut W) -> io::Result<()> {
+    pub fn flush_to<W: Write>(&mut self, dst: &mut W, now: Instant) -> io::Result<()> {
         while !self.write_buf.is_empty() {
             match dst.write(&self.write_buf) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => self.write_buf.advance(n),
+                Ok(n) => {
+                    self.write_buf.advance(n);
+                    self.write_progress_at = now;
+                    stats::add(&self.stats.bytes_out, n as u64);
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
         }
-        if self.phase == Phase::PeerClosed {
+        self.write_timer_armed = false;
+        if self.phase == Phase::PeerClosed && self.in_flight == 0 && self.blocking.is_empty() {
             self.phase = Phase::Closed;
         }
         Ok(())
@@ -330,26 +733,112 @@ impl Connection {
         }
     }
 
-    /// When [`Connection::handle_timeout`] should next be called, if ever.
+    /// When [`Connection::handle_timeout`] should next be called, if ever: the earliest of the
+    /// linger deadline, the write timeout (output queued), the frame timeout (a frame
+    /// incomplete) and the idle timeout (nothing in progress).
     pub fn timeout(&self) -> Option<Instant> {
-        match self.phase {
+        let linger = match self.phase {
             Phase::Lingering { until, .. } => Some(until),
+            Phase::Closed => return None,
             _ => None,
-        }
+        };
+        let write = (!self.write_buf.is_empty())
+            .then(|| self.write_progress_at + self.config.write_timeout);
+        let frame = self
+            .frame_started
+            .filter(|_| self.phase == Phase::Open)
+            .map(|t| t + self.config.frame_timeout);
+        let idle = self
+            .is_idle()
+            .then(|| self.last_frame_at + self.config.idle_timeout);
+        [linger, write, frame, idle].into_iter().flatten().min()
     }
 
-    /// Advances timers: a lingering connection whose deadline passed is closed.
+    fn is_idle(&self) -> bool {
+        self.phase == Phase::Open
+            && self.read_buf.is_empty()
+            && self.write_buf.is_empty()
+            && self.in_flight == 0
+            && self.blocking.is_empty()
+    }
+
+    /// Advances timers to `now`: closes a lingering connection past its deadline or one whose
+    /// output stalled past the write timeout; sends ERROR DEADLINE_EXCEEDED to one whose frame
+    /// is late, and GOAWAY to one idle too long.
     pub fn handle_timeout(&mut self, now: Instant) {
         if let Phase::Lingering { until, .. } = self.phase {
             if now >= until {
                 self.phase = Phase::Closed;
             }
         }
+        if self.phase == Phase::Closed {
+            return;
+        }
+        if !self.write_buf.is_empty() && now >= self.write_progress_at + self.config.write_timeout {
+            log::debug!(
+                "{} bytes of output made no progress in {:?}",
+                self.write_buf.len(),
+                self.config.write_timeout
+            );
+            self.close_now(CloseReason::WriteTimeout);
+            return;
+        }
+        if self.phase != Phase::Open {
+            return;
+        }
+        if let Some(started) = self.frame_started {
+            if now >= started + self.config.frame_timeout {
+                let message = format!(
+                    "frame not complete within {} ms of its first byte",
+                    self.config.frame_timeout.as_millis()
+                );
+                self.send_error(0, Code::DEADLINE_EXCEEDED, &message);
+                self.stop_reading(CloseReason::FrameTimeout);
+                self.check_output(now);
+                return;
+            }
+        }
+        if self.is_idle() && now >= self.last_frame_at + self.config.idle_timeout {
+            let message = format!(
+                "idle for {} s",
+                self.config.idle_timeout.as_secs_f64().round()
+            );
+            self.queue_simple(
+                FrameKind::GoAway,
+                self.last_request_id,
+                Code::UNAVAILABLE,
+                &message,
+            );
+            self.stop_reading(CloseReason::IdleTimeout);
+            self.check_output(now);
+        }
     }
 
-    /// Whether the caller should read from the socket.
+    /// Whether the caller should read from the socket: open (or lingering), under every
+    /// limit, with reads left this turn.
     pub fn wants_read(&self) -> bool {
-        matches!(self.phase, Phase::Open | Phase::Lingering { .. })
+        match self.phase {
+            Phase::Lingering { .. } => self.read_budget > 0,
+            Phase::Open => {
+                self.read_budget > 0
+                    && self.frame_budget > 0
+                    && self.write_buf.len() <= self.config.output_high_water
+                    && self.in_flight < self.config.max_in_flight
+                    && self.read_buf.len() < self.config.max_buffered_input()
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether this turn's budget ran out while the connection may still have work (input
+    /// buffered or the socket still readable): the caller should serve it again next turn
+    /// even if its socket reports nothing.
+    pub fn budget_spent(&self) -> bool {
+        (self.frame_budget == 0 || self.read_budget == 0)
+            && matches!(
+                self.phase,
+                Phase::Open | Phase::PeerClosed | Phase::Lingering { .. }
+            )
     }
 
     /// Whether output is queued.
@@ -381,6 +870,11 @@ impl Connection {
     pub fn buffered_input(&self) -> usize {
         self.read_buf.len()
     }
+
+    /// Bytes of buffer memory held (capacity of the read and write buffers).
+    pub fn buffer_capacity(&self) -> usize {
+        self.read_buf.capacity() + self.write_buf.capacity()
+    }
 }
 
 #[cfg(test)]
@@ -396,6 +890,10 @@ mod tests {
         let mut r = Router::new();
         r.register(ECHO, |_, body: Bytes| Ok(body));
         r
+    }
+
+    fn new_conn(config: ConnectionConfig) -> Connection {
+        Connection::new(config, Arc::new(Stats::new()), Instant::now())
     }
 
     fn encode(frame: &Frame) -> BytesMut {
@@ -419,7 +917,8 @@ mod tests {
 
     fn output(conn: &mut Connection) -> Vec<Frame> {
         let mut out = Vec::new();
-        conn.flush_to(&mut out).expect("vec never fails");
+        conn.flush_to(&mut out, Instant::now())
+            .expect("vec never fails");
         let mut buf = BytesMut::from(&out[..]);
         let mut dec = Decoder::new(DEFAULT_MAX_BODY_LEN);
         let mut frames = Vec::new();
@@ -432,7 +931,7 @@ mod tests {
 
     #[test]
     fn pipelined_requests_in_one_read_are_answered_in_order() {
-        let mut conn = Connection::new(ConnectionConfig::default());
+        let mut conn = new_conn(ConnectionConfig::default());
         let mut input = encode(&request(1, 1, b"a"));
         input.extend_from_slice(&encode(&Frame::Ping(77)));
         input.extend_from_slice(&encode(&request(2, 9, b"b")));
@@ -450,7 +949,7 @@ mod tests {
 
     #[test]
     fn fatal_error_queues_error_then_lingers_then_closes() {
-        let mut conn = Connection::new(ConnectionConfig::default());
+        let mut conn = new_conn(ConnectionConfig::default());
         conn.receive(b"GET / HTTP/1.1\r\n\r\n");
         conn.process(Instant::now(), &router());
         assert!(!conn.wants_read());
@@ -476,7 +975,7 @@ mod tests {
 
     #[test]
     fn eof_after_requests_answers_them_then_closes() {
-        let mut conn = Connection::new(ConnectionConfig::default());
+        let mut conn = new_conn(ConnectionConfig::default());
         let input = encode(&request(5, 1, b"last words"));
         conn.read_from(&mut &input[..]).expect("reads");
         assert_eq!(conn.read_from(&mut &b""[..]).expect("eof"), 0);

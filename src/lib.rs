@@ -13,13 +13,15 @@
 //!   [`Router`](service::Router).
 //! - [`server`] (the mio event loop) and [`client`] (the blocking client): the only modules
 //!   that touch sockets.
-//! - [`echo`] and [`kv`]: the bundled services.
+//! - [`echo`] and [`kv`]: the bundled services; [`admin`]: the built-in STATS service.
+//! - [`stats`]: the counters every server keeps.
 //!
 //! README.md has the two commands that run the kv server and the tests, and a complete small
 //! service.
 #![deny(missing_docs, missing_debug_implementations)]
 #![doc(test(attr(deny(warnings))))]
 
+pub mod admin;
 pub mod client;
 pub mod connection;
 pub mod echo;
@@ -27,6 +29,7 @@ pub mod kv;
 pub mod proto;
 pub mod server;
 pub mod service;
+pub mod stats;
 
 /// README.md's examples, compiled and run as doc tests.
 #[cfg(doctest)]

@@ -3,8 +3,8 @@
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::Duration;
 
-use crate::connection::{ConnectionConfig, DEFAULT_LINGER};
-use crate::proto::DEFAULT_MAX_BODY_LEN;
+use super::workers::{DEFAULT_WORKERS, DEFAULT_WORKER_QUEUE};
+use crate::connection::ConnectionConfig;
 
 /// Default bind address: `127.0.0.1:7878`, loopback only, so a server started without thought
 /// is not reachable from the network.
@@ -19,6 +19,8 @@ pub struct ServerConfig {
     pub(crate) addr: SocketAddr,
     pub(crate) max_connections: usize,
     pub(crate) connection: ConnectionConfig,
+    pub(crate) workers: usize,
+    pub(crate) worker_queue: usize,
 }
 
 impl Default for ServerConfig {
@@ -26,10 +28,9 @@ impl Default for ServerConfig {
         ServerConfig {
             addr: DEFAULT_ADDR,
             max_connections: DEFAULT_MAX_CONNECTIONS,
-            connection: ConnectionConfig {
-                max_body_len: DEFAULT_MAX_BODY_LEN,
-                linger: DEFAULT_LINGER,
-            },
+            connection: ConnectionConfig::default(),
+            workers: DEFAULT_WORKERS,
+            worker_queue: DEFAULT_WORKER_QUEUE,
         }
     }
 }
@@ -53,5 +54,20 @@ impl ServerConfig {
     /// How long a connection lingers after ERROR or GOAWAY.
     pub fn linger(&self) -> Duration {
         self.connection.linger
+    }
+
+    /// Every per-connection limit.
+    pub fn connection(&self) -> &ConnectionConfig {
+        &self.connection
+    }
+
+    /// Worker threads for blocking handlers.
+    pub fn workers(&self) -> usize {
+        self.workers
+    }
+
+    /// Blocking calls that may wait for a worker.
+    pub fn worker_queue(&self) -> usize {
+        self.worker_queue
     }
 }

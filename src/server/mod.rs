@@ -33,6 +33,7 @@
 
 mod config;
 mod event_loop;
+mod workers;
 
 use std::io;
 use std::net::SocketAddr;
@@ -44,9 +45,11 @@ use std::time::Duration;
 use mio::Waker;
 
 pub use config::{ServerConfig, DEFAULT_ADDR, DEFAULT_MAX_CONNECTIONS};
+pub use workers::{DEFAULT_WORKERS, DEFAULT_WORKER_QUEUE};
 
 use crate::connection::Connection;
 use crate::service::Router;
+use crate::stats::Stats;
 use event_loop::EventLoop;
 
 /// Builds a [`Server`]: `Server::builder().addr(..).max_body_len(..).bind(router)`.
@@ -64,9 +67,13 @@ impl ServerBuilder {
     }
 
     /// Most connections open at once. Default [`DEFAULT_MAX_CONNECTIONS`] (10,000). One more
-    /// is sent an ERROR frame with RESOURCE_EXHAUSTED and closed. Each open connection costs
-    /// one file descriptor, a few hundred bytes of state, and its buffers: none before its
-    /// first read, then a read buffer of at least 16 KiB and whatever output is queued.
+    /// is sent an ERROR frame with RESOURCE_EXHAUSTED and closed at once (counted as
+    /// `connections_rejected`). Each open connection costs one file descriptor and a few
+    /// hundred bytes of state; buffers are lent from a shared pool only while it has bytes to
+    /// read or write, so an idle connection holds none. When the process runs out of file
+    /// descriptors, the pending connection is accepted on a spare descriptor kept for the
+    /// purpose, sent RESOURCE_EXHAUSTED and closed (`connections_rejected_fd`), so the accept
+    /// queue keeps moving and the loop does not spin.
     pub fn max_connections(mut self, max: usize) -> Self {
         self.config.max_connections = max;
         self
@@ -89,18 +96,119 @@ impl ServerBuilder {
         self
     }
 
+    /// Time from a frame's first byte to its last, default 30 s
+    /// ([`DEFAULT_FRAME_TIMEOUT`](crate::connection::DEFAULT_FRAME_TIMEOUT)). A late frame
+    /// (slowloris) gets ERROR DEADLINE_EXCEEDED and its connection is closed
+    /// (`closed_frame_timeout`). Timers are checked every 1/8 of the shortest timeout, at
+    /// least every 10 ms and at most every second.
+    pub fn frame_timeout(mut self, timeout: Duration) -> Self {
+        self.config.connection.frame_timeout = timeout;
+        self
+    }
+
+    /// Time a connection may sit with no frame arriving and nothing in progress, default
+    /// 300 s ([`DEFAULT_IDLE_TIMEOUT`](crate::connection::DEFAULT_IDLE_TIMEOUT)); it is then
+    /// sent GOAWAY UNAVAILABLE and closed (`closed_idle_timeout`).
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.config.connection.idle_timeout = timeout;
+        self
+    }
+
+    /// Time queued output may make no progress, default 30 s
+    /// ([`DEFAULT_WRITE_TIMEOUT`](crate::connection::DEFAULT_WRITE_TIMEOUT)): a peer that
+    /// stops reading, half-closed or not, is closed at once after it (`closed_write_timeout`).
+    pub fn write_timeout(mut self, timeout: Duration) -> Self {
+        self.config.connection.write_timeout = timeout;
+        self
+    }
+
+    /// Queued output, in bytes, above which a connection is not read until the peer drains
+    /// it; default 1 MiB
+    /// ([`DEFAULT_OUTPUT_HIGH_WATER`](crate::connection::DEFAULT_OUTPUT_HIGH_WATER)). Each
+    /// pause is counted (`output_paused`).
+    pub fn output_high_water(mut self, bytes: usize) -> Self {
+        self.config.connection.output_high_water = bytes;
+        self
+    }
+
+    /// Queued output, in bytes, above which a connection is closed at once; default 32 MiB
+    /// ([`DEFAULT_OUTPUT_HARD_CAP`](crate::connection::DEFAULT_OUTPUT_HARD_CAP))
+    /// (`closed_output_cap`). Must not be below the high-water mark.
+    pub fn output_hard_cap(mut self, bytes: usize) -> Self {
+        self.config.connection.output_hard_cap = bytes;
+        self
+    }
+
+    /// Most blocking requests running or queued per connection, default 100
+    /// ([`DEFAULT_MAX_IN_FLIGHT`](crate::connection::DEFAULT_MAX_IN_FLIGHT)); the connection
+    /// is not read while that many are out (`in_flight_paused`).
+    pub fn max_in_flight(mut self, max: usize) -> Self {
+        self.config.connection.max_in_flight = max;
+        self
+    }
+
+    /// Frames handled per connection per loop turn, default 64
+    /// ([`DEFAULT_MAX_FRAMES_PER_TURN`](crate::connection::DEFAULT_MAX_FRAMES_PER_TURN)); a
+    /// connection with more waiting yields to the others and is served again next turn
+    /// (`turn_yields`). At least 1.
+    pub fn max_frames_per_turn(mut self, max: u32) -> Self {
+        self.config.connection.max_frames_per_turn = max.max(1);
+        self
+    }
+
+    /// Frames in a row that ask for nothing (PONG; the server sends no PING) before the
+    /// connection is sent ERROR RESOURCE_EXHAUSTED and closed, default 100
+    /// ([`DEFAULT_MAX_EMPTY_FRAMES`](crate::connection::DEFAULT_MAX_EMPTY_FRAMES))
+    /// (`closed_flood`).
+    pub fn max_empty_frames(mut self, max: u32) -> Self {
+        self.config.connection.max_empty_frames = max;
+        self
+    }
+
+    /// Worker threads that run blocking handlers
+    /// ([`Router::register_blocking`]), default [`DEFAULT_WORKERS`] (16); started only if
+    /// the router has a blocking handler. At least 1.
+    pub fn workers(mut self, workers: usize) -> Self {
+        self.config.workers = workers.max(1);
+        self
+    }
+
+    /// Blocking calls that may wait for a free worker, default [`DEFAULT_WORKER_QUEUE`]
+    /// (1,024). One more is answered UNAVAILABLE at once without running
+    /// (`blocking_rejected`); it is safe to retry.
+    pub fn worker_queue(mut self, calls: usize) -> Self {
+        self.config.worker_queue = calls;
+        self
+    }
+
     /// The settings so far.
     pub fn config(&self) -> &ServerConfig {
         &self.config
     }
 
     /// Binds the listening socket and prepares the loop; nothing is served until
-    /// [`Server::run`] or [`Server::spawn`].
+    /// [`Server::run`] or [`Server::spawn`]. Registers the built-in admin service (service 0,
+    /// [`crate::admin`]) on `router`, and starts the worker pool if `router` has blocking
+    /// handlers.
     ///
     /// # Errors
-    /// The IO error of creating the poller or binding the address (`AddrInUse` when taken).
-    pub fn bind(self, router: Router) -> io::Result<Server> {
-        let event_loop = EventLoop::new(self.config, Arc::new(router))?;
+    /// `InvalidInput` when the output hard cap is below the high-water mark; otherwise the IO
+    /// error of creating the poller, binding the address (`AddrInUse` when taken) or starting
+    /// the worker threads.
+    pub fn bind(self, mut router: Router) -> io::Result<Server> {
+        let limits = &self.config.connection;
+        if limits.output_hard_cap < limits.output_high_water {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "output hard cap ({} bytes) is below the high-water mark ({} bytes)",
+                    limits.output_hard_cap, limits.output_high_water
+                ),
+            ));
+        }
+        let stats = Arc::new(Stats::new());
+        crate::admin::register(&mut router, Arc::clone(&stats));
+        let event_loop = EventLoop::new(self.config, Arc::new(router), stats)?;
         Ok(Server { event_loop })
     }
 }
@@ -127,6 +235,11 @@ impl Server {
         self.event_loop.handle()
     }
 
+    /// The server's counters, shared with the loop; readable while it runs.
+    pub fn stats(&self) -> Arc<Stats> {
+        self.event_loop.stats()
+    }
+
     /// Serves on this thread until [`ServerHandle::shutdown`] is called.
     ///
     /// # Errors
@@ -142,12 +255,14 @@ impl Server {
     pub fn spawn(self) -> io::Result<RunningServer> {
         let handle = self.handle();
         let addr = self.local_addr();
+        let stats = self.stats();
         let thread = thread::Builder::new()
             .name("courier-server".into())
             .spawn(move || self.run())?;
         Ok(RunningServer {
             handle,
             addr,
+            stats,
             thread: Some(thread),
         })
     }
@@ -181,6 +296,7 @@ impl ServerHandle {
 pub struct RunningServer {
     handle: ServerHandle,
     addr: SocketAddr,
+    stats: Arc<Stats>,
     thread: Option<JoinHandle<io::Result<()>>>,
 }
 
@@ -193,6 +309,11 @@ impl RunningServer {
     /// A handle that stops the server.
     pub fn handle(&self) -> ServerHandle {
         self.handle.clone()
+    }
+
+    /// The server's counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
     }
 
     /// Stops the server and waits for its thread.
@@ -227,6 +348,14 @@ impl Drop for RunningServer {
 struct Conn {
     stream: mio::net::TcpStream,
     peer: SocketAddr,
+    /// Unique for the server's life (slab keys are reused); ties worker results to it.
+    id: u64,
     state: Connection,
     interest: mio::Interest,
+    /// Bytes this connection has added to the `buffered_bytes` gauge.
+    accounted: usize,
+    /// Whether it is already on the loop's list to serve next turn.
+    queued: bool,
+    /// The loop turn it was last granted a budget in.
+    turn: u64,
 }

@@ -11,4 +11,5 @@ mod router;
 
 pub use message::{Message, MessageError};
 pub use method::Method;
-pub use router::{Context, Router};
+pub use router::{BlockingCall, Context, Router};
+pub(crate) use router::{Failure, Outcome};

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
@@ -26,11 +27,103 @@ pub struct Context {
 }
 
 /// A type-erased handler: decode, call, encode into the output buffer.
-type Handler = Box<dyn Fn(&Context, Bytes, &mut BytesMut) -> Result<(), Status> + Send + Sync>;
+type Handler = dyn Fn(&Context, Bytes, &mut BytesMut) -> Result<(), Status> + Send + Sync;
 
-struct Route {
+/// A registered method: its name, its handler, and where the handler runs.
+pub(crate) struct Route {
     name: &'static str,
-    handler: Handler,
+    handler: Box<Handler>,
+    blocking: bool,
+}
+
+/// Why a handler call produced no response message.
+#[derive(Debug)]
+pub(crate) struct Failure {
+    /// The status to answer with: UNIMPLEMENTED, INVALID_ARGUMENT, the handler's own, or
+    /// INTERNAL after a panic.
+    pub(crate) status: Status,
+    /// Whether the handler panicked.
+    pub(crate) panicked: bool,
+}
+
+impl Failure {
+    fn status(status: Status) -> Self {
+        Failure {
+            status,
+            panicked: false,
+        }
+    }
+}
+
+/// What routing a request gave.
+#[derive(Debug)]
+pub(crate) enum Outcome {
+    /// An inline handler ran: `Ok` when it appended its response message to the buffer.
+    Ready(Result<(), Failure>),
+    /// The method is blocking: run this call on a worker thread.
+    Blocking(BlockingCall),
+}
+
+impl Route {
+    /// Calls the handler, turning a panic into INTERNAL.
+    fn call(&self, ctx: &Context, payload: Bytes, out: &mut BytesMut) -> Result<(), Failure> {
+        // The handler and the buffer are not used again after a panic but to discard the
+        // partial output, so no broken invariant can be observed.
+        match catch_unwind(AssertUnwindSafe(|| (self.handler)(ctx, payload, out))) {
+            Ok(result) => result.map_err(Failure::status),
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .copied()
+                    .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+                    .unwrap_or("non-string panic payload");
+                log::error!(
+                    "handler {} panicked on request {}: {what}",
+                    self.name,
+                    ctx.request_id
+                );
+                Err(Failure {
+                    status: Status::internal(format!("{} failed", self.name)),
+                    panicked: true,
+                })
+            }
+        }
+    }
+}
+
+/// A request for a method registered with [`Router::register_blocking`], waiting to run on a
+/// worker thread. The server's worker pool runs it; it holds the request's context and
+/// payload.
+pub struct BlockingCall {
+    route: Arc<Route>,
+    ctx: Context,
+    payload: Bytes,
+}
+
+impl BlockingCall {
+    /// The request id of the call.
+    pub fn request_id(&self) -> u64 {
+        self.ctx.request_id
+    }
+
+    /// The call's deadline, if the client set one.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.ctx.deadline
+    }
+
+    /// Runs the handler, appending its response message to `out`.
+    pub(crate) fn run(self, out: &mut BytesMut) -> Result<(), Failure> {
+        self.route.call(&self.ctx, self.payload, out)
+    }
+}
+
+impl fmt::Debug for BlockingCall {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BlockingCall")
+            .field("method", &self.route.name)
+            .field("request_id", &self.ctx.request_id)
+            .finish()
+    }
 }
 
 /// Maps (service id, method id) to handlers and calls them.
@@ -40,8 +133,11 @@ struct Route {
 /// - a handler's `Err(status)` becomes a RESPONSE with that status;
 /// - a handler that panics is answered INTERNAL, and the server goes on serving.
 ///
-/// Handlers run inline on the server's event loop thread: they should be quick and must not
-/// block on IO.
+/// Handlers registered with [`Router::register`] run inline on the server's event loop
+/// thread: they must be quick and must not block. Handlers that may block (disk, locks held
+/// long, other servers) are registered with [`Router::register_blocking`] and run on the
+/// server's worker pool ([`ServerBuilder::workers`](crate::server::ServerBuilder::workers)).
+/// Service id 0 is reserved for the server's built-in admin service ([`crate::admin`]).
 ///
 /// # Examples
 ///
@@ -62,7 +158,7 @@ struct Route {
 /// ```
 #[derive(Default)]
 pub struct Router {
-    routes: HashMap<u32, Route>,
+    routes: HashMap<u32, Arc<Route>>,
 }
 
 fn route_key(service: u16, method: u16) -> u32 {
@@ -75,9 +171,41 @@ impl Router {
         Router::default()
     }
 
-    /// Registers `handler` for `method`, replacing any handler registered before for the same
-    /// (service, method).
+    /// Registers `handler` for `method`, to run inline on the event loop; replaces any handler
+    /// registered before for the same (service, method).
     pub fn register<Req, Resp, F>(&mut self, method: Method<Req, Resp>, handler: F) -> &mut Self
+    where
+        Req: Message,
+        Resp: Message,
+        F: Fn(&Context, Req) -> Result<Resp, Status> + Send + Sync + 'static,
+    {
+        self.insert(method, handler, false)
+    }
+
+    /// Registers `handler` for `method`, to run on the server's worker pool, so that a handler
+    /// that blocks delays no other request. A blocking request is answered UNAVAILABLE at once
+    /// when the pool's queue is full, and DEADLINE_EXCEEDED without running when its deadline
+    /// passed while it waited. Responses of blocking requests may overtake earlier ones; the
+    /// client matches them by request id.
+    pub fn register_blocking<Req, Resp, F>(
+        &mut self,
+        method: Method<Req, Resp>,
+        handler: F,
+    ) -> &mut Self
+    where
+        Req: Message,
+        Resp: Message,
+        F: Fn(&Context, Req) -> Result<Resp, Status> + Send + Sync + 'static,
+    {
+        self.insert(method, handler, true)
+    }
+
+    fn insert<Req, Resp, F>(
+        &mut self,
+        method: Method<Req, Resp>,
+        handler: F,
+        blocking: bool,
+    ) -> &mut Self
     where
         Req: Message,
         Resp: Message,
@@ -94,9 +222,10 @@ impl Router {
         let route = Route {
             name,
             handler: Box::new(erased),
+            blocking,
         };
         self.routes
-            .insert(route_key(method.service, method.method), route);
+            .insert(route_key(method.service, method.method), Arc::new(route));
         self
     }
 
@@ -105,8 +234,13 @@ impl Router {
         self.routes.contains_key(&route_key(service, method))
     }
 
-    /// Calls the handler for `service`/`method`, which appends its encoded response message to
-    /// `out` on success.
+    /// Whether any handler was registered with [`Router::register_blocking`].
+    pub fn has_blocking(&self) -> bool {
+        self.routes.values().any(|r| r.blocking)
+    }
+
+    /// Calls the handler for `service`/`method` on this thread, blocking or not, which appends
+    /// its encoded response message to `out` on success.
     ///
     /// # Errors
     /// The status to answer with: UNIMPLEMENTED, INVALID_ARGUMENT, the handler's own, or
@@ -119,32 +253,40 @@ impl Router {
         payload: Bytes,
         out: &mut BytesMut,
     ) -> Result<(), Status> {
-        let Some(route) = self.routes.get(&route_key(service, method)) else {
+        self.lookup(service, method)?
+            .call(ctx, payload, out)
+            .map_err(|failure| failure.status)
+    }
+
+    /// Calls an inline handler, or returns a blocking one's call for the worker pool.
+    pub(crate) fn route(
+        &self,
+        ctx: Context,
+        service: u16,
+        method: u16,
+        payload: Bytes,
+        out: &mut BytesMut,
+    ) -> Outcome {
+        match self.lookup(service, method) {
+            Err(status) => Outcome::Ready(Err(Failure::status(status))),
+            Ok(route) if route.blocking => Outcome::Blocking(BlockingCall {
+                route: Arc::clone(route),
+                ctx,
+                payload,
+            }),
+            Ok(route) => Outcome::Ready(route.call(&ctx, payload, out)),
+        }
+    }
+
+    fn lookup(&self, service: u16, method: u16) -> Result<&Arc<Route>, Status> {
+        self.routes.get(&route_key(service, method)).ok_or_else(|| {
             let known_service = self.routes.keys().any(|k| (k >> 16) as u16 == service);
-            return Err(Status::unimplemented(if known_service {
+            Status::unimplemented(if known_service {
                 format!("service {service} has no method {method}")
             } else {
                 format!("no service {service}")
-            }));
-        };
-        // The handler and the buffer are not used again after a panic but to discard the
-        // partial output, so no broken invariant can be observed.
-        match catch_unwind(AssertUnwindSafe(|| (route.handler)(ctx, payload, out))) {
-            Ok(result) => result,
-            Err(panic) => {
-                let what = panic
-                    .downcast_ref::<&str>()
-                    .copied()
-                    .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
-                    .unwrap_or("non-string panic payload");
-                log::error!(
-                    "handler {} panicked on request {}: {what}",
-                    route.name,
-                    ctx.request_id
-                );
-                Err(Status::internal(format!("{} failed", route.name)))
-            }
-        }
+            })
+        })
     }
 }
 

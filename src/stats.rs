@@ -1,0 +1,266 @@
+//! Counters and gauges of a server, readable while it runs.
+//!
+//! One [`Stats`] is shared (in an `Arc`) by a server's event loop, its connections and its
+//! worker pool. Every field is a relaxed atomic: a reading is a consistent value of each
+//! counter, not a snapshot of all of them at one instant. Counters only grow (they wrap at
+//! 2^64); gauges go up and down.
+//!
+//! [`Stats::snapshot`] lists every value by name; the built-in admin service
+//! ([`crate::admin`]) sends that list to any client that asks (`kv-cli stats`). The names are
+//! part of the interface and documented in `proto-spec/SERVICES.md`, "admin".
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+use crate::proto::{Code, DecodeError};
+
+/// Why the server closed (or finished) a connection, one counter each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CloseCause {
+    /// The peer ended the connection in order (end of stream or GOAWAY) and was answered.
+    Peer,
+    /// The peer broke the protocol (a fatal decode error or an unexpected frame).
+    Protocol,
+    /// The peer sent an ERROR frame.
+    PeerError,
+    /// The server shut down and sent GOAWAY.
+    Shutdown,
+    /// A frame was not complete within the frame timeout (slowloris).
+    FrameTimeout,
+    /// No frame arrived within the idle timeout.
+    IdleTimeout,
+    /// Queued output made no progress within the write timeout (a peer that does not read).
+    WriteTimeout,
+    /// Queued output passed the hard cap.
+    OutputCap,
+    /// Too many frames that ask for nothing in a row (an empty-frame flood).
+    Flood,
+    /// The socket failed (reset, broken pipe ...).
+    Io,
+}
+
+impl CloseCause {
+    /// Every cause, in the order of [`Stats::snapshot`].
+    pub const ALL: [CloseCause; 10] = [
+        CloseCause::Peer,
+        CloseCause::Protocol,
+        CloseCause::PeerError,
+        CloseCause::Shutdown,
+        CloseCause::FrameTimeout,
+        CloseCause::IdleTimeout,
+        CloseCause::WriteTimeout,
+        CloseCause::OutputCap,
+        CloseCause::Flood,
+        CloseCause::Io,
+    ];
+
+    /// The counter's name suffix: `closed_<name>`.
+    pub fn name(self) -> &'static str {
+        match self {
+            CloseCause::Peer => "peer",
+            CloseCause::Protocol => "protocol",
+            CloseCause::PeerError => "peer_error",
+            CloseCause::Shutdown => "shutdown",
+            CloseCause::FrameTimeout => "frame_timeout",
+            CloseCause::IdleTimeout => "idle_timeout",
+            CloseCause::WriteTimeout => "write_timeout",
+            CloseCause::OutputCap => "output_cap",
+            CloseCause::Flood => "flood",
+            CloseCause::Io => "io",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+const DECODE_KINDS: usize = 10;
+const CODES: usize = 17;
+
+/// A server's counters and gauges. See the [module docs](self).
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Gauge: connections open now.
+    pub connections_open: AtomicI64,
+    /// Connections accepted.
+    pub connections_accepted: AtomicU64,
+    /// Connections refused because `max_connections` were open (sent RESOURCE_EXHAUSTED).
+    pub connections_rejected: AtomicU64,
+    /// Connections refused because the process ran out of file descriptors (EMFILE, ENFILE).
+    pub connections_rejected_fd: AtomicU64,
+    /// Other `accept` failures.
+    pub accept_errors: AtomicU64,
+    closed: [AtomicU64; 10],
+    /// Frames decoded, including frames that failed to decode.
+    pub frames_in: AtomicU64,
+    /// Frames queued for peers.
+    pub frames_out: AtomicU64,
+    /// Bytes read from sockets.
+    pub bytes_in: AtomicU64,
+    /// Bytes written to sockets.
+    pub bytes_out: AtomicU64,
+    decode_errors: [AtomicU64; DECODE_KINDS],
+    requests: [AtomicU64; CODES],
+    /// Handlers that panicked (each answered INTERNAL).
+    pub handler_panics: AtomicU64,
+    /// Gauge: bytes buffered by all connections, received and not yet decoded plus queued
+    /// and not yet written.
+    pub buffered_bytes: AtomicI64,
+    /// The most output ever queued on one connection, in bytes.
+    pub output_peak: AtomicU64,
+    /// Times a connection stopped being read because its output passed the high-water mark.
+    pub output_paused: AtomicU64,
+    /// Times a connection stopped being read because `max_in_flight` requests were running.
+    pub in_flight_paused: AtomicU64,
+    /// Times a connection used up its frames-per-turn budget and yielded to the others.
+    pub turn_yields: AtomicU64,
+    /// Gauge: blocking requests queued or running on the worker pool.
+    pub blocking_in_flight: AtomicI64,
+    /// Blocking requests answered UNAVAILABLE because the worker pool's queue was full.
+    pub blocking_rejected: AtomicU64,
+    /// Blocking requests answered DEADLINE_EXCEEDED because their deadline passed in the queue.
+    pub blocking_expired: AtomicU64,
+}
+
+/// Adds one to a counter.
+pub(crate) fn inc(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Adds `n` to a counter.
+pub(crate) fn add(counter: &AtomicU64, n: u64) {
+    counter.fetch_add(n, Ordering::Relaxed);
+}
+
+/// Moves a gauge by `delta`.
+pub(crate) fn shift(gauge: &AtomicI64, delta: i64) {
+    if delta != 0 {
+        gauge.fetch_add(delta, Ordering::Relaxed);
+    }
+}
+
+impl Stats {
+    /// All zero.
+    pub fn new() -> Self {
+        Stats::default()
+    }
+
+    /// Counts a connection closed for `cause`.
+    pub fn closed(&self, cause: CloseCause) {
+        inc(&self.closed[cause.index()]);
+    }
+
+    /// Connections closed for `cause` so far.
+    pub fn closed_count(&self, cause: CloseCause) -> u64 {
+        self.closed[cause.index()].load(Ordering::Relaxed)
+    }
+
+    /// Counts a decode error by its kind.
+    pub fn decode_error(&self, err: &DecodeError) {
+        let name = err.code_name();
+        if let Some(i) = DecodeError::CODE_NAMES.iter().position(|n| *n == name) {
+            inc(&self.decode_errors[i]);
+        }
+    }
+
+    /// Counts a request answered with `code` (codes above 16 are counted as UNKNOWN).
+    pub fn request(&self, code: Code) {
+        let i = usize::try_from(code.0).map_or(2, |i| if i < CODES { i } else { 2 });
+        inc(&self.requests[i]);
+    }
+
+    /// Raises the output peak to `queued` if it is higher.
+    pub(crate) fn output_queued(&self, queued: usize) {
+        self.output_peak.fetch_max(queued as u64, Ordering::Relaxed);
+    }
+
+    /// Every counter and gauge by name, in a fixed order:
+    ///
+    /// - `connections_open`, `connections_accepted`, `connections_rejected`,
+    ///   `connections_rejected_fd`, `accept_errors`;
+    /// - `closed_<cause>` for each [`CloseCause`];
+    /// - `frames_in`, `frames_out`, `bytes_in`, `bytes_out`;
+    /// - `decode_errors_<KIND>` for each of [`DecodeError::CODE_NAMES`];
+    /// - `requests_<CODE>` for each gRPC status code name (`requests_OK` ...);
+    /// - `handler_panics`, `buffered_bytes`, `output_peak`, `output_paused`,
+    ///   `in_flight_paused`, `turn_yields`, `blocking_in_flight`, `blocking_rejected`,
+    ///   `blocking_expired`.
+    ///
+    /// Gauges that dip below zero for an instant (counted by two threads) read as 0.
+    pub fn snapshot(&self) -> Vec<(String, u64)> {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let gauge = |g: &AtomicI64| u64::try_from(g.load(Ordering::Relaxed)).unwrap_or(0);
+        let mut out = vec![
+            (
+                "connections_open".to_string(),
+                gauge(&self.connections_open),
+            ),
+            (
+                "connections_accepted".into(),
+                get(&self.connections_accepted),
+            ),
+            (
+                "connections_rejected".into(),
+                get(&self.connections_rejected),
+            ),
+            (
+                "connections_rejected_fd".into(),
+                get(&self.connections_rejected_fd),
+            ),
+            ("accept_errors".into(), get(&self.accept_errors)),
+        ];
+        for cause in CloseCause::ALL {
+            out.push((format!("closed_{}", cause.name()), self.closed_count(cause)));
+        }
+        out.extend([
+            ("frames_in".to_string(), get(&self.frames_in)),
+            ("frames_out".into(), get(&self.frames_out)),
+            ("bytes_in".into(), get(&self.bytes_in)),
+            ("bytes_out".into(), get(&self.bytes_out)),
+        ]);
+        for (name, counter) in DecodeError::CODE_NAMES.iter().zip(&self.decode_errors) {
+            out.push((format!("decode_errors_{name}"), get(counter)));
+        }
+        for (code, counter) in Code::ALL.iter().zip(&self.requests) {
+            let name = code.name().unwrap_or("UNKNOWN");
+            out.push((format!("requests_{name}"), get(counter)));
+        }
+        out.extend([
+            ("handler_panics".to_string(), get(&self.handler_panics)),
+            ("buffered_bytes".into(), gauge(&self.buffered_bytes)),
+            ("output_peak".into(), get(&self.output_peak)),
+            ("output_paused".into(), get(&self.output_paused)),
+            ("in_flight_paused".into(), get(&self.in_flight_paused)),
+            ("turn_yields".into(), get(&self.turn_yields)),
+            ("blocking_in_flight".into(), gauge(&self.blocking_in_flight)),
+            ("blocking_rejected".into(), get(&self.blocking_rejected)),
+            ("blocking_expired".into(), get(&self.blocking_expired)),
+        ]);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_names_every_counter_once() {
+        let stats = Stats::new();
+        stats.closed(CloseCause::Flood);
+        stats.request(Code::NOT_FOUND);
+        stats.request(Code(99));
+        let snap = stats.snapshot();
+        let mut names: Vec<&str> = snap.iter().map(|(n, _)| n.as_str()).collect();
+        let value = |name: &str| snap.iter().find(|(n, _)| n == name).map(|(_, v)| *v);
+        assert_eq!(value("closed_flood"), Some(1));
+        assert_eq!(value("requests_NOT_FOUND"), Some(1));
+        assert_eq!(value("requests_UNKNOWN"), Some(1));
+        assert_eq!(value("decode_errors_BAD_MAGIC"), Some(0));
+        let total = names.len();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), total, "duplicate names");
+        assert_eq!(total, 5 + 10 + 4 + 10 + 17 + 9);
+    }
+}
