@@ -143,3 +143,57 @@ pub fn assert_serving(addr: SocketAddr) {
         .expect("echo from a fresh client");
     assert_eq!(&reply[..], b"still here");
 }
+
+/// The server's counters, asked for over a fresh connection with the admin STATS request.
+pub fn stats(addr: SocketAddr) -> courier::admin::StatsReport {
+    let mut client = courier::client::Client::connect(addr).expect("connect for STATS");
+    client
+        .call(&courier::admin::STATS, &())
+        .expect("STATS answered")
+}
+
+/// Polls the server's counters until `done` holds for them, for at most `limit`; returns
+/// the last report. Tests assert on the counters, not on how long they took.
+pub fn wait_for_stats(
+    addr: SocketAddr,
+    limit: Duration,
+    done: impl Fn(&courier::admin::StatsReport) -> bool,
+) -> courier::admin::StatsReport {
+    let start = std::time::Instant::now();
+    loop {
+        let report = stats(addr);
+        if done(&report) || start.elapsed() > limit {
+            return report;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Raises this process's soft limit on open files to its hard limit, for tests that open
+/// thousands of sockets (both ends live in the test process). Returns the new soft limit.
+pub fn raise_fd_limit() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is a valid, writable rlimit for the duration of the call.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return 0;
+    }
+    if limit.rlim_cur < limit.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: limit.rlim_max,
+            rlim_max: limit.rlim_max,
+        };
+        // SAFETY: `raised` is a valid rlimit read for the duration of the call.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            return raised.rlim_cur as u64;
+        }
+    }
+    limit.rlim_cur as u64
+}
+
+/// File descriptors this process has open now (Linux: the entries of /proc/self/fd).
+pub fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").map_or(0, |dir| dir.count())
+}
