@@ -984,4 +984,181 @@ mod tests {
         assert_eq!(output(&mut conn).len(), 1);
         assert!(conn.is_closed());
     }
+
+    fn limited() -> ConnectionConfig {
+        ConnectionConfig {
+            output_high_water: 100,
+            output_hard_cap: 10_000,
+            max_frames_per_turn: 4,
+            max_empty_frames: 2,
+            frame_timeout: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(3),
+            ..ConnectionConfig::default()
+        }
+    }
+
+    #[test]
+    fn an_idle_connection_gives_its_buffers_back() {
+        let mut pool = BufferPool::new();
+        let mut conn = new_conn(ConnectionConfig::default());
+        conn.lend_buffers(&mut pool);
+        let input = encode(&request(1, 1, b"hello"));
+        conn.read_from(&mut &input[..]).expect("reads");
+        conn.process(Instant::now(), &router());
+        assert!(conn.buffer_capacity() >= READ_CHUNK);
+        assert_eq!(output(&mut conn).len(), 1);
+        conn.return_buffers(&mut pool);
+        assert_eq!(conn.buffer_capacity(), 0, "idle: no buffer held");
+        assert_eq!(pool.len(), 2, "both buffers kept for the next connection");
+        // A partial frame keeps its read buffer.
+        conn.lend_buffers(&mut pool);
+        conn.read_from(&mut &input[..10]).expect("reads");
+        conn.process(Instant::now(), &router());
+        conn.return_buffers(&mut pool);
+        assert_eq!(conn.buffered_input(), 10);
+        assert!(conn.buffer_capacity() > 0);
+    }
+
+    #[test]
+    fn the_turn_budget_stops_decoding_and_the_next_turn_resumes() {
+        let mut conn = new_conn(ConnectionConfig {
+            output_high_water: 1000,
+            ..limited()
+        });
+        let mut input = BytesMut::new();
+        for id in 1..=10 {
+            input.extend_from_slice(&encode(&request(id, 1, b"x")));
+        }
+        conn.receive(&input);
+        let now = Instant::now();
+        assert_eq!(conn.process(now, &router()), 4);
+        assert!(conn.budget_spent() && !conn.wants_read());
+        assert_eq!(output(&mut conn).len(), 4);
+        conn.begin_turn();
+        assert_eq!(conn.process(now, &router()), 4);
+        conn.begin_turn();
+        assert_eq!(conn.process(now, &router()), 2);
+        assert_eq!(output(&mut conn).len(), 6);
+        assert!(!conn.budget_spent());
+    }
+
+    #[test]
+    fn output_above_the_high_water_mark_pauses_until_drained() {
+        let mut conn = new_conn(ConnectionConfig {
+            max_frames_per_turn: 64,
+            ..limited()
+        });
+        let mut input = BytesMut::new();
+        for id in 1..=10 {
+            input.extend_from_slice(&encode(&request(id, 1, &[7; 40])));
+        }
+        conn.receive(&input);
+        let now = Instant::now();
+        // Each response is 36 + 40 bytes: the second one passes the 100-byte mark.
+        assert_eq!(conn.process(now, &router()), 2);
+        assert!(!conn.wants_read(), "paused");
+        assert_eq!(
+            conn.stats
+                .output_paused
+                .load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
+        assert_eq!(output(&mut conn).len(), 2);
+        assert!(conn.wants_read(), "drained: reading resumes");
+        assert_eq!(conn.process(now, &router()), 2);
+    }
+
+    #[test]
+    fn a_run_of_pongs_is_a_flood_but_pings_and_requests_reset_it() {
+        let mut conn = new_conn(limited());
+        let pong = encode(&Frame::Pong(1));
+        let mut input = BytesMut::new();
+        for frame in [&pong, &pong, &encode(&Frame::Ping(2)), &pong, &pong] {
+            input.extend_from_slice(frame);
+        }
+        conn.receive(&input);
+        conn.process(Instant::now(), &router());
+        assert!(conn.close_reason().is_none(), "never more than 2 in a row");
+        conn.begin_turn();
+        conn.receive(&pong);
+        conn.process(Instant::now(), &router());
+        assert_eq!(conn.close_reason(), Some(&CloseReason::Flood));
+        let frames = output(&mut conn);
+        assert!(matches!(
+            frames.last(),
+            Some(Frame::Error {
+                code: Code::RESOURCE_EXHAUSTED,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn a_trickled_frame_times_out_from_its_first_byte() {
+        let mut conn = new_conn(limited());
+        let t0 = Instant::now();
+        let input = encode(&request(1, 1, b"slow"));
+        conn.receive(&input[..5]);
+        conn.process(t0, &router());
+        assert_eq!(conn.timeout(), Some(t0 + Duration::from_secs(1)));
+        // More bytes do not restart the clock.
+        conn.receive(&input[5..20]);
+        conn.process(t0 + Duration::from_millis(900), &router());
+        conn.handle_timeout(t0 + Duration::from_millis(999));
+        assert!(conn.close_reason().is_none());
+        conn.handle_timeout(t0 + Duration::from_secs(1));
+        assert_eq!(conn.close_reason(), Some(&CloseReason::FrameTimeout));
+        assert!(matches!(
+            &output(&mut conn)[..],
+            [Frame::Error {
+                code: Code::DEADLINE_EXCEEDED,
+                ..
+            }]
+        ));
+    }
+
+    #[test]
+    fn an_idle_connection_is_sent_goaway_after_the_idle_timeout() {
+        let t0 = Instant::now();
+        let mut conn = Connection::new(limited(), Arc::new(Stats::new()), t0);
+        assert_eq!(conn.timeout(), Some(t0 + Duration::from_secs(10)));
+        conn.handle_timeout(t0 + Duration::from_secs(10));
+        assert_eq!(conn.close_reason(), Some(&CloseReason::IdleTimeout));
+        assert!(matches!(
+            &output(&mut conn)[..],
+            [Frame::GoAway {
+                code: Code::UNAVAILABLE,
+                ..
+            }]
+        ));
+    }
+
+    #[test]
+    fn output_that_makes_no_progress_closes_at_the_write_timeout() {
+        let t0 = Instant::now();
+        let mut conn = Connection::new(limited(), Arc::new(Stats::new()), t0);
+        conn.receive(&encode(&request(1, 1, b"never read")));
+        conn.receive_eof();
+        conn.process(t0, &router());
+        assert!(conn.wants_write());
+        assert_eq!(conn.timeout(), Some(t0 + Duration::from_secs(3)));
+        conn.handle_timeout(t0 + Duration::from_secs(3));
+        assert!(conn.is_closed());
+        assert_eq!(conn.close_reason(), Some(&CloseReason::WriteTimeout));
+        assert_eq!(conn.queued_output(), 0, "its output is dropped");
+    }
+
+    #[test]
+    fn output_over_the_hard_cap_closes_at_once() {
+        let mut conn = new_conn(ConnectionConfig {
+            output_high_water: 10,
+            output_hard_cap: 50,
+            ..limited()
+        });
+        conn.receive(&encode(&request(1, 1, &[1; 60])));
+        conn.process(Instant::now(), &router());
+        assert!(conn.is_closed());
+        assert_eq!(conn.close_reason(), Some(&CloseReason::OutputCap));
+    }
 }

@@ -90,6 +90,27 @@ fn kv_cli_set_get_del_against_kv_server() {
     let out = kv_cli(server.addr, &["ping"]);
     assert!(out.status.success());
     assert!(text(&out.stdout).starts_with("PONG"));
+
+    // Every kv-cli run above was one connection with one request; `stats` prints the
+    // server's counters, including those requests and the misses.
+    let out = kv_cli(server.addr, &["stats"]);
+    assert!(out.status.success());
+    let stats = text(&out.stdout);
+    let value = |name: &str| -> u64 {
+        stats
+            .lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in:\n{stats}"))
+    };
+    assert_eq!(value("requests_NOT_FOUND"), 1, "the get of a missing key");
+    assert_eq!(
+        value("requests_OK"),
+        4,
+        "set, get, del, del (DELETE of a missing key is OK)"
+    );
+    assert!(value("connections_accepted") >= 6);
+    assert_eq!(value("connections_open"), 1, "only the stats connection");
+    assert_eq!(value("handler_panics"), 0);
 }
 
 #[test]

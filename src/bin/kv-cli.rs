@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use bytes::Bytes;
 use clap::{Parser, Subcommand};
+use courier::admin::STATS;
 use courier::client::{Client, ClientError};
 use courier::kv::{Key, SetRequest, DELETE, GET, SET};
 use courier::proto::Code;
@@ -47,6 +48,8 @@ enum Command {
     },
     /// Check the server answers; print the round-trip time.
     Ping,
+    /// Print the server's counters, one "name value" per line.
+    Stats,
 }
 
 /// What a successful command found.
@@ -98,6 +101,11 @@ fn run(args: Args) -> Result<Outcome> {
         Command::Ping => {
             let rtt = client.ping()?;
             writeln!(stdout, "PONG in {:.3} ms", rtt.as_secs_f64() * 1e3)?;
+        }
+        Command::Stats => {
+            for (name, value) in client.call(&STATS, &())?.0 {
+                writeln!(stdout, "{name} {value}")?;
+            }
         }
     }
     stdout.flush()?;

@@ -3,13 +3,19 @@
 use std::io::Write;
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
+use courier::connection::{
+    DEFAULT_FRAME_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_IN_FLIGHT, DEFAULT_OUTPUT_HARD_CAP,
+    DEFAULT_OUTPUT_HIGH_WATER, DEFAULT_WRITE_TIMEOUT,
+};
 use courier::proto::DEFAULT_MAX_BODY_LEN;
-use courier::server::{Server, DEFAULT_MAX_CONNECTIONS};
+use courier::server::{Server, DEFAULT_MAX_CONNECTIONS, DEFAULT_WORKERS};
 use courier::service::Router;
 
-/// The limits every bundled server takes on its command line.
+/// The limits every bundled server takes on its command line; the defaults are the
+/// library's (`courier::server::ServerBuilder` documents each).
 #[derive(clap::Args, Debug)]
 pub struct Limits {
     /// Most connections open at once; one more is refused with RESOURCE_EXHAUSTED.
@@ -18,6 +24,68 @@ pub struct Limits {
     /// Largest frame body accepted, in bytes.
     #[arg(long, default_value_t = DEFAULT_MAX_BODY_LEN)]
     pub max_body_len: u32,
+    /// Seconds from a frame's first byte to its last before the connection is closed.
+    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_FRAME_TIMEOUT.as_secs_f64())]
+    pub frame_timeout: f64,
+    /// Seconds a connection may stay idle before it is sent GOAWAY and closed.
+    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_IDLE_TIMEOUT.as_secs_f64())]
+    pub idle_timeout: f64,
+    /// Seconds queued output may make no progress before the connection is closed.
+    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_WRITE_TIMEOUT.as_secs_f64())]
+    pub write_timeout: f64,
+    /// Queued output, in bytes, above which a connection is not read until it drains.
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_OUTPUT_HIGH_WATER)]
+    pub output_high_water: usize,
+    /// Queued output, in bytes, above which a connection is closed.
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_OUTPUT_HARD_CAP)]
+    pub output_hard_cap: usize,
+    /// Most blocking requests in flight per connection.
+    #[arg(long, default_value_t = DEFAULT_MAX_IN_FLIGHT)]
+    pub max_in_flight: usize,
+    /// Worker threads for blocking handlers.
+    #[arg(long, default_value_t = DEFAULT_WORKERS)]
+    pub workers: usize,
+}
+
+fn seconds(flag: &str, secs: f64) -> Result<Duration> {
+    Duration::try_from_secs_f64(secs)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .with_context(|| format!("--{flag} must be a positive number of seconds, not {secs}"))
+}
+
+/// Raises the soft limit on open files towards the hard limit, so that `max_connections`
+/// sockets fit (Redis does the same at start-up). Logs what it could not get.
+fn raise_fd_limit(max_connections: usize) {
+    // Listener, poller, waker, spare, logging and a margin.
+    let wanted = libc::rlim_t::try_from(max_connections)
+        .unwrap_or(libc::rlim_t::MAX)
+        .saturating_add(32);
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is a valid, writable rlimit for the duration of the call.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return;
+    }
+    let current = limit.rlim_cur;
+    if current >= wanted {
+        return;
+    }
+    let target = wanted.min(limit.rlim_max);
+    let raised = libc::rlimit {
+        rlim_cur: target,
+        rlim_max: limit.rlim_max,
+    };
+    // SAFETY: `raised` is a valid rlimit, read for the duration of the call.
+    let ok = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0;
+    let now = if ok { target } else { current };
+    if now < wanted {
+        log::warn!(
+            "open-file limit is {now}, below the {wanted} that --max-connections {max_connections} needs; connections beyond it are refused"
+        );
+    }
 }
 
 /// Logs to stderr at `info` unless `RUST_LOG` says otherwise.
@@ -38,10 +106,18 @@ pub fn run(name: &str, addr: SocketAddr, limits: &Limits, router: Router) -> Exi
 
 /// Binds `addr`, prints the address to stdout, and serves.
 fn serve(name: &str, addr: SocketAddr, limits: &Limits, router: Router) -> Result<()> {
+    raise_fd_limit(limits.max_connections);
     let server = Server::builder()
         .addr(addr)
         .max_connections(limits.max_connections)
         .max_body_len(limits.max_body_len)
+        .frame_timeout(seconds("frame-timeout", limits.frame_timeout)?)
+        .idle_timeout(seconds("idle-timeout", limits.idle_timeout)?)
+        .write_timeout(seconds("write-timeout", limits.write_timeout)?)
+        .output_high_water(limits.output_high_water)
+        .output_hard_cap(limits.output_hard_cap)
+        .max_in_flight(limits.max_in_flight)
+        .workers(limits.workers)
         .bind(router)
         .map_err(|err| match err.kind() {
             std::io::ErrorKind::AddrInUse => anyhow::anyhow!(
