@@ -711,7 +711,13 @@ impl Connection {
             }
         }
         self.write_timer_armed = false;
-        if self.phase == Phase::PeerClosed && self.in_flight == 0 && self.blocking.is_empty() {
+        // Half-closed: done once every request it sent has been answered, including frames
+        // still waiting in the read buffer for a limit to lift.
+        if self.phase == Phase::PeerClosed
+            && self.in_flight == 0
+            && self.blocking.is_empty()
+            && self.read_buf.is_empty()
+        {
             self.phase = Phase::Closed;
         }
         Ok(())

@@ -206,17 +206,21 @@ impl EventLoop {
                 Ok(accepted) => accepted,
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-                Err(err) if is_out_of_fds(&err) => {
-                    if self.refuse_without_fd() {
-                        continue;
+                Err(err) if is_out_of_fds(&err) => match self.refuse_without_fd() {
+                    // Refused one: there may be more waiting.
+                    FdRefusal::Refused => continue,
+                    // Linux reports EMFILE at the limit even with nobody waiting; the next
+                    // connection raises a new event.
+                    FdRefusal::NothingWaiting => return,
+                    FdRefusal::NoSpare => {
+                        log::error!(
+                            "accept: {err}; pausing accepts for {} ms",
+                            ACCEPT_BACKOFF.as_millis()
+                        );
+                        self.accept_paused_until = Some(now + ACCEPT_BACKOFF);
+                        return;
                     }
-                    log::error!(
-                        "accept: {err}; pausing accepts for {} ms",
-                        ACCEPT_BACKOFF.as_millis()
-                    );
-                    self.accept_paused_until = Some(now + ACCEPT_BACKOFF);
-                    return;
-                }
+                },
                 Err(err) => {
                     stats::inc(&self.stats.accept_errors);
                     log::error!("accept failed: {err}");
@@ -268,25 +272,28 @@ impl EventLoop {
     }
 
     /// Out of descriptors: frees the spare, accepts the waiting connection on it, refuses it
-    /// with RESOURCE_EXHAUSTED, and takes the spare back. `false` if there was no spare or
-    /// nothing to accept.
-    fn refuse_without_fd(&mut self) -> bool {
+    /// with RESOURCE_EXHAUSTED, and takes the spare back.
+    fn refuse_without_fd(&mut self) -> FdRefusal {
         let Some(spare) = self.spare_fd.take() else {
             self.spare_fd = File::open("/dev/null").ok();
-            return false;
+            return FdRefusal::NoSpare;
         };
         drop(spare);
-        let refused = match self.listener.accept() {
+        let outcome = match self.listener.accept() {
             Ok((mut stream, peer)) => {
                 stats::inc(&self.stats.connections_rejected_fd);
                 log::warn!("rejecting {peer}: out of file descriptors");
                 reject(&mut stream, "server is out of file descriptors");
-                true
+                FdRefusal::Refused
             }
-            Err(_) => false,
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => FdRefusal::NothingWaiting,
+            Err(_) => FdRefusal::NoSpare,
         };
         self.spare_fd = File::open("/dev/null").ok();
-        refused && self.spare_fd.is_some()
+        match (outcome, self.spare_fd.is_some()) {
+            (FdRefusal::Refused, false) => FdRefusal::NoSpare,
+            (outcome, _) => outcome,
+        }
     }
 
     /// Serves one connection: reads, answers and writes as far as its budget and limits
@@ -447,6 +454,17 @@ impl EventLoop {
             self.close(key, false);
         }
     }
+}
+
+/// What refusing a connection without a file descriptor of our own came to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FdRefusal {
+    /// One waiting connection was accepted on the spare descriptor and refused.
+    Refused,
+    /// No connection was waiting.
+    NothingWaiting,
+    /// No spare descriptor could be had: accepting must pause.
+    NoSpare,
 }
 
 /// Brings the `buffered_bytes` gauge up to date with one connection.

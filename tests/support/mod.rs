@@ -187,13 +187,72 @@ pub fn raise_fd_limit() -> u64 {
         };
         // SAFETY: `raised` is a valid rlimit read for the duration of the call.
         if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
-            return raised.rlim_cur as u64;
+            return raised.rlim_cur;
         }
     }
-    limit.rlim_cur as u64
+    limit.rlim_cur
 }
 
 /// File descriptors this process has open now (Linux: the entries of /proc/self/fd).
 pub fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").map_or(0, |dir| dir.count())
+}
+
+// ---- hostile-client suite helpers (tests/hostile*.rs) ----
+
+/// A client kept open for STATS requests, so that polling the counters opens and closes no
+/// connection of its own (which would move `closed_peer` and `connections_open`). It counts
+/// as one open connection for as long as it lives.
+pub fn hostile_stats_client(addr: SocketAddr) -> courier::client::Client {
+    courier::client::Client::connect(addr).expect("connect the STATS client")
+}
+
+/// The server's counters, asked for on `client` (see [`hostile_stats_client`]).
+pub fn hostile_stats(client: &mut courier::client::Client) -> courier::admin::StatsReport {
+    client
+        .call(&courier::admin::STATS, &())
+        .expect("STATS answered on the STATS client")
+}
+
+/// [`wait_for_stats`] over one kept-open STATS client: polls until `done` holds or `limit`
+/// passes, and returns the last report.
+pub fn hostile_wait_for_stats(
+    client: &mut courier::client::Client,
+    limit: Duration,
+    done: impl Fn(&courier::admin::StatsReport) -> bool,
+) -> courier::admin::StatsReport {
+    let start = std::time::Instant::now();
+    loop {
+        let report = hostile_stats(client);
+        if done(&report) || start.elapsed() > limit {
+            return report;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Sets SO_LINGER {on, 0 s} on `stream`, so that dropping it sends a reset instead of a FIN.
+pub fn hostile_set_linger_zero(stream: &TcpStream) {
+    use std::os::fd::AsRawFd;
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: the fd is open for the duration of the call (borrowed from `stream`), and
+    // `linger` is a valid `struct linger` whose exact size is passed as the option length.
+    let rc = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            std::ptr::addr_of!(linger).cast::<libc::c_void>(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(
+        rc,
+        0,
+        "setsockopt(SO_LINGER): {}",
+        std::io::Error::last_os_error()
+    );
 }
