@@ -1,21 +1,24 @@
-//! Arbitrary bytes, fed to the decoder in arbitrary chunks, never panic; every frame accepted
-//! re-encodes to exactly the bytes it was decoded from; and chunked delivery decodes the same
-//! frames and errors as one buffer. Run with `-malloc_limit_mb` to catch an allocation
-//! driven by a claimed length.
+//! Arbitrary bytes, fed to the decoder in arbitrary chunks, never panic, and every frame
+//! accepted re-encodes to exactly the bytes it was decoded from. Run with `-malloc_limit_mb`
+//! to catch an allocation sized by a length the input merely claims: the body limit is 4096
+//! bytes, so no legitimate allocation comes near a megabyte. (That chunking does not change
+//! the result is the `chunking` target's property.)
+//!
+//! Input: a count byte `n`, then `n % 16` chunk sizes (one byte each, cycled, 0 read as 1;
+//! none means one buffer), then the stream.
 #![no_main]
 
 use bytes::BytesMut;
-use courier::proto::{DecodeError, Decoder, Encoder, Frame};
+use courier::proto::{Decoder, Encoder};
 use libfuzzer_sys::fuzz_target;
 
 /// A small limit so that "too large" and "complete" are both reachable.
 const MAX: u32 = 4096;
 
 /// Decodes `data` delivered in the chunk sizes `cuts` (cycled), until the first fatal error.
-fn decode(data: &[u8], cuts: &[u8]) -> (Vec<Frame>, Vec<DecodeError>) {
+fn decode(data: &[u8], cuts: &[u8]) {
     let mut decoder = Decoder::new(MAX);
     let mut buf = BytesMut::new();
-    let (mut frames, mut errors) = (Vec::new(), Vec::new());
     let mut pos = 0;
     let mut i = 0;
     while pos < data.len() {
@@ -39,20 +42,13 @@ fn decode(data: &[u8], cuts: &[u8]) -> (Vec<Frame>, Vec<DecodeError>) {
                         .encode(&frame, &mut again)
                         .expect("a decoded frame re-encodes");
                     assert_eq!(&again[..], &before[..used], "re-encoding differs");
-                    frames.push(frame);
                 }
                 Ok(None) => break,
-                Err(err) => {
-                    let fatal = err.is_fatal();
-                    errors.push(err);
-                    if fatal {
-                        return (frames, errors);
-                    }
-                }
+                Err(err) if err.is_fatal() => return,
+                Err(_) => {}
             }
         }
     }
-    (frames, errors)
 }
 
 fuzz_target!(|input: &[u8]| {
@@ -61,7 +57,5 @@ fuzz_target!(|input: &[u8]| {
         Some((&n, rest)) => rest.split_at(usize::from(n % 16).min(rest.len())),
         None => return,
     };
-    let whole = decode(data, &[]);
-    let chunked = decode(data, cuts);
-    assert_eq!(whole, chunked, "chunking changed the result");
+    decode(data, cuts);
 });
