@@ -12,7 +12,9 @@
 //! ```
 //!
 //! The names and their meaning are those of [`Stats::snapshot`]. A text report in the style
-//! of Redis's `INFO` and memcached's `stats` is readable by eye and by any language.
+//! of Redis's `INFO` and memcached's `stats` is readable by eye and by any language. The
+//! report is about 1.3 KiB (more as counters grow), so a server configured with a
+//! `max_body_len` below about 2 KiB answers STATS with RESOURCE_EXHAUSTED.
 
 use std::sync::Arc;
 
