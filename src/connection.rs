@@ -37,7 +37,7 @@
 //!   `write_timeout` closes it too;
 //! - **work per turn**: [`Connection::begin_turn`] grants `max_frames_per_turn` frames and
 //!   [`MAX_READS_PER_TURN`] reads; a connection that uses them up yields to the others
-//!   ([`Connection::has_pending_input`]);
+//!   ([`Connection::budget_spent`]);
 //! - **work in flight**: at most `max_in_flight` blocking requests run at once; the
 //!   connection is not read while that many are out. More than `max_empty_frames` frames in a
 //!   row that ask for nothing (PONG) are a flood and close the connection.
