@@ -13,11 +13,16 @@ pub const DEFAULT_ADDR: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::
 /// Default most connections open at once: 10,000 (Redis's default `maxclients`).
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 
+/// Default listen backlog: 511 connections completed by the kernel and waiting to be
+/// accepted (Redis's `tcp-backlog` and nginx's default on Linux).
+pub const DEFAULT_BACKLOG: u32 = 511;
+
 /// Settings of a [`Server`](super::Server), built with [`ServerBuilder`](super::ServerBuilder).
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
     pub(crate) addr: SocketAddr,
     pub(crate) max_connections: usize,
+    pub(crate) backlog: u32,
     pub(crate) connection: ConnectionConfig,
     pub(crate) workers: usize,
     pub(crate) worker_queue: usize,
@@ -28,6 +33,7 @@ impl Default for ServerConfig {
         ServerConfig {
             addr: DEFAULT_ADDR,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            backlog: DEFAULT_BACKLOG,
             connection: ConnectionConfig::default(),
             workers: DEFAULT_WORKERS,
             worker_queue: DEFAULT_WORKER_QUEUE,
@@ -44,6 +50,11 @@ impl ServerConfig {
     /// The connection limit.
     pub fn max_connections(&self) -> usize {
         self.max_connections
+    }
+
+    /// The listen backlog.
+    pub fn backlog(&self) -> u32 {
+        self.backlog
     }
 
     /// The body limit in bytes.

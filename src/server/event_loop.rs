@@ -77,6 +77,7 @@ impl EventLoop {
     ) -> io::Result<Self> {
         let poll = Poll::new()?;
         let mut listener = TcpListener::bind(config.addr)?;
+        set_backlog(&listener, config.backlog)?;
         let local_addr = listener.local_addr()?;
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
@@ -472,6 +473,20 @@ fn account(conn: &mut Conn, stats: &Stats) {
     let held = conn.state.buffered_input() + conn.state.queued_output();
     stats::shift(&stats.buffered_bytes, held as i64 - conn.accounted as i64);
     conn.accounted = held;
+}
+
+/// Sets the listen backlog: the connections the kernel completes and queues before the loop
+/// accepts them (mio binds with 128). Linux and the BSDs let `listen` be called again on a
+/// listening socket to change it; the kernel caps it at `net.core.somaxconn`.
+fn set_backlog(listener: &TcpListener, backlog: u32) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let backlog = libc::c_int::try_from(backlog).unwrap_or(libc::c_int::MAX);
+    // SAFETY: `listen` takes a descriptor and an integer and touches no memory of ours; the
+    // descriptor is the listener's own, open for as long as `listener` is borrowed.
+    if unsafe { libc::listen(listener.as_raw_fd(), backlog) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 fn is_out_of_fds(err: &io::Error) -> bool {

@@ -44,7 +44,7 @@ use std::time::Duration;
 
 use mio::Waker;
 
-pub use config::{ServerConfig, DEFAULT_ADDR, DEFAULT_MAX_CONNECTIONS};
+pub use config::{ServerConfig, DEFAULT_ADDR, DEFAULT_BACKLOG, DEFAULT_MAX_CONNECTIONS};
 pub use workers::{DEFAULT_WORKERS, DEFAULT_WORKER_QUEUE};
 
 use crate::connection::Connection;
@@ -93,6 +93,15 @@ impl ServerBuilder {
     /// before it is closed, so that the frame is not destroyed by a reset. Default 2 s.
     pub fn linger(mut self, linger: Duration) -> Self {
         self.config.connection.linger = linger;
+        self
+    }
+
+    /// Connections the kernel may complete and queue before the loop accepts them. Default
+    /// [`DEFAULT_BACKLOG`] (511, Redis's and nginx's); the kernel caps it at
+    /// `net.core.somaxconn`. Too small a backlog makes a burst of connects wait for SYN
+    /// retransmits (a second or more each).
+    pub fn backlog(mut self, backlog: u32) -> Self {
+        self.config.backlog = backlog;
         self
     }
 
