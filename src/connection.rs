@@ -64,6 +64,10 @@ pub const READ_CHUNK: usize = 16 * 1024;
 /// Reads granted to one connection per loop turn: 16, that is at most 256 KiB.
 pub const MAX_READS_PER_TURN: u32 = 16;
 
+/// Longest timeout honoured: 100 years. Longer ones (`Duration::MAX` for "never") are
+/// clamped to it, so that no deadline overflows an `Instant`.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
 /// Default time a connection lingers after sending ERROR or GOAWAY: 2 seconds.
 pub const DEFAULT_LINGER: Duration = Duration::from_secs(2);
 
@@ -275,8 +279,10 @@ pub struct Connection {
     empty_frames: u32,
     /// When the first byte of the frame being received arrived, while one is incomplete.
     frame_started: Option<Instant>,
-    /// When the last frame arrived (or the connection opened).
-    last_frame_at: Instant,
+    /// When the last frame arrived or blocking call finished (or the connection opened).
+    last_active: Instant,
+    /// Whether the decoder needs more bytes than the read buffer holds.
+    awaiting_bytes: bool,
     /// When queued output last made progress (or became non-empty).
     write_progress_at: Instant,
     /// Whether the write timer runs (output queued since it was last empty).
@@ -289,7 +295,16 @@ pub struct Connection {
 impl Connection {
     /// A new, open connection at `now`, counting into `stats`. Allocates no buffer until it
     /// has something to read or write.
-    pub fn new(config: ConnectionConfig, stats: Arc<Stats>, now: Instant) -> Self {
+    pub fn new(mut config: ConnectionConfig, stats: Arc<Stats>, now: Instant) -> Self {
+        // "Never" is spelled as a very long time; clamp it so that no deadline overflows.
+        for timeout in [
+            &mut config.linger,
+            &mut config.frame_timeout,
+            &mut config.idle_timeout,
+            &mut config.write_timeout,
+        ] {
+            *timeout = (*timeout).min(MAX_TIMEOUT);
+        }
         Connection {
             config,
             stats,
@@ -306,7 +321,8 @@ impl Connection {
             read_budget: MAX_READS_PER_TURN,
             empty_frames: 0,
             frame_started: None,
-            last_frame_at: now,
+            last_active: now,
+            awaiting_bytes: false,
             write_progress_at: now,
             write_timer_armed: false,
             output_paused: false,
@@ -358,6 +374,7 @@ impl Connection {
         self.read_buf.truncate(len + n);
         let n = result?;
         stats::add(&self.stats.bytes_in, n as u64);
+        self.awaiting_bytes = false;
         if n == 0 {
             self.receive_eof();
         } else if let Phase::Lingering { discarded, .. } = &mut self.phase {
@@ -376,6 +393,7 @@ impl Connection {
         if self.phase == Phase::Open {
             stats::add(&self.stats.bytes_in, bytes.len() as u64);
             self.read_buf.extend_from_slice(bytes);
+            self.awaiting_bytes = false;
         }
     }
 
@@ -416,17 +434,16 @@ impl Connection {
     /// [`Connection::take_blocking`]. Returns the number of frames decoded.
     pub fn process(&mut self, now: Instant, router: &Router) -> usize {
         let mut frames = 0;
-        let mut waiting_for_bytes = false;
-        while self.may_decode() {
+        while !self.awaiting_bytes && self.may_decode() {
             let decoded = self.decoder.decode(&mut self.read_buf);
             if matches!(decoded, Ok(None)) {
-                waiting_for_bytes = !self.read_buf.is_empty();
+                self.awaiting_bytes = true;
                 break;
             }
             frames += 1;
             self.frame_budget -= 1;
             self.frame_started = None;
-            self.last_frame_at = now;
+            self.last_active = now;
             stats::inc(&self.stats.frames_in);
             match decoded {
                 Ok(Some(frame)) => self.on_frame(frame, now, router),
@@ -437,9 +454,12 @@ impl Connection {
         if self.frame_budget == 0 && !self.read_buf.is_empty() && self.phase == Phase::Open {
             stats::inc(&self.stats.turn_yields);
         }
+        // The frame clock runs from the first byte of an incomplete frame; a pause for a limit
+        // neither starts nor stops it.
+        let waiting_for_bytes = self.awaiting_bytes && !self.read_buf.is_empty();
         if waiting_for_bytes {
             self.frame_started.get_or_insert(now);
-        } else {
+        } else if self.read_buf.is_empty() {
             self.frame_started = None;
         }
         if self.phase == Phase::PeerClosed && waiting_for_bytes {
@@ -580,6 +600,7 @@ impl Connection {
         now: Instant,
     ) {
         self.in_flight = self.in_flight.saturating_sub(1);
+        self.last_active = now;
         if !matches!(self.phase, Phase::Open | Phase::PeerClosed) {
             return;
         }
@@ -756,7 +777,7 @@ impl Connection {
             .map(|t| t + self.config.frame_timeout);
         let idle = self
             .is_idle()
-            .then(|| self.last_frame_at + self.config.idle_timeout);
+            .then(|| self.last_active + self.config.idle_timeout);
         [linger, write, frame, idle].into_iter().flatten().min()
     }
 
@@ -804,7 +825,7 @@ impl Connection {
                 return;
             }
         }
-        if self.is_idle() && now >= self.last_frame_at + self.config.idle_timeout {
+        if self.is_idle() && now >= self.last_active + self.config.idle_timeout {
             let message = format!(
                 "idle for {} s",
                 self.config.idle_timeout.as_secs_f64().round()
@@ -845,6 +866,15 @@ impl Connection {
                 self.phase,
                 Phase::Open | Phase::PeerClosed | Phase::Lingering { .. }
             )
+    }
+
+    /// Whether the read buffer holds input the decoder has not looked at since its last
+    /// `Ok(None)`: complete frames held back by a limit (the turn budget, the output
+    /// high-water mark, `max_in_flight`).
+    pub fn has_decodable_input(&self) -> bool {
+        matches!(self.phase, Phase::Open | Phase::PeerClosed)
+            && !self.read_buf.is_empty()
+            && !self.awaiting_bytes
     }
 
     /// Whether output is queued.
@@ -1166,5 +1196,55 @@ mod tests {
         conn.process(Instant::now(), &router());
         assert!(conn.is_closed());
         assert_eq!(conn.close_reason(), Some(&CloseReason::OutputCap));
+    }
+
+    #[test]
+    fn a_timeout_of_duration_max_means_never_and_does_not_overflow() {
+        let t0 = Instant::now();
+        let config = ConnectionConfig {
+            idle_timeout: Duration::MAX,
+            frame_timeout: Duration::MAX,
+            write_timeout: Duration::MAX,
+            linger: Duration::MAX,
+            ..ConnectionConfig::default()
+        };
+        let mut conn = Connection::new(config, Arc::new(Stats::new()), t0);
+        assert!(conn
+            .timeout()
+            .is_some_and(|t| t > t0 + Duration::from_secs(1 << 30)));
+        conn.handle_timeout(t0 + Duration::from_secs(1 << 30));
+        assert!(conn.close_reason().is_none());
+        conn.receive(b"GET / HTTP/1.1\r\n\r\n");
+        conn.process(t0, &router());
+        output(&mut conn);
+        conn.write_closed(t0);
+        assert!(conn.timeout().is_some(), "lingers, for a very long time");
+    }
+
+    #[test]
+    fn a_long_blocking_call_restarts_the_idle_clock_when_it_finishes() {
+        const SLOW: Method<Bytes, Bytes> = Method::new(1, 2, "echo.Slow");
+        let mut router = router();
+        router.register_blocking(SLOW, |_, body: Bytes| Ok(body));
+        let t0 = Instant::now();
+        let mut conn = Connection::new(limited(), Arc::new(Stats::new()), t0);
+        let input = encode(&Frame::Request(RequestFrame {
+            request_id: 1,
+            service: SLOW.service,
+            method: SLOW.method,
+            deadline_ms: 0,
+            metadata: Metadata::new(),
+            payload: Bytes::new(),
+        }));
+        conn.receive(&input);
+        conn.process(t0, &router);
+        let mut calls = Vec::new();
+        conn.take_blocking(&mut calls);
+        assert_eq!((calls.len(), conn.in_flight()), (1, 1));
+        assert_eq!(conn.timeout(), None, "not idle while a call runs");
+        let done = t0 + Duration::from_secs(20);
+        conn.complete(1, Ok(BytesMut::new()), done);
+        assert_eq!(output(&mut conn).len(), 1);
+        assert_eq!(conn.timeout(), Some(done + Duration::from_secs(10)));
     }
 }

@@ -310,16 +310,18 @@ impl EventLoop {
         }
         let had_reason = conn.state.close_reason().is_some();
         conn.state.lend_buffers(&mut self.buffers);
-        let mut served = serve_io(conn, &self.router, now);
-        conn.state.take_blocking(&mut self.calls);
-        if !self.calls.is_empty() {
-            let origin = Origin { key, id: conn.id };
+        let origin = Origin { key, id: conn.id };
+        let served = loop {
+            let served = serve_io(conn, &self.router, now);
+            conn.state.take_blocking(&mut self.calls);
+            let mut refused_any = false;
             for call in self.calls.drain(..) {
                 let refused = match &self.workers {
                     Some(workers) => workers.submit(origin, call),
                     None => Err(call),
                 };
                 if let Err(call) = refused {
+                    refused_any = true;
                     let status =
                         Status::unavailable("server busy: worker queue full; safe to retry");
                     let failure = Failure {
@@ -330,10 +332,13 @@ impl EventLoop {
                         .complete_call(call.request_id(), Err(failure), now);
                 }
             }
-            if served.is_ok() {
-                served = conn.state.flush_to(&mut conn.stream, now);
+            // A refusal frees an in-flight slot and queues an answer: serve again, which
+            // flushes it and decodes what the in-flight limit held back. Each round that
+            // refuses has decoded a call, so the turn budget bounds this.
+            if !refused_any || served.is_err() {
+                break served;
             }
-        }
+        };
         conn.state.return_buffers(&mut self.buffers);
         if !had_reason {
             log_close_reason(conn);
@@ -384,6 +389,10 @@ impl EventLoop {
             if let Some(conn) = self.conns.get_mut(done.origin.key) {
                 if conn.id == done.origin.id {
                     conn.state.complete_call(done.request_id, done.result, now);
+                    // Write each answer as it comes, so that a batch of large ones does not
+                    // pile up past the hard cap before the first is sent; an error is seen
+                    // again, and handled, when the connection is served below.
+                    let _ = conn.state.flush_to(&mut conn.stream, now);
                     keys.push(done.origin.key);
                 }
             }
@@ -516,15 +525,22 @@ fn log_close_reason(conn: &Conn) {
 }
 
 /// Moves bytes for one connection until its socket would block or a limit stops it.
+///
+/// mio's readiness is edge-triggered: a socket that was not read to `WouldBlock`, or input
+/// left in the read buffer, raises no new event. So this goes round again whenever a round
+/// made progress and work may remain (a pause lifted because output drained, frames held
+/// back by a limit); the turn budget bounds the rounds.
 fn serve_io(conn: &mut Conn, router: &Router, now: Instant) -> io::Result<()> {
     loop {
+        let queued = conn.state.queued_output();
+        let mut frames = 0;
         // Flush first: output drained below the high-water mark lets reading resume.
         conn.state.flush_to(&mut conn.stream, now)?;
         while conn.state.wants_read() {
             match conn.state.read_from(&mut conn.stream) {
                 Ok(0) => break,
                 Ok(_) => {
-                    conn.state.process(now, router);
+                    frames += conn.state.process(now, router);
                     // Write as we go, so a pipelining client's responses do not pile up.
                     conn.state.flush_to(&mut conn.stream, now)?;
                 }
@@ -534,12 +550,16 @@ fn serve_io(conn: &mut Conn, router: &Router, now: Instant) -> io::Result<()> {
             }
         }
         // Input already buffered (end of stream, or a budget renewed this turn).
-        conn.state.process(now, router);
+        frames += conn.state.process(now, router);
         conn.state.flush_to(&mut conn.stream, now)?;
         if conn.state.wants_write_shutdown() {
             conn.stream.shutdown(Shutdown::Write)?;
             conn.state.write_closed(now);
             // Input that arrived while we were not reading raised no new edge: read it now.
+            continue;
+        }
+        let progress = frames > 0 || conn.state.queued_output() < queued;
+        if progress && (conn.state.wants_read() || conn.state.has_decodable_input()) {
             continue;
         }
         return Ok(());
