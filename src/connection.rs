@@ -451,7 +451,12 @@ impl Connection {
                 Err(err) => self.on_decode_error(err),
             }
         }
-        if self.frame_budget == 0 && !self.read_buf.is_empty() && self.phase == Phase::Open {
+        // Counted once per turn: in the call that spent the last of the budget.
+        if frames > 0
+            && self.frame_budget == 0
+            && !self.read_buf.is_empty()
+            && self.phase == Phase::Open
+        {
             stats::inc(&self.stats.turn_yields);
         }
         // The frame clock runs from the first byte of an incomplete frame; a pause for a limit
