@@ -1,0 +1,745 @@
+//! `courier-bench`: a load generator for courier servers, in the spirit of `redis-benchmark`
+//! and `memtier_benchmark`.
+//!
+//! It opens `--clients` connections, spreads them over `--threads` threads, and sends requests
+//! of one workload until `--requests` have completed (or for `--duration` seconds). Each thread
+//! drives its clients round-robin with the blocking client's pipelining (`Client::send`, then
+//! `Client::wait`): every client keeps up to `--pipeline` requests outstanding. A round first
+//! tops every client up to `--pipeline` requests and writes them, then collects the oldest half
+//! (at least one) of each client's outstanding responses.
+//!
+//! Workloads: `echo` (echo service, a `--value-size` body), `set` (kv SET of a `--value-size`
+//! value), `get` (kv GET) and `mixed` (GET with probability `--read-ratio`, SET otherwise).
+//! Keys are `key:NNNNNNNNNN`, drawn uniformly from `--keyspace` keys by a per-client
+//! xorshift64* generator. GET does not find a key nobody has set: `--prefill` sets every key
+//! of the keyspace once before the measurement starts.
+//!
+//! # Example
+//!
+//! ```sh
+//! cargo run --release --bin kv-server &
+//! cargo run --release --bin courier-bench -- --workload mixed --prefill --clients 50 --pipeline 16
+//! ```
+//!
+//! # The figures
+//!
+//! - `requests`: requests completed: answered (whatever the status) or failed.
+//! - `seconds`: wall time from the first request to the last response.
+//! - `throughput`: `requests / seconds`.
+//! - `latency`: for each request answered by the server (any status), the time from the
+//!   `send` call to the moment its response was collected, in milliseconds (HDR histogram,
+//!   microsecond resolution, 3 significant digits). It includes client-side queueing: with
+//!   pipelining a request waits behind the earlier ones of its connection, and a response that
+//!   has arrived waits until its thread gets round to that client. Requests lost with their
+//!   connection have no latency.
+//! - `misses`: GETs answered NOT_FOUND. They are successful requests, not errors.
+//! - `errors`: failed requests, by status name for a non-OK answer (`UNAVAILABLE`, ...) and by
+//!   kind otherwise: `timeout`, `closed`, `io`, `connection` (the server sent an ERROR frame),
+//!   `protocol`, `encode`. When a connection fails, its outstanding requests count as errors
+//!   of the same kind and the client reconnects (up to 5 times in a row without an answer in
+//!   between, then it gives up and the run goes on without it).
+//!
+//! A live progress line goes to stderr about once a second when stderr is a terminal. The
+//! exit code is 0 when the run finished (even with errors) and 2, with one line on stderr,
+//! when it could not start (no connection, bad flags, failed prefill).
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::fmt::Write as _;
+use std::io::{IsTerminal, Write};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use bytes::Bytes;
+use clap::{Parser, ValueEnum};
+use courier::client::{Client, ClientError, Pending};
+use courier::echo::ECHO;
+use courier::kv::{Key, SetRequest, Value, GET, MAX_VALUE_LEN, SET};
+use courier::proto::Code;
+use hdrhistogram::Histogram;
+
+/// Consecutive connection failures (no answer in between) after which a client gives up.
+const MAX_RECONNECTS: u32 = 5;
+/// Time to establish a connection, at start and when reconnecting.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Requests kept outstanding while prefilling.
+const PREFILL_WINDOW: u64 = 1024;
+/// Largest latency the histograms hold, in microseconds (one hour); longer ones saturate.
+const MAX_LATENCY_US: u64 = 3_600_000_000;
+
+/// Load generator for courier's echo and kv services.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Args {
+    /// Address of the server.
+    #[arg(long, default_value = "127.0.0.1:7878")]
+    addr: String,
+    /// Connections to open.
+    #[arg(long, default_value_t = 50)]
+    clients: usize,
+    /// Threads driving the connections (default: the number of cores); at most --clients.
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Requests each connection keeps outstanding.
+    #[arg(long, default_value_t = 1)]
+    pipeline: usize,
+    /// Total requests to complete.
+    #[arg(long, default_value_t = 100_000)]
+    requests: u64,
+    /// Run for this many seconds instead of a number of requests.
+    #[arg(long, value_name = "SECS", conflicts_with = "requests")]
+    duration: Option<f64>,
+    /// What to send. `get` finds no key unless --prefill is given (its NOT_FOUND answers
+    /// are counted as misses, not errors).
+    #[arg(long, value_enum, default_value_t = Workload::Set)]
+    workload: Workload,
+    /// With --workload mixed: the fraction of requests that are GETs (0 to 1).
+    #[arg(long, default_value_t = 0.9)]
+    read_ratio: f64,
+    /// Bytes per SET value and per echo body.
+    #[arg(long, value_name = "BYTES", default_value_t = 64)]
+    value_size: usize,
+    /// Distinct keys, drawn uniformly: key:0000000000 to key:<keyspace - 1>.
+    #[arg(long, default_value_t = 100_000)]
+    keyspace: u64,
+    /// Before measuring, SET every key of the keyspace once (pipelined).
+    #[arg(long)]
+    prefill: bool,
+    /// Print the results as one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Workload {
+    /// Echo service: the body comes back.
+    Echo,
+    /// kv GET of random keys.
+    Get,
+    /// kv SET of random keys.
+    Set,
+    /// kv GET (--read-ratio of the requests) and SET.
+    Mixed,
+}
+
+impl Workload {
+    fn name(self) -> &'static str {
+        match self {
+            Workload::Echo => "echo",
+            Workload::Get => "get",
+            Workload::Set => "set",
+            Workload::Mixed => "mixed",
+        }
+    }
+}
+
+/// xorshift64* (Vigna, 2016): small, fast, and good enough to pick keys.
+struct Rng(u64);
+
+impl Rng {
+    /// A generator for client `index`: the seed is the index through splitmix64 (never 0).
+    fn for_client(index: usize) -> Rng {
+        let mut z = (index as u64)
+            .wrapping_add(1)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        Rng((z ^ (z >> 31)) | 1)
+    }
+
+    fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// Uniform in `0..n` (multiply-shift; the bias is below 2^-64 * n).
+    fn below(&mut self, n: u64) -> u64 {
+        ((u128::from(self.next_u64()) * u128::from(n)) >> 64) as u64
+    }
+
+    /// Uniform in `[0, 1)`.
+    fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+fn key(n: u64) -> Bytes {
+    Bytes::from(format!("key:{n:010}"))
+}
+
+/// What the threads share: the plan and the live counters.
+struct Shared {
+    addr: SocketAddr,
+    workload: Workload,
+    read_ratio: f64,
+    pipeline: usize,
+    keyspace: u64,
+    value: Bytes,
+    /// Total requests to issue, when the run is not timed.
+    total: u64,
+    /// When a timed run stops issuing.
+    end: Option<Instant>,
+    /// Requests claimed so far (may run past `total`).
+    issued: AtomicU64,
+    /// Requests completed so far, for the progress line.
+    done: AtomicU64,
+}
+
+impl Shared {
+    /// Claims one request to send; false when the run has issued all it should.
+    fn claim(&self) -> bool {
+        match self.end {
+            Some(end) => Instant::now() < end,
+            None => self.issued.fetch_add(1, Ordering::Relaxed) < self.total,
+        }
+    }
+
+    /// Whether more requests may still be issued.
+    fn open(&self) -> bool {
+        match self.end {
+            Some(end) => Instant::now() < end,
+            None => self.issued.load(Ordering::Relaxed) < self.total,
+        }
+    }
+}
+
+/// A request sent and not yet collected.
+enum Call {
+    Echo(Pending<Bytes>),
+    Get(Pending<Value>),
+    Set(Pending<()>),
+}
+
+/// How a collected request ended when the server answered OK (or NOT_FOUND to a GET).
+enum Answer {
+    Hit,
+    Miss,
+}
+
+/// One connection and its outstanding requests.
+struct Slot {
+    client: Option<Client>,
+    in_flight: VecDeque<(Call, Instant)>,
+    rng: Rng,
+    /// Connection failures since the last answer.
+    failures: u32,
+    retry_at: Instant,
+    retired: bool,
+}
+
+/// What one thread measured.
+struct Tally {
+    histogram: Histogram<u64>,
+    requests: u64,
+    misses: u64,
+    errors: HashMap<String, u64>,
+    clients_lost: u64,
+    /// When the (last) thread collected its last response.
+    finished: Instant,
+}
+
+impl Tally {
+    fn new() -> Tally {
+        Tally {
+            histogram: Histogram::new_with_bounds(1, MAX_LATENCY_US, 3)
+                .expect("valid histogram bounds"),
+            requests: 0,
+            misses: 0,
+            errors: HashMap::new(),
+            clients_lost: 0,
+            finished: Instant::now(),
+        }
+    }
+
+    fn error(&mut self, name: String, count: u64) {
+        *self.errors.entry(name).or_insert(0) += count;
+    }
+
+    fn merge(&mut self, other: Tally) {
+        self.histogram
+            .add(&other.histogram)
+            .expect("histograms with the same bounds");
+        self.requests += other.requests;
+        self.misses += other.misses;
+        self.clients_lost += other.clients_lost;
+        self.finished = self.finished.max(other.finished);
+        for (name, count) in other.errors {
+            self.error(name, count);
+        }
+    }
+}
+
+/// The name an error is counted under: the status name for a non-OK answer, else the kind.
+fn error_name(err: &ClientError) -> String {
+    match err {
+        ClientError::Status(s) => s.code.to_string(),
+        ClientError::Connection(_) => "connection".into(),
+        ClientError::Timeout => "timeout".into(),
+        ClientError::Protocol(_) => "protocol".into(),
+        ClientError::Encode(_) => "encode".into(),
+        ClientError::Closed => "closed".into(),
+        ClientError::Io(_) => "io".into(),
+    }
+}
+
+fn connect(addr: SocketAddr) -> Result<Client, ClientError> {
+    Client::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .connect(addr)
+}
+
+/// Queues one request of the workload on `client`.
+fn send(shared: &Shared, client: &mut Client, rng: &mut Rng) -> Result<Call, ClientError> {
+    let read = match shared.workload {
+        Workload::Echo => return client.send(&ECHO, &shared.value).map(Call::Echo),
+        Workload::Get => true,
+        Workload::Set => false,
+        Workload::Mixed => rng.unit() < shared.read_ratio,
+    };
+    let key = key(rng.below(shared.keyspace));
+    if read {
+        client.send(&GET, &Key(key)).map(Call::Get)
+    } else {
+        let request = SetRequest {
+            key,
+            value: shared.value.clone(),
+        };
+        client.send(&SET, &request).map(Call::Set)
+    }
+}
+
+/// Collects the response to `call`.
+fn wait(client: &mut Client, call: Call) -> Result<Answer, ClientError> {
+    match call {
+        Call::Echo(p) => client.wait(p).map(|_| Answer::Hit),
+        Call::Set(p) => client.wait(p).map(|()| Answer::Hit),
+        Call::Get(p) => match client.wait(p) {
+            Ok(_) => Ok(Answer::Hit),
+            Err(ClientError::Status(s)) if s.code == Code::NOT_FOUND => Ok(Answer::Miss),
+            Err(err) => Err(err),
+        },
+    }
+}
+
+/// The connection of `slot` failed with `err`: count every outstanding request, and `extra`
+/// more (the one being sent or collected), as errors, drop the connection and schedule a
+/// reconnect.
+fn lose_connection(
+    shared: &Shared,
+    slot: &mut Slot,
+    tally: &mut Tally,
+    err: &ClientError,
+    extra: u64,
+) {
+    let lost = extra + slot.in_flight.len() as u64;
+    slot.in_flight.clear();
+    tally.error(error_name(err), lost);
+    tally.requests += lost;
+    shared.done.fetch_add(lost, Ordering::Relaxed);
+    if let Some(client) = slot.client.take() {
+        client.close();
+    }
+    slot.failures += 1;
+    slot.retry_at = Instant::now() + Duration::from_millis(100) * slot.failures;
+}
+
+/// One thread: drives `clients` round-robin until the run has issued all it should and every
+/// response is in.
+fn drive(shared: &Shared, clients: Vec<(usize, Client)>) -> Tally {
+    let mut tally = Tally::new();
+    let mut slots: Vec<Slot> = clients
+        .into_iter()
+        .map(|(index, client)| Slot {
+            client: Some(client),
+            in_flight: VecDeque::with_capacity(shared.pipeline),
+            rng: Rng::for_client(index),
+            failures: 0,
+            retry_at: Instant::now(),
+            retired: false,
+        })
+        .collect();
+    loop {
+        // Top every client up to the pipeline depth and write its requests.
+        let mut waiting_to_reconnect = false;
+        for slot in slots.iter_mut().filter(|s| !s.retired) {
+            if slot.client.is_none() {
+                if !shared.open() || slot.failures > MAX_RECONNECTS {
+                    slot.retired = true;
+                    tally.clients_lost += u64::from(shared.open());
+                    continue;
+                }
+                if Instant::now() < slot.retry_at {
+                    waiting_to_reconnect = true;
+                    continue;
+                }
+                match connect(shared.addr) {
+                    Ok(client) => slot.client = Some(client),
+                    Err(_) => {
+                        slot.failures += 1;
+                        slot.retry_at = Instant::now() + Duration::from_millis(100) * slot.failures;
+                        waiting_to_reconnect = true;
+                        continue;
+                    }
+                }
+            }
+            let client = slot.client.as_mut().expect("connected above");
+            let mut failed = None;
+            while slot.in_flight.len() < shared.pipeline && shared.claim() {
+                let sent = Instant::now();
+                match send(shared, client, &mut slot.rng) {
+                    Ok(call) => slot.in_flight.push_back((call, sent)),
+                    Err(err) => {
+                        failed = Some((err, 1));
+                        break;
+                    }
+                }
+            }
+            if failed.is_none() {
+                failed = client.flush().err().map(|err| (err, 0));
+            }
+            if let Some((err, extra)) = failed {
+                lose_connection(shared, slot, &mut tally, &err, extra);
+            }
+        }
+        // Collect the oldest half (at least one) of every client's outstanding responses.
+        let mut outstanding = false;
+        for slot in slots.iter_mut() {
+            let collect = slot.in_flight.len().div_ceil(2);
+            for _ in 0..collect {
+                let Some((call, sent)) = slot.in_flight.pop_front() else {
+                    break;
+                };
+                let client = slot
+                    .client
+                    .as_mut()
+                    .expect("requests in flight on a client");
+                let result = wait(client, call);
+                let micros = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
+                match result {
+                    Ok(answer) => {
+                        tally.histogram.saturating_record(micros.max(1));
+                        tally.requests += 1;
+                        tally.misses += u64::from(matches!(answer, Answer::Miss));
+                        shared.done.fetch_add(1, Ordering::Relaxed);
+                        slot.failures = 0;
+                    }
+                    Err(ClientError::Status(s)) => {
+                        // Answered, with a non-OK status: the connection is fine.
+                        tally.histogram.saturating_record(micros.max(1));
+                        tally.requests += 1;
+                        tally.error(s.code.to_string(), 1);
+                        shared.done.fetch_add(1, Ordering::Relaxed);
+                        slot.failures = 0;
+                    }
+                    Err(err) => {
+                        lose_connection(shared, slot, &mut tally, &err, 1);
+                        break;
+                    }
+                }
+            }
+            outstanding |= !slot.in_flight.is_empty();
+        }
+        if !outstanding && !shared.open() || slots.iter().all(|s| s.retired) {
+            break;
+        }
+        if waiting_to_reconnect && !outstanding {
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+    tally.finished = Instant::now();
+    tally
+}
+
+/// Sets every key of the keyspace once, `PREFILL_WINDOW` requests at a time.
+fn prefill(shared: &Shared, show_progress: bool) -> Result<()> {
+    let mut client = connect(shared.addr)
+        .with_context(|| format!("cannot connect to {} to prefill", shared.addr))?;
+    let mut next = 0;
+    while next < shared.keyspace {
+        let end = (next + PREFILL_WINDOW).min(shared.keyspace);
+        let pending = (next..end)
+            .map(|n| {
+                let request = SetRequest {
+                    key: key(n),
+                    value: shared.value.clone(),
+                };
+                client.send(&SET, &request)
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .context("prefill failed")?;
+        for p in pending {
+            client.wait(p).context("prefill failed")?;
+        }
+        next = end;
+        if show_progress {
+            eprint!("\rprefill: {next} of {} keys", shared.keyspace);
+        }
+    }
+    if show_progress {
+        eprint!("\r{:60}\r", "");
+    }
+    client.close();
+    Ok(())
+}
+
+/// The run's results.
+struct Report {
+    workload: Workload,
+    clients: usize,
+    threads: usize,
+    pipeline: usize,
+    value_size: usize,
+    seconds: f64,
+    tally: Tally,
+}
+
+impl Report {
+    fn throughput(&self) -> f64 {
+        if self.seconds > 0.0 {
+            self.tally.requests as f64 / self.seconds
+        } else {
+            0.0
+        }
+    }
+
+    /// Latency percentiles and max in milliseconds: p50, p90, p99, p99.9, max.
+    fn latencies(&self) -> [f64; 5] {
+        let h = &self.tally.histogram;
+        let ms = |us: u64| us as f64 / 1000.0;
+        if h.is_empty() {
+            return [0.0; 5];
+        }
+        [
+            ms(h.value_at_quantile(0.5)),
+            ms(h.value_at_quantile(0.9)),
+            ms(h.value_at_quantile(0.99)),
+            ms(h.value_at_quantile(0.999)),
+            ms(h.max()),
+        ]
+    }
+
+    fn errors(&self) -> BTreeMap<&str, u64> {
+        self.tally
+            .errors
+            .iter()
+            .map(|(name, count)| (name.as_str(), *count))
+            .collect()
+    }
+
+    fn text(&self, read_ratio: f64) -> String {
+        let [p50, p90, p99, p999, max] = self.latencies();
+        let workload = match self.workload {
+            Workload::Mixed => format!("mixed ({:.0}% GET)", read_ratio * 100.0),
+            w => w.name().to_string(),
+        };
+        let mut out = String::new();
+        let _ = writeln!(out, "workload:    {workload}");
+        let _ = writeln!(out, "clients:     {}", self.clients);
+        let _ = writeln!(out, "threads:     {}", self.threads);
+        let _ = writeln!(out, "pipeline:    {}", self.pipeline);
+        let _ = writeln!(out, "value size:  {} bytes", self.value_size);
+        let _ = writeln!(out, "requests:    {}", self.tally.requests);
+        let _ = writeln!(out, "seconds:     {:.3}", self.seconds);
+        let _ = writeln!(out, "throughput:  {:.1} req/s", self.throughput());
+        let _ = writeln!(
+            out,
+            "latency ms:  p50 {p50:.3}  p90 {p90:.3}  p99 {p99:.3}  p99.9 {p999:.3}  max {max:.3}"
+        );
+        let _ = writeln!(out, "misses:      {}", self.tally.misses);
+        let errors = self.errors();
+        if errors.is_empty() {
+            let _ = writeln!(out, "errors:      none");
+        } else {
+            let list: Vec<String> = errors.iter().map(|(n, c)| format!("{n} {c}")).collect();
+            let _ = writeln!(out, "errors:      {}", list.join(", "));
+        }
+        out
+    }
+
+    fn json(&self) -> String {
+        let [p50, p90, p99, p999, max] = self.latencies();
+        let errors: Vec<String> = self
+            .errors()
+            .iter()
+            .map(|(name, count)| format!("{}:{count}", json_string(name)))
+            .collect();
+        format!(
+            concat!(
+                "{{\"workload\":{},\"clients\":{},\"threads\":{},\"pipeline\":{},",
+                "\"value_size\":{},\"requests\":{},\"seconds\":{:.3},\"throughput\":{:.1},",
+                "\"latency_ms\":{{\"p50\":{:.3},\"p90\":{:.3},\"p99\":{:.3},\"p999\":{:.3},",
+                "\"max\":{:.3}}},\"misses\":{},\"errors\":{{{}}}}}"
+            ),
+            json_string(self.workload.name()),
+            self.clients,
+            self.threads,
+            self.pipeline,
+            self.value_size,
+            self.tally.requests,
+            self.seconds,
+            self.throughput(),
+            p50,
+            p90,
+            p99,
+            p999,
+            max,
+            self.tally.misses,
+            errors.join(",")
+        )
+    }
+}
+
+/// A JSON string literal.
+fn json_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if u32::from(c) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn run(args: &Args) -> Result<Report> {
+    if args.clients == 0 || args.pipeline == 0 || args.keyspace == 0 {
+        bail!("--clients, --pipeline and --keyspace must be at least 1");
+    }
+    if !(0.0..=1.0).contains(&args.read_ratio) {
+        bail!(
+            "--read-ratio must be between 0 and 1, not {}",
+            args.read_ratio
+        );
+    }
+    if args.value_size > MAX_VALUE_LEN {
+        bail!("--value-size is at most {MAX_VALUE_LEN} bytes (the kv limit)");
+    }
+    let duration = match args.duration {
+        Some(secs) => Some(
+            Duration::try_from_secs_f64(secs)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .context("--duration must be a positive number of seconds")?,
+        ),
+        None => None,
+    };
+    let threads = args
+        .threads
+        .unwrap_or_else(|| thread::available_parallelism().map_or(1, |n| n.get()))
+        .clamp(1, args.clients);
+    let addr = args
+        .addr
+        .to_socket_addrs()
+        .with_context(|| format!("cannot resolve {}", args.addr))?
+        .next()
+        .with_context(|| format!("{} resolves to no address", args.addr))?;
+    let show_progress = std::io::stderr().is_terminal();
+
+    // Connect every client first: a server that is not there fails the run before it starts.
+    let mut per_thread: Vec<Vec<(usize, Client)>> = (0..threads).map(|_| Vec::new()).collect();
+    for index in 0..args.clients {
+        let client = connect(addr)
+            .with_context(|| format!("cannot connect to {addr} (is the server running?)"))?;
+        per_thread[index % threads].push((index, client));
+    }
+
+    let mut shared = Shared {
+        addr,
+        workload: args.workload,
+        read_ratio: args.read_ratio,
+        pipeline: args.pipeline,
+        keyspace: args.keyspace,
+        value: Bytes::from(vec![b'x'; args.value_size]),
+        total: args.requests,
+        end: None,
+        issued: AtomicU64::new(0),
+        done: AtomicU64::new(0),
+    };
+    if args.prefill {
+        prefill(&shared, show_progress)?;
+    }
+
+    let start = Instant::now();
+    shared.end = duration.map(|d| start + d);
+    let shared = Arc::new(shared);
+    let handles: Vec<_> = per_thread
+        .into_iter()
+        .map(|clients| {
+            let shared = Arc::clone(&shared);
+            thread::spawn(move || drive(&shared, clients))
+        })
+        .collect();
+
+    // The progress line, about once a second, until every thread is done.
+    let mut last = (start, 0);
+    while !handles.iter().all(|h| h.is_finished()) {
+        thread::sleep(Duration::from_millis(50));
+        let now = Instant::now();
+        if show_progress && now - last.0 >= Duration::from_secs(1) {
+            let done = shared.done.load(Ordering::Relaxed);
+            let rate = (done - last.1) as f64 / (now - last.0).as_secs_f64();
+            eprint!("\r{done} requests, {rate:.0} req/s    ");
+            last = (now, done);
+        }
+    }
+    if show_progress {
+        eprint!("\r{:60}\r", "");
+    }
+    let mut tally = Tally::new();
+    tally.finished = start;
+    for handle in handles {
+        tally.merge(handle.join().expect("a benchmark thread panicked"));
+    }
+    let seconds = (tally.finished - start).as_secs_f64();
+    if tally.clients_lost > 0 {
+        eprintln!(
+            "courier-bench: {} clients gave up after {MAX_RECONNECTS} failed reconnects",
+            tally.clients_lost
+        );
+    }
+    Ok(Report {
+        workload: args.workload,
+        clients: args.clients,
+        threads,
+        pipeline: args.pipeline,
+        value_size: args.value_size,
+        seconds,
+        tally,
+    })
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    // Quiet unless RUST_LOG asks: the results go to stdout, errors are one line on stderr.
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    match run(&args) {
+        Ok(report) => {
+            let out = if args.json {
+                report.json() + "\n"
+            } else {
+                report.text(args.read_ratio)
+            };
+            let mut stdout = std::io::stdout().lock();
+            let _ = stdout
+                .write_all(out.as_bytes())
+                .and_then(|()| stdout.flush());
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("courier-bench: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}

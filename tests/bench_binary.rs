@@ -1,0 +1,110 @@
+//! courier-bench end to end: the built binary against an in-process server, its JSON report
+//! checked against the server's own counters.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::process::Command;
+
+use serde_json::Value;
+
+/// Runs courier-bench against `addr` with `args` and `--json`; returns the parsed report.
+fn bench(addr: SocketAddr, args: &[&str]) -> Value {
+    let output = Command::new(env!("CARGO_BIN_EXE_courier-bench"))
+        .arg("--addr")
+        .arg(addr.to_string())
+        .args(args)
+        .arg("--json")
+        .output()
+        .expect("run courier-bench");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "courier-bench failed: {}\nstdout: {stdout}\nstderr: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("bad JSON {stdout:?}: {e}"))
+}
+
+#[test]
+fn mixed_workload_with_prefill_is_counted_by_the_server() {
+    let server = support::start_default();
+    let addr = server.local_addr();
+    let report = bench(
+        addr,
+        &[
+            "--requests",
+            "2000",
+            "--clients",
+            "4",
+            "--threads",
+            "2",
+            "--pipeline",
+            "8",
+            "--workload",
+            "mixed",
+            "--prefill",
+            "--keyspace",
+            "100",
+        ],
+    );
+    assert_eq!(report["workload"], "mixed");
+    assert_eq!(report["clients"], 4);
+    assert_eq!(report["threads"], 2);
+    assert_eq!(report["pipeline"], 8);
+    assert_eq!(report["requests"], 2000);
+    assert!(report["throughput"].as_f64().unwrap() > 0.0, "{report}");
+    let latency = &report["latency_ms"];
+    let (p50, p99, max) = (
+        latency["p50"].as_f64().unwrap(),
+        latency["p99"].as_f64().unwrap(),
+        latency["max"].as_f64().unwrap(),
+    );
+    assert!(p50 <= p99 && p99 <= max, "{report}");
+    assert!(report["errors"].as_object().unwrap().is_empty(), "{report}");
+    // Every key was prefilled, so no GET misses.
+    assert_eq!(report["misses"], 0, "{report}");
+
+    let stats = support::stats(addr);
+    let answered = stats.value("requests_OK") + stats.value("requests_NOT_FOUND");
+    assert!(answered >= 2000 + 100, "server answered only {answered}");
+}
+
+#[test]
+fn timed_echo_run_completes_requests() {
+    let server = support::start_default();
+    let report = bench(
+        server.local_addr(),
+        &[
+            "--workload",
+            "echo",
+            "--duration",
+            "1",
+            "--clients",
+            "4",
+            "--threads",
+            "2",
+        ],
+    );
+    assert_eq!(report["workload"], "echo");
+    assert!(report["requests"].as_u64().unwrap() > 0, "{report}");
+    assert!(report["seconds"].as_f64().unwrap() >= 1.0, "{report}");
+    assert!(report["errors"].as_object().unwrap().is_empty(), "{report}");
+}
+
+#[test]
+fn no_server_exits_2_with_one_line() {
+    // A port nobody listens on: bind one, note it, and close it.
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port");
+    let output = Command::new(env!("CARGO_BIN_EXE_courier-bench"))
+        .args(["--addr", &addr.to_string(), "--requests", "10"])
+        .output()
+        .expect("run courier-bench");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("cannot connect"), "{stderr}");
+}
