@@ -10,15 +10,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use courier::echo::ECHO;
 use courier::proto::{Code, Frame};
 use courier::server::Server;
 use courier::service::Method;
 use support::*;
-
-fn echo_request(request_id: u64, payload: &[u8]) -> BytesMut {
-    encode(&request(request_id, ECHO.service, ECHO.method, payload))
-}
 
 /// Eight pipelined echo requests in one write, with a 100-byte high-water mark: decoding
 /// stops after the first answers pass the mark; once they are written (at once, the socket

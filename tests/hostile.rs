@@ -22,9 +22,10 @@ use courier::proto::{Code, DecodeError, Frame, Metadata, Request, HEADER_LEN};
 use courier::server::Server;
 
 use support::{
-    assert_serving, bundled_router, encode, fix_header_crc, hostile_stats, hostile_stats_client,
-    hostile_wait_for_stats, raise_fd_limit, raw_connect, read_frames, read_until_close, request,
-    send_raw, start, stats, wait_for_stats,
+    assert_serving, bundled_router, echo_request, encode, expect_single_error, fix_header_crc,
+    header_claiming, hostile_stats, hostile_stats_client, hostile_wait_for_stats, raise_fd_limit,
+    raw_connect, read_frames, read_until_close, request, send_raw, start, stats, tls_client_hello,
+    wait_for_stats,
 };
 
 /// How long a test polls the counters before it gives up: generous, never hit on success.
@@ -41,41 +42,6 @@ fn decode_errors_total(report: &StatsReport) -> u64 {
         .iter()
         .map(|name| report.value(&format!("decode_errors_{name}")))
         .sum()
-}
-
-/// An echo REQUEST frame, encoded.
-fn echo_request(request_id: u64, payload: &[u8]) -> BytesMut {
-    encode(&request(request_id, ECHO.service, ECHO.method, payload))
-}
-
-/// A valid echo REQUEST header whose body length field claims `body_len` bytes, with its
-/// header CRC recomputed. No body follows.
-fn header_claiming(request_id: u64, body_len: u32) -> Vec<u8> {
-    let mut frame = echo_request(request_id, b"").to_vec();
-    assert_eq!(frame.len(), HEADER_LEN, "an empty request is a bare header");
-    frame[24..28].copy_from_slice(&body_len.to_be_bytes());
-    fix_header_crc(&mut frame);
-    frame
-}
-
-/// Asserts that `frames` is exactly one ERROR frame with `code` for `request_id`; returns its
-/// message.
-fn expect_single_error(frames: &[Frame], request_id: u64, code: Code) -> String {
-    match frames {
-        [Frame::Error {
-            request_id: got_id,
-            code: got_code,
-            message,
-        }] => {
-            assert_eq!(*got_code, code, "ERROR status (message: {message:?})");
-            assert_eq!(
-                *got_id, request_id,
-                "ERROR request id (message: {message:?})"
-            );
-            message.clone()
-        }
-        other => panic!("expected exactly one ERROR {code:?} before the close, got {other:?}"),
-    }
 }
 
 /// Asserts that `frames` is exactly one OK RESPONSE for `request_id` carrying `payload`.
@@ -107,37 +73,6 @@ fn send_and_read_until_close(addr: SocketAddr, bytes: &[u8]) -> Vec<Frame> {
     let mut stream = raw_connect(addr);
     send_raw(&mut stream, bytes);
     read_until_close(&mut stream)
-}
-
-/// A TLS 1.2 ClientHello record (SNI "localhost", four suites), every length computed.
-fn tls_client_hello() -> Vec<u8> {
-    let host = b"localhost";
-    let mut extensions = vec![0x00, 0x00];
-    extensions.extend_from_slice(&((host.len() + 5) as u16).to_be_bytes());
-    extensions.extend_from_slice(&((host.len() + 3) as u16).to_be_bytes());
-    extensions.push(0x00);
-    extensions.extend_from_slice(&(host.len() as u16).to_be_bytes());
-    extensions.extend_from_slice(host);
-    extensions.extend_from_slice(&[0x00, 0x0a, 0x00, 0x04, 0x00, 0x02, 0x00, 0x1d]);
-
-    let mut hello = vec![0x03, 0x03];
-    hello.extend((0u8..32).map(|i| i.wrapping_mul(29).wrapping_add(3)));
-    hello.push(0x00);
-    let suites = [0xc0, 0x2f, 0xc0, 0x2b, 0x00, 0x9c, 0x00, 0x2f];
-    hello.extend_from_slice(&(suites.len() as u16).to_be_bytes());
-    hello.extend_from_slice(&suites);
-    hello.extend_from_slice(&[0x01, 0x00]);
-    hello.extend_from_slice(&(extensions.len() as u16).to_be_bytes());
-    hello.extend_from_slice(&extensions);
-
-    let mut handshake = vec![0x01];
-    handshake.extend_from_slice(&(hello.len() as u32).to_be_bytes()[1..]);
-    handshake.extend_from_slice(&hello);
-
-    let mut record = vec![0x16, 0x03, 0x01];
-    record.extend_from_slice(&(handshake.len() as u16).to_be_bytes());
-    record.extend_from_slice(&handshake);
-    record
 }
 
 /// Truncation: for several valid frames (a REQUEST with metadata and a deadline, a PING, an

@@ -3,43 +3,15 @@ mod support;
 use bytes::Bytes;
 use courier::client::Client;
 use courier::echo::ECHO;
-use courier::proto::{Code, Frame, HEADER_LEN};
+use courier::proto::Code;
 use courier::server::Server;
 
 use support::{
-    assert_serving, bundled_router, encode, fix_header_crc, raw_connect, read_until_close, request,
-    send_raw, start, start_default,
+    assert_serving, bundled_router, expect_single_error, header_claiming, raw_connect,
+    read_until_close, send_raw, start, start_default,
 };
 
 const LIMIT: u32 = 1024;
-
-/// A valid REQUEST header (echo, `request_id`) whose body length field claims `body_len`
-/// bytes, with its header CRC recomputed. No body follows.
-fn header_claiming(request_id: u64, body_len: u32) -> Vec<u8> {
-    let mut frame = encode(&request(request_id, ECHO.service, ECHO.method, b"")).to_vec();
-    assert_eq!(frame.len(), HEADER_LEN, "an empty request is a bare header");
-    frame[24..28].copy_from_slice(&body_len.to_be_bytes());
-    fix_header_crc(&mut frame);
-    frame
-}
-
-/// Asserts that `frames` is exactly one ERROR frame with `code` for `request_id`.
-fn assert_single_error(frames: &[Frame], request_id: u64, code: Code) {
-    match frames {
-        [Frame::Error {
-            request_id: got_id,
-            code: got_code,
-            message,
-        }] => {
-            assert_eq!(*got_code, code, "ERROR status (message: {message:?})");
-            assert_eq!(
-                *got_id, request_id,
-                "ERROR request id (message: {message:?})"
-            );
-        }
-        other => panic!("expected exactly one ERROR frame before the close, got {other:?}"),
-    }
-}
 
 fn echo_round_trip(client: &mut Client, text: &'static str) {
     let reply = client
@@ -59,7 +31,7 @@ fn header_claiming_one_byte_over_the_limit_gets_resource_exhausted_and_close_whi
     let mut offender = raw_connect(addr);
     send_raw(&mut offender, &header_claiming(4242, LIMIT + 1));
     let frames = read_until_close(&mut offender);
-    assert_single_error(&frames, 4242, Code::RESOURCE_EXHAUSTED);
+    expect_single_error(&frames, 4242, Code::RESOURCE_EXHAUSTED);
 
     echo_round_trip(&mut bystander, "after the oversized frame");
     assert_serving(addr);
@@ -72,7 +44,7 @@ fn header_claiming_u32_max_bytes_with_the_default_limit_gets_resource_exhausted(
     let mut offender = raw_connect(addr);
     send_raw(&mut offender, &header_claiming(0xDEAD_BEEF, u32::MAX));
     let frames = read_until_close(&mut offender);
-    assert_single_error(&frames, 0xDEAD_BEEF, Code::RESOURCE_EXHAUSTED);
+    expect_single_error(&frames, 0xDEAD_BEEF, Code::RESOURCE_EXHAUSTED);
     assert_serving(addr);
 }
 
@@ -111,6 +83,6 @@ fn oversized_frame_sent_with_its_whole_body_still_gets_resource_exhausted_before
     let mut offender = raw_connect(addr);
     send_raw(&mut offender, &wire);
     let frames = read_until_close(&mut offender);
-    assert_single_error(&frames, 99, Code::RESOURCE_EXHAUSTED);
+    expect_single_error(&frames, 99, Code::RESOURCE_EXHAUSTED);
     assert_serving(addr);
 }

@@ -10,7 +10,7 @@ use courier::server::RunningServer;
 
 use support::{
     assert_serving, encode, fix_header_crc, raw_connect, read_until_close, request, send_raw,
-    start_default,
+    start_default, tls_client_hello,
 };
 
 /// A server with a normal client already connected and served once.
@@ -53,45 +53,6 @@ fn assert_single_error(frames: &[Frame], code: Code) -> String {
         }
         other => panic!("expected exactly one ERROR frame before the close, got {other:?}"),
     }
-}
-
-/// A realistic TLS 1.2 ClientHello record (SNI "localhost", four suites, three more
-/// extensions), with every length field computed.
-fn tls_client_hello() -> Vec<u8> {
-    let mut extensions = Vec::new();
-    // server_name: list of one host_name entry.
-    let host = b"localhost";
-    extensions.extend_from_slice(&[0x00, 0x00]);
-    extensions.extend_from_slice(&((host.len() + 5) as u16).to_be_bytes());
-    extensions.extend_from_slice(&((host.len() + 3) as u16).to_be_bytes());
-    extensions.push(0x00);
-    extensions.extend_from_slice(&(host.len() as u16).to_be_bytes());
-    extensions.extend_from_slice(host);
-    // supported_groups: x25519, secp256r1.
-    extensions.extend_from_slice(&[0x00, 0x0a, 0x00, 0x06, 0x00, 0x04, 0x00, 0x1d, 0x00, 0x17]);
-    // ec_point_formats: uncompressed.
-    extensions.extend_from_slice(&[0x00, 0x0b, 0x00, 0x02, 0x01, 0x00]);
-    // signature_algorithms: rsa_pkcs1_sha256, ecdsa_secp256r1_sha256.
-    extensions.extend_from_slice(&[0x00, 0x0d, 0x00, 0x06, 0x00, 0x04, 0x04, 0x01, 0x04, 0x03]);
-
-    let mut hello = vec![0x03, 0x03]; // client_version TLS 1.2
-    hello.extend((0u8..32).map(|i| i.wrapping_mul(37).wrapping_add(11))); // random
-    hello.push(0x00); // session id: empty
-    let suites = [0xc0, 0x2f, 0xc0, 0x2b, 0x00, 0x9c, 0x00, 0x2f];
-    hello.extend_from_slice(&(suites.len() as u16).to_be_bytes());
-    hello.extend_from_slice(&suites);
-    hello.extend_from_slice(&[0x01, 0x00]); // compression: null only
-    hello.extend_from_slice(&(extensions.len() as u16).to_be_bytes());
-    hello.extend_from_slice(&extensions);
-
-    let mut handshake = vec![0x01]; // ClientHello
-    handshake.extend_from_slice(&(hello.len() as u32).to_be_bytes()[1..]);
-    handshake.extend_from_slice(&hello);
-
-    let mut record = vec![0x16, 0x03, 0x01]; // handshake record, TLS 1.0 record version
-    record.extend_from_slice(&(handshake.len() as u16).to_be_bytes());
-    record.extend_from_slice(&handshake);
-    record
 }
 
 /// `len` pseudo-random bytes from xorshift64 with a fixed seed.

@@ -144,6 +144,93 @@ pub fn assert_serving(addr: SocketAddr) {
     assert_eq!(&reply[..], b"still here");
 }
 
+/// An echo REQUEST frame, encoded.
+pub fn echo_request(request_id: u64, payload: &[u8]) -> BytesMut {
+    encode(&request(
+        request_id,
+        echo::ECHO.service,
+        echo::ECHO.method,
+        payload,
+    ))
+}
+
+/// A valid echo REQUEST header whose body length field claims `body_len` bytes, with its
+/// header CRC recomputed. No body follows.
+pub fn header_claiming(request_id: u64, body_len: u32) -> Vec<u8> {
+    let mut frame = echo_request(request_id, b"").to_vec();
+    assert_eq!(
+        frame.len(),
+        courier::proto::HEADER_LEN,
+        "an empty request is a bare header"
+    );
+    frame[24..28].copy_from_slice(&body_len.to_be_bytes());
+    fix_header_crc(&mut frame);
+    frame
+}
+
+/// Asserts that `frames` is exactly one ERROR frame with `code` for `request_id`; returns its
+/// message.
+pub fn expect_single_error(
+    frames: &[Frame],
+    request_id: u64,
+    code: courier::proto::Code,
+) -> String {
+    match frames {
+        [Frame::Error {
+            request_id: got_id,
+            code: got_code,
+            message,
+        }] => {
+            assert_eq!(*got_code, code, "ERROR status (message: {message:?})");
+            assert_eq!(
+                *got_id, request_id,
+                "ERROR request id (message: {message:?})"
+            );
+            message.clone()
+        }
+        other => panic!("expected exactly one ERROR {code:?} before the close, got {other:?}"),
+    }
+}
+
+/// A realistic TLS 1.2 ClientHello record (SNI "localhost", four suites, three more
+/// extensions), with every length field computed.
+pub fn tls_client_hello() -> Vec<u8> {
+    let mut extensions = Vec::new();
+    // server_name: list of one host_name entry.
+    let host = b"localhost";
+    extensions.extend_from_slice(&[0x00, 0x00]);
+    extensions.extend_from_slice(&((host.len() + 5) as u16).to_be_bytes());
+    extensions.extend_from_slice(&((host.len() + 3) as u16).to_be_bytes());
+    extensions.push(0x00);
+    extensions.extend_from_slice(&(host.len() as u16).to_be_bytes());
+    extensions.extend_from_slice(host);
+    // supported_groups: x25519, secp256r1.
+    extensions.extend_from_slice(&[0x00, 0x0a, 0x00, 0x06, 0x00, 0x04, 0x00, 0x1d, 0x00, 0x17]);
+    // ec_point_formats: uncompressed.
+    extensions.extend_from_slice(&[0x00, 0x0b, 0x00, 0x02, 0x01, 0x00]);
+    // signature_algorithms: rsa_pkcs1_sha256, ecdsa_secp256r1_sha256.
+    extensions.extend_from_slice(&[0x00, 0x0d, 0x00, 0x06, 0x00, 0x04, 0x04, 0x01, 0x04, 0x03]);
+
+    let mut hello = vec![0x03, 0x03]; // client_version TLS 1.2
+    hello.extend((0u8..32).map(|i| i.wrapping_mul(37).wrapping_add(11))); // random
+    hello.push(0x00); // session id: empty
+    let suites = [0xc0, 0x2f, 0xc0, 0x2b, 0x00, 0x9c, 0x00, 0x2f];
+    hello.extend_from_slice(&(suites.len() as u16).to_be_bytes());
+    hello.extend_from_slice(&suites);
+    hello.extend_from_slice(&[0x01, 0x00]); // compression: null only
+    hello.extend_from_slice(&(extensions.len() as u16).to_be_bytes());
+    hello.extend_from_slice(&extensions);
+
+    let mut handshake = vec![0x01]; // ClientHello
+    handshake.extend_from_slice(&(hello.len() as u32).to_be_bytes()[1..]);
+    handshake.extend_from_slice(&hello);
+
+    let mut record = vec![0x16, 0x03, 0x01]; // handshake record, TLS 1.0 record version
+    record.extend_from_slice(&(handshake.len() as u16).to_be_bytes());
+    record.extend_from_slice(&handshake);
+    record
+}
+
 /// The server's counters, asked for over a fresh connection with the admin STATS request.
 pub fn stats(addr: SocketAddr) -> courier::admin::StatsReport {
     let mut client = courier::client::Client::connect(addr).expect("connect for STATS");
