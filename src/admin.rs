@@ -11,17 +11,15 @@
 //!                             name: [a-z0-9_A-Z]+, value: 0 to 2^64-1
 //! ```
 //!
-//! The names and their meaning are those of [`Stats::snapshot`]. A text report in the style
+//! The names and their meaning are those of [`Stats::snapshot`](crate::stats::Stats::snapshot). A text report in the style
 //! of Redis's `INFO` and memcached's `stats` is readable by eye and by any language. The
 //! report is about 1.3 KiB (more as counters grow), so a server configured with a
 //! `max_body_len` below about 2 KiB answers STATS with RESOURCE_EXHAUSTED.
 
-use std::sync::Arc;
-
 use bytes::{BufMut, Bytes};
 
 use crate::service::{Message, MessageError, Method, Router};
-use crate::stats::Stats;
+use crate::stats::ServerStats;
 
 /// Service id of the admin service: 0 (reserved; a user's handlers for it are replaced).
 pub const SERVICE: u16 = 0;
@@ -72,8 +70,9 @@ impl Message for StatsReport {
     }
 }
 
-/// Registers the admin service's methods on `router`, reporting `stats`.
-pub fn register(router: &mut Router, stats: Arc<Stats>) {
+/// Registers the admin service's methods on `router`, reporting `stats` (summed over the
+/// server's event loops).
+pub fn register(router: &mut Router, stats: ServerStats) {
     router.register(STATS, move |_, ()| Ok(StatsReport(stats.snapshot())));
 }
 

@@ -2,7 +2,7 @@
 //!
 //! [`Connection`] owns the read buffer, the decoder and the output buffer of one client. It
 //! never touches a socket or the clock: the event loop hands it something to read from
-//! ([`Connection::read_from`]), something to write to ([`Connection::flush_to`]) and the
+//! ([`Connection::read_from`], [`Connection::read_with`]), something to write to ([`Connection::flush_to`]) and the
 //! current [`Instant`]. That is what makes it testable byte by byte and fuzzable.
 //!
 //! # Lifecycle
@@ -361,19 +361,47 @@ impl Connection {
 
     /// Reads once from `src` (at most [`READ_CHUNK`] bytes) into the read buffer; while
     /// lingering, reads and discards. `Ok(0)` is the peer's end of stream and is recorded.
-    /// Call [`Connection::process`] after each successful read.
+    /// Call [`Connection::process`] after each successful read. This zero-fills the
+    /// [`READ_CHUNK`] it reads into first (safe `Read` gives no other way); an event loop with
+    /// the socket's descriptor uses [`Connection::read_with`] to read into the buffer's spare
+    /// capacity instead.
     ///
     /// # Errors
     /// Whatever `src.read` returns, including `WouldBlock`; nothing is recorded then.
     pub fn read_from<R: Read>(&mut self, src: &mut R) -> io::Result<usize> {
+        self.read_with(|buf| {
+            let len = buf.len();
+            buf.resize(len + READ_CHUNK, 0);
+            let result = src.read(&mut buf[len..]);
+            let n = *result.as_ref().unwrap_or(&0);
+            buf.truncate(len + n);
+            result
+        })
+    }
+
+    /// Reads once through `read`, which must append the bytes it reads to the buffer it is
+    /// given (with at least [`READ_CHUNK`] bytes of spare capacity reserved) and return
+    /// their number; while lingering, they are then discarded. The bytes appended are what
+    /// counts, whatever `read` returns. `Ok(0)` is the peer's end of stream and is recorded.
+    /// Call [`Connection::process`] after each successful read.
+    ///
+    /// # Errors
+    /// Whatever `read` returns, including `WouldBlock`; nothing is recorded then (bytes it
+    /// appended before failing are kept).
+    pub fn read_with<F>(&mut self, read: F) -> io::Result<usize>
+    where
+        F: FnOnce(&mut BytesMut) -> io::Result<usize>,
+    {
         self.read_budget = self.read_budget.saturating_sub(1);
+        self.read_buf.reserve(READ_CHUNK);
         let len = self.read_buf.len();
-        self.read_buf.resize(len + READ_CHUNK, 0);
-        let result = src.read(&mut self.read_buf[len..]);
-        let n = *result.as_ref().unwrap_or(&0);
-        self.read_buf.truncate(len + n);
-        let n = result?;
-        stats::add(&self.stats.bytes_in, n as u64);
+        let result = read(&mut self.read_buf);
+        let n = self.read_buf.len().saturating_sub(len);
+        if n > 0 {
+            stats::add(&self.stats.bytes_in, n as u64);
+            self.awaiting_bytes = false;
+        }
+        result?;
         self.awaiting_bytes = false;
         if n == 0 {
             self.receive_eof();

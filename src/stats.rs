@@ -1,15 +1,19 @@
 //! Counters and gauges of a server, readable while it runs.
 //!
-//! One [`Stats`] is shared (in an `Arc`) by a server's event loop, its connections and its
-//! worker pool. Every field is a relaxed atomic: a reading is a consistent value of each
-//! counter, not a snapshot of all of them at one instant. Counters only grow (they wrap at
-//! 2^64); gauges go up and down.
+//! Each event loop of a server has its own [`Stats`], shared (in an `Arc`) by the loop, its
+//! connections and the worker pool's calls from them, so that loops on different cores never
+//! write the same cache line. [`ServerStats`] holds every loop's and sums them when read.
+//! Every field is a relaxed atomic: a reading is a consistent value of each counter, not a
+//! snapshot of all of them at one instant. Counters only grow (they wrap at 2^64); gauges go
+//! up and down.
 //!
-//! [`Stats::snapshot`] lists every value by name; the built-in admin service
-//! ([`crate::admin`]) sends that list to any client that asks (`kv-cli stats`). The names are
-//! part of the interface and documented in `proto-spec/SERVICES.md`, "admin".
+//! [`Stats::snapshot`] and [`ServerStats::snapshot`] list every value by name; the built-in
+//! admin service ([`crate::admin`]) sends the server's list to any client that asks
+//! (`kv-cli stats`). The names are part of the interface and documented in
+//! `proto-spec/SERVICES.md`, "admin".
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
 
 use crate::proto::{Code, DecodeError};
 
@@ -77,8 +81,13 @@ impl CloseCause {
 const DECODE_KINDS: usize = 10;
 const CODES: usize = 17;
 
-/// A server's counters and gauges. See the [module docs](self).
+/// One event loop's counters and gauges (or a standalone connection's). See the
+/// [module docs](self).
+///
+/// Aligned to 128 bytes (two cache lines, the unit the adjacent-line prefetcher pulls in) so
+/// that two loops' counters never share a line.
 #[derive(Debug, Default)]
+#[repr(align(128))]
 pub struct Stats {
     /// Gauge: connections open now.
     pub connections_open: AtomicI64,
@@ -188,8 +197,16 @@ impl Stats {
     ///
     /// Gauges that dip below zero for an instant (counted by two threads) read as 0.
     pub fn snapshot(&self) -> Vec<(String, u64)> {
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        let gauge = |g: &AtomicI64| u64::try_from(g.load(Ordering::Relaxed)).unwrap_or(0);
+        self.values()
+            .into_iter()
+            .map(|(n, v)| (n, v.read()))
+            .collect()
+    }
+
+    /// Every value by name, in the order of [`Stats::snapshot`], with how to combine it.
+    fn values(&self) -> Vec<(String, Value)> {
+        let get = |c: &AtomicU64| Value::Count(c.load(Ordering::Relaxed));
+        let gauge = |g: &AtomicI64| Value::Gauge(g.load(Ordering::Relaxed));
         let mut out = vec![
             (
                 "connections_open".to_string(),
@@ -210,7 +227,10 @@ impl Stats {
             ("accept_errors".into(), get(&self.accept_errors)),
         ];
         for cause in CloseCause::ALL {
-            out.push((format!("closed_{}", cause.name()), self.closed_count(cause)));
+            out.push((
+                format!("closed_{}", cause.name()),
+                Value::Count(self.closed_count(cause)),
+            ));
         }
         out.extend([
             ("frames_in".to_string(), get(&self.frames_in)),
@@ -228,7 +248,10 @@ impl Stats {
         out.extend([
             ("handler_panics".to_string(), get(&self.handler_panics)),
             ("buffered_bytes".into(), gauge(&self.buffered_bytes)),
-            ("output_peak".into(), get(&self.output_peak)),
+            (
+                "output_peak".into(),
+                Value::Peak(self.output_peak.load(Ordering::Relaxed)),
+            ),
             ("output_paused".into(), get(&self.output_paused)),
             ("in_flight_paused".into(), get(&self.in_flight_paused)),
             ("turn_yields".into(), get(&self.turn_yields)),
@@ -237,6 +260,81 @@ impl Stats {
             ("blocking_expired".into(), get(&self.blocking_expired)),
         ]);
         out
+    }
+}
+
+/// One reading, and how readings of several loops combine.
+#[derive(Clone, Copy, Debug)]
+enum Value {
+    /// Summed, wrapping like the counters.
+    Count(u64),
+    /// Summed; a total that dips below zero for an instant (counted by two threads) reads 0.
+    Gauge(i64),
+    /// The largest.
+    Peak(u64),
+}
+
+impl Value {
+    fn combine(self, other: Value) -> Value {
+        match (self, other) {
+            (Value::Count(a), Value::Count(b)) => Value::Count(a.wrapping_add(b)),
+            (Value::Gauge(a), Value::Gauge(b)) => Value::Gauge(a.saturating_add(b)),
+            (Value::Peak(a), Value::Peak(b)) => Value::Peak(a.max(b)),
+            (a, _) => a,
+        }
+    }
+
+    fn read(self) -> u64 {
+        match self {
+            Value::Count(v) | Value::Peak(v) => v,
+            Value::Gauge(v) => u64::try_from(v).unwrap_or(0),
+        }
+    }
+}
+
+/// The counters of a whole server: one [`Stats`] per event loop, summed when read (the
+/// largest for `output_peak`). Cheap to clone; readable from any thread while the server runs.
+#[derive(Clone, Debug)]
+pub struct ServerStats {
+    loops: Arc<[Arc<Stats>]>,
+}
+
+impl ServerStats {
+    /// A server's counters over its loops' `Stats`, in loop order.
+    pub fn new(loops: Vec<Arc<Stats>>) -> Self {
+        ServerStats {
+            loops: loops.into(),
+        }
+    }
+
+    /// Each loop's own counters, in loop order.
+    pub fn loops(&self) -> &[Arc<Stats>] {
+        &self.loops
+    }
+
+    /// Every counter and gauge by name, summed over the loops, in the order and with the
+    /// names of [`Stats::snapshot`].
+    pub fn snapshot(&self) -> Vec<(String, u64)> {
+        let mut loops = self.loops.iter();
+        let mut total = match loops.next() {
+            Some(first) => first.values(),
+            None => Stats::new().values(),
+        };
+        for stats in loops {
+            for ((_, sum), (_, value)) in total.iter_mut().zip(stats.values()) {
+                *sum = sum.combine(value);
+            }
+        }
+        total.into_iter().map(|(n, v)| (n, v.read())).collect()
+    }
+
+    /// The value of `name` summed over the loops, or `None` for a name
+    /// [`Stats::snapshot`] does not list.
+    pub fn get(&self, name: &str) -> Option<u64> {
+        self.snapshot()
+            .into_iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v)
     }
 }
 
@@ -262,5 +360,27 @@ mod tests {
         names.dedup();
         assert_eq!(names.len(), total, "duplicate names");
         assert_eq!(total, 5 + 10 + 4 + 10 + 17 + 9);
+    }
+
+    #[test]
+    fn server_stats_sum_counters_and_gauges_and_take_the_largest_peak() {
+        let a = Arc::new(Stats::new());
+        let b = Arc::new(Stats::new());
+        inc(&a.frames_in);
+        add(&b.frames_in, 2);
+        shift(&a.connections_open, 3);
+        shift(&b.connections_open, -1);
+        // A gauge one loop took below zero still adds up to the true total.
+        shift(&a.blocking_in_flight, -1);
+        shift(&b.blocking_in_flight, 2);
+        a.output_queued(10);
+        b.output_queued(7);
+        let server = ServerStats::new(vec![Arc::clone(&a), Arc::clone(&b)]);
+        assert_eq!(server.get("frames_in"), Some(3));
+        assert_eq!(server.get("connections_open"), Some(2));
+        assert_eq!(server.get("blocking_in_flight"), Some(1));
+        assert_eq!(server.get("output_peak"), Some(10));
+        assert_eq!(server.get("no_such_counter"), None);
+        assert_eq!(server.snapshot().len(), a.snapshot().len());
     }
 }

@@ -17,6 +17,13 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// accepted (Redis's `tcp-backlog` and nginx's default on Linux).
 pub const DEFAULT_BACKLOG: u32 = 511;
 
+/// Default number of event loops: the cores this process may use
+/// (`std::thread::available_parallelism`, which honours CPU affinity and cgroup quotas), or 1
+/// when that is unknown.
+pub fn default_loops() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 /// Settings of a [`Server`](super::Server), built with [`ServerBuilder`](super::ServerBuilder).
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
@@ -26,6 +33,7 @@ pub struct ServerConfig {
     pub(crate) connection: ConnectionConfig,
     pub(crate) workers: usize,
     pub(crate) worker_queue: usize,
+    pub(crate) loops: usize,
 }
 
 impl Default for ServerConfig {
@@ -37,6 +45,7 @@ impl Default for ServerConfig {
             connection: ConnectionConfig::default(),
             workers: DEFAULT_WORKERS,
             worker_queue: DEFAULT_WORKER_QUEUE,
+            loops: default_loops(),
         }
     }
 }
@@ -80,5 +89,10 @@ impl ServerConfig {
     /// Blocking calls that may wait for a worker.
     pub fn worker_queue(&self) -> usize {
         self.worker_queue
+    }
+
+    /// Event loops.
+    pub fn loops(&self) -> usize {
+        self.loops
     }
 }

@@ -1,31 +1,41 @@
 //! The mio event loop: accept, read, dispatch, write, time out, close.
 //!
-//! One turn of the loop: wait for readiness (or the next timer tick), serve every connection
-//! that has an event, serve the connections that yielded last turn, give finished blocking
-//! calls back to their connections, and every tick check every connection's timers (a sweep
-//! over the slab, as Redis's `clientsCron` does: cheaper than a timer per frame).
+//! A server runs several loops, each on its own thread with its own `Poll`, slab, buffer pool
+//! and counters; they share only the router, the worker pool and a count of open connections.
+//! Loop 0 also owns the listener: it accepts and deals connections out to the loops in turn
+//! (round robin), handing a connection for another loop over through that loop's
+//! [`Mailbox`]. A connection stays on its loop for life.
+//!
+//! One turn of a loop: wait for readiness (or the next timer tick), serve every connection
+//! that has an event, serve the connections that yielded last turn, take what the mailbox
+//! holds (connections handed over, finished blocking calls), and every tick check every
+//! connection's timers (a sweep over the slab, as Redis's `clientsCron` does: cheaper than a
+//! timer per frame).
 
 use std::fs::File;
 use std::io::{self, Write};
 use std::net::{Shutdown, SocketAddr};
-use std::sync::atomic::AtomicBool;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use mio::net::{TcpListener, TcpStream};
-use mio::{Events, Interest, Poll, Token, Waker};
+use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
+use super::mailbox::{Accepted, Mailbox};
 use super::workers::{Completed, Origin, WorkerPool};
-use super::{Conn, ServerConfig, ServerHandle};
+use super::{Conn, ServerConfig};
 use crate::connection::{BufferPool, CloseReason, Connection};
 use crate::proto::{Code, Encoder, FrameKind, Status};
 use crate::service::{BlockingCall, Failure, Router};
 use crate::stats::{self, CloseCause, Stats};
 
 const LISTENER: Token = Token(usize::MAX - 1);
-const WAKER: Token = Token(usize::MAX);
+/// The token of each loop's waker (its [`Mailbox`]).
+pub(super) const WAKER: Token = Token(usize::MAX);
 
 /// Events taken from the poller per turn: 1,024.
 const EVENTS_CAPACITY: usize = 1024;
@@ -42,20 +52,36 @@ fn key_of(token: Token) -> usize {
     token.0
 }
 
+/// What every loop of one server shares.
+#[derive(Debug)]
+pub(super) struct Shared {
+    pub(super) config: ServerConfig,
+    pub(super) router: Arc<Router>,
+    /// Every loop's mailbox, by loop index.
+    pub(super) mailboxes: Arc<[Arc<Mailbox>]>,
+    pub(super) workers: Option<WorkerPool>,
+    /// Connections open on all loops (accepted and not yet closed), for `max_connections`.
+    pub(super) open: AtomicUsize,
+    pub(super) stop: Arc<AtomicBool>,
+}
+
 #[derive(Debug)]
 pub(super) struct EventLoop {
+    index: usize,
     poll: Poll,
-    listener: TcpListener,
-    local_addr: SocketAddr,
-    handle: ServerHandle,
-    config: ServerConfig,
-    router: Arc<Router>,
+    /// Loop 0's: the listening socket.
+    listener: Option<TcpListener>,
+    shared: Arc<Shared>,
+    mailbox: Arc<Mailbox>,
     stats: Arc<Stats>,
     conns: Slab<Conn>,
     next_id: u64,
     turn: u64,
     buffers: BufferPool,
-    workers: Option<WorkerPool>,
+    /// The loop the next accepted connection goes to.
+    next_loop: usize,
+    /// Connections accepted this turn for each other loop, handed over at the end of it.
+    handoff: Vec<Vec<Accepted>>,
     /// Connections to serve next turn though their sockets may report nothing (they used up
     /// their budget).
     ready: Vec<usize>,
@@ -66,80 +92,64 @@ pub(super) struct EventLoop {
     next_sweep: Instant,
     calls: Vec<BlockingCall>,
     completed: Vec<Completed>,
+    accepted: Vec<Accepted>,
     scratch_keys: Vec<usize>,
 }
 
 impl EventLoop {
+    /// Loop `index` of `shared.mailboxes.len()`, polling with `poll` (with which its mailbox's
+    /// waker was made); `listener` is given to loop 0 only.
     pub(super) fn new(
-        config: ServerConfig,
-        router: Arc<Router>,
-        stats: Arc<Stats>,
+        index: usize,
+        poll: Poll,
+        mut listener: Option<TcpListener>,
+        shared: Arc<Shared>,
     ) -> io::Result<Self> {
-        let poll = Poll::new()?;
-        let mut listener = TcpListener::bind(config.addr)?;
-        set_backlog(&listener, config.backlog)?;
-        let local_addr = listener.local_addr()?;
-        poll.registry()
-            .register(&mut listener, LISTENER, Interest::READABLE)?;
-        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-        let workers = if router.has_blocking() {
-            Some(WorkerPool::start(
-                config.workers,
-                config.worker_queue,
-                Arc::clone(&waker),
-                Arc::clone(&stats),
-            )?)
-        } else {
-            None
-        };
-        let handle = ServerHandle {
-            stop: Arc::new(AtomicBool::new(false)),
-            waker,
-        };
-        let c = &config.connection;
-        let max_connections = config.max_connections;
+        if let Some(listener) = &mut listener {
+            poll.registry()
+                .register(listener, LISTENER, Interest::READABLE)?;
+        }
+        let mailbox = Arc::clone(&shared.mailboxes[index]);
+        let stats = Arc::clone(&mailbox.stats);
+        let loops = shared.mailboxes.len();
+        let c = &shared.config.connection;
         let shortest = [c.frame_timeout, c.idle_timeout, c.write_timeout, c.linger]
             .into_iter()
             .min()
             .unwrap_or(Duration::from_secs(1));
         let tick = (shortest / 8).clamp(Duration::from_millis(10), Duration::from_secs(1));
+        // Reserved up front (this loop's share, up to 65,536 entries), so the slab seldom
+        // doubles and copies; the pages of a reservation are only touched, and counted in
+        // RSS, as connections fill it.
+        let share = shared.config.max_connections.div_ceil(loops.max(1));
+        let spare_fd = if listener.is_some() {
+            File::open("/dev/null").ok()
+        } else {
+            None
+        };
         Ok(EventLoop {
+            index,
             poll,
             listener,
-            local_addr,
-            handle,
-            config,
-            router,
+            conns: Slab::with_capacity(share.min(1 << 16)),
+            shared,
+            mailbox,
             stats,
-            // Reserved up front (up to 65,536 entries), so the slab never doubles and copies;
-            // the pages of a reservation are only touched, and counted in RSS, as connections
-            // fill it.
-            conns: Slab::with_capacity(max_connections.min(1 << 16)),
             next_id: 0,
             turn: 0,
             buffers: BufferPool::new(),
-            workers,
+            next_loop: 0,
+            handoff: (0..loops).map(|_| Vec::new()).collect(),
             ready: Vec::new(),
-            spare_fd: File::open("/dev/null").ok(),
+            spare_fd,
             accept_paused_until: None,
             tick,
             next_sweep: Instant::now() + tick,
             calls: Vec::new(),
             completed: Vec::new(),
+            accepted: Vec::new(),
             scratch_keys: Vec::new(),
         })
-    }
-
-    pub(super) fn local_addr(&self) -> SocketAddr {
-        self.local_addr
-    }
-
-    pub(super) fn handle(&self) -> ServerHandle {
-        self.handle.clone()
-    }
-
-    pub(super) fn stats(&self) -> Arc<Stats> {
-        Arc::clone(&self.stats)
     }
 
     /// How long the next poll may wait: not at all if connections are ready, else until the
@@ -156,8 +166,18 @@ impl EventLoop {
             .map(|at| at.saturating_duration_since(now))
     }
 
+    fn is_stopping(&self) -> bool {
+        self.shared.stop.load(Ordering::SeqCst)
+    }
+
     pub(super) fn run(mut self) -> io::Result<()> {
-        log::info!("listening on {}", self.local_addr);
+        if let Some(listener) = &self.listener {
+            log::info!(
+                "listening on {} with {} event loops",
+                listener.local_addr()?,
+                self.shared.mailboxes.len()
+            );
+        }
         let mut events = Events::with_capacity(EVENTS_CAPACITY);
         loop {
             let timeout = self.poll_timeout(Instant::now());
@@ -172,8 +192,18 @@ impl EventLoop {
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept(now),
-                    WAKER => self.take_completed(now),
-                    token => self.serve(key_of(token), now),
+                    WAKER => self.take_mail(now),
+                    token => {
+                        let key = key_of(token);
+                        if event.is_read_closed() || event.is_error() {
+                            // Sticky: the end of stream (or error) is reported once, and a
+                            // short read does not consume it.
+                            if let Some(conn) = self.conns.get_mut(key) {
+                                conn.read_closed = true;
+                            }
+                        }
+                        self.serve(key, now);
+                    }
                 }
             }
             let ready = std::mem::take(&mut self.ready);
@@ -193,17 +223,70 @@ impl EventLoop {
                 self.sweep(now);
                 self.next_sweep = now + self.tick;
             }
-            if self.handle.is_stopping() {
+            if self.is_stopping() {
                 self.shut_down();
                 return Ok(());
             }
         }
     }
 
-    /// Accepts until the listener would block (mio's listener is edge-triggered).
+    /// Accepts what is waiting, then hands each other loop its share in one batch.
     fn accept(&mut self, now: Instant) {
+        self.accept_waiting(now);
+        for (index, batch) in self.handoff.iter_mut().enumerate() {
+            self.shared.mailboxes[index].push_accepted(batch);
+        }
+    }
+
+    /// Takes what other threads left in the mailbox: connections to serve, finished calls.
+    fn take_mail(&mut self, now: Instant) {
+        let mut accepted = std::mem::take(&mut self.accepted);
+        self.mailbox.take_accepted(&mut accepted);
+        for Accepted { stream, peer } in accepted.drain(..) {
+            self.insert(stream, peer, now);
+        }
+        self.accepted = accepted;
+        self.take_completed(now);
+    }
+
+    /// Makes `stream` one of this loop's connections.
+    fn insert(&mut self, mut stream: TcpStream, peer: SocketAddr, now: Instant) {
+        let entry = self.conns.vacant_entry();
+        let key = entry.key();
+        if let Err(err) =
+            self.poll
+                .registry()
+                .register(&mut stream, token_of(key), Interest::READABLE)
+        {
+            log::error!("cannot register {peer}: {err}");
+            self.shared.open.fetch_sub(1, Ordering::Relaxed);
+            return;
+        }
+        log::debug!("accepted {peer} as {}/{key}", self.index);
+        self.next_id += 1;
+        entry.insert(Conn {
+            stream,
+            peer,
+            id: self.next_id,
+            state: Connection::new(self.shared.config.connection, Arc::clone(&self.stats), now),
+            interest: Interest::READABLE,
+            read_closed: false,
+            accounted: 0,
+            queued: false,
+            turn: 0,
+        });
+        stats::shift(&self.stats.connections_open, 1);
+    }
+
+    /// Accepts until the listener would block (mio's listener is edge-triggered), dealing the
+    /// connections out to the loops in turn.
+    fn accept_waiting(&mut self, now: Instant) {
+        let max_connections = self.shared.config.max_connections;
         loop {
-            let (mut stream, peer) = match self.listener.accept() {
+            let Some(listener) = &self.listener else {
+                return;
+            };
+            let (mut stream, peer) = match listener.accept() {
                 Ok(accepted) => accepted,
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
@@ -229,58 +312,42 @@ impl EventLoop {
                     return;
                 }
             };
-            if self.conns.len() >= self.config.max_connections {
+            let open = self.shared.open.load(Ordering::Relaxed);
+            if open >= max_connections {
                 stats::inc(&self.stats.connections_rejected);
-                log::warn!(
-                    "rejecting {peer}: {} connections open, the limit",
-                    self.conns.len()
-                );
-                let message = format!(
-                    "server has reached its limit of {} connections",
-                    self.config.max_connections
-                );
+                log::warn!("rejecting {peer}: {open} connections open, the limit");
+                let message =
+                    format!("server has reached its limit of {max_connections} connections");
                 reject(&mut stream, &message);
                 continue;
             }
             if let Err(err) = stream.set_nodelay(true) {
                 log::debug!("{peer}: cannot set TCP_NODELAY: {err}");
             }
-            let entry = self.conns.vacant_entry();
-            let key = entry.key();
-            if let Err(err) =
-                self.poll
-                    .registry()
-                    .register(&mut stream, token_of(key), Interest::READABLE)
-            {
-                log::error!("cannot register {peer}: {err}");
-                continue;
-            }
-            log::debug!("accepted {peer} as {key}");
-            self.next_id += 1;
-            entry.insert(Conn {
-                stream,
-                peer,
-                id: self.next_id,
-                state: Connection::new(self.config.connection, Arc::clone(&self.stats), now),
-                interest: Interest::READABLE,
-                accounted: 0,
-                queued: false,
-                turn: 0,
-            });
+            self.shared.open.fetch_add(1, Ordering::Relaxed);
             stats::inc(&self.stats.connections_accepted);
-            stats::shift(&self.stats.connections_open, 1);
+            let target = self.next_loop;
+            self.next_loop = (target + 1) % self.handoff.len();
+            if target == self.index {
+                self.insert(stream, peer, now);
+            } else {
+                self.handoff[target].push(Accepted { stream, peer });
+            }
         }
     }
 
     /// Out of descriptors: frees the spare, accepts the waiting connection on it, refuses it
     /// with RESOURCE_EXHAUSTED, and takes the spare back.
     fn refuse_without_fd(&mut self) -> FdRefusal {
+        let Some(listener) = &self.listener else {
+            return FdRefusal::NothingWaiting;
+        };
         let Some(spare) = self.spare_fd.take() else {
             self.spare_fd = File::open("/dev/null").ok();
             return FdRefusal::NoSpare;
         };
         drop(spare);
-        let outcome = match self.listener.accept() {
+        let outcome = match listener.accept() {
             Ok((mut stream, peer)) => {
                 stats::inc(&self.stats.connections_rejected_fd);
                 log::warn!("rejecting {peer}: out of file descriptors");
@@ -310,13 +377,17 @@ impl EventLoop {
         }
         let had_reason = conn.state.close_reason().is_some();
         conn.state.lend_buffers(&mut self.buffers);
-        let origin = Origin { key, id: conn.id };
+        let origin = Origin {
+            event_loop: self.index,
+            key,
+            id: conn.id,
+        };
         let served = loop {
-            let served = serve_io(conn, &self.router, now);
+            let served = serve_io(conn, &self.shared.router, now);
             conn.state.take_blocking(&mut self.calls);
             let mut refused_any = false;
             for call in self.calls.drain(..) {
-                let refused = match &self.workers {
+                let refused = match &self.shared.workers {
                     Some(workers) => workers.submit(origin, call),
                     None => Err(call),
                 };
@@ -380,10 +451,7 @@ impl EventLoop {
     /// Gives finished blocking calls to their connections (if still open) and serves each
     /// of those once.
     fn take_completed(&mut self, now: Instant) {
-        let Some(workers) = &self.workers else {
-            return;
-        };
-        workers.take_completed(&mut self.completed);
+        self.mailbox.take_completed(&mut self.completed);
         let mut keys = std::mem::take(&mut self.scratch_keys);
         for done in self.completed.drain(..) {
             if let Some(conn) = self.conns.get_mut(done.origin.key) {
@@ -442,6 +510,7 @@ impl EventLoop {
             (None, false) => CloseCause::Peer,
         };
         self.stats.closed(cause);
+        self.shared.open.fetch_sub(1, Ordering::Relaxed);
         stats::shift(&self.stats.connections_open, -1);
         stats::shift(&self.stats.buffered_bytes, -(conn.accounted as i64));
         log::debug!("closed {} ({:?})", conn.peer, reason);
@@ -454,6 +523,11 @@ impl EventLoop {
         );
         let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
         let now = Instant::now();
+        // Connections handed over but not yet served are closed unanswered.
+        self.mailbox.take_accepted(&mut self.accepted);
+        let unserved = self.accepted.len();
+        self.accepted.clear();
+        self.shared.open.fetch_sub(unserved, Ordering::Relaxed);
         for key in keys {
             if let Some(conn) = self.conns.get_mut(key) {
                 conn.state
@@ -487,8 +561,7 @@ fn account(conn: &mut Conn, stats: &Stats) {
 /// Sets the listen backlog: the connections the kernel completes and queues before the loop
 /// accepts them (mio binds with 128). Linux and the BSDs let `listen` be called again on a
 /// listening socket to change it; the kernel caps it at `net.core.somaxconn`.
-fn set_backlog(listener: &TcpListener, backlog: u32) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
+pub(super) fn set_backlog(listener: &TcpListener, backlog: u32) -> io::Result<()> {
     let backlog = libc::c_int::try_from(backlog).unwrap_or(libc::c_int::MAX);
     // SAFETY: `listen` takes a descriptor and an integer and touches no memory of ours; the
     // descriptor is the listener's own, open for as long as `listener` is borrowed.
@@ -524,24 +597,37 @@ fn log_close_reason(conn: &Conn) {
     }
 }
 
-/// Moves bytes for one connection until its socket would block or a limit stops it.
+/// Moves bytes for one connection until its socket is drained or a limit stops it.
 ///
-/// mio's readiness is edge-triggered: a socket that was not read to `WouldBlock`, or input
-/// left in the read buffer, raises no new event. So this goes round again whenever a round
-/// made progress and work may remain (a pause lifted because output drained, frames held
-/// back by a limit); the turn budget bounds the rounds.
+/// mio's readiness is edge-triggered: a socket that was not read dry, or input left in the
+/// read buffer, raises no new event. A read that fills less than the room it was given has
+/// read the socket dry (the kernel hands over everything it holds), and any byte that
+/// arrives after it raises a new edge; so the loop stops reading there instead of paying for
+/// one more `read` that would only say `WouldBlock` (tokio's rule too). The end of stream is
+/// the exception: it was reported once, and only a read that returns 0 consumes it, so once
+/// the poller has said the peer closed (`read_closed`) the loop reads until it sees it.
+/// Otherwise this goes
+/// round again whenever a round made progress and work may remain (a pause lifted because
+/// output drained, frames held back by a limit); the turn budget bounds the rounds.
 fn serve_io(conn: &mut Conn, router: &Router, now: Instant) -> io::Result<()> {
+    let mut drained = false;
+    let short_read_drains = !conn.read_closed;
     loop {
         let queued = conn.state.queued_output();
         let mut frames = 0;
         // Flush first: output drained below the high-water mark lets reading resume.
         conn.state.flush_to(&mut conn.stream, now)?;
-        while conn.state.wants_read() {
-            match conn.state.read_from(&mut conn.stream) {
+        while !drained && conn.state.wants_read() {
+            let stream = &conn.stream;
+            match conn
+                .state
+                .read_with(|buf| read_spare(stream, buf, short_read_drains, &mut drained))
+            {
                 Ok(0) => break,
                 Ok(_) => {
                     frames += conn.state.process(now, router);
-                    // Write as we go, so a pipelining client's responses do not pile up.
+                    // Write as we go, so a pipelining client's responses do not pile up; all
+                    // the answers to one read go out in one write.
                     conn.state.flush_to(&mut conn.stream, now)?;
                 }
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
@@ -559,11 +645,46 @@ fn serve_io(conn: &mut Conn, router: &Router, now: Instant) -> io::Result<()> {
             continue;
         }
         let progress = frames > 0 || conn.state.queued_output() < queued;
-        if progress && (conn.state.wants_read() || conn.state.has_decodable_input()) {
+        let more_to_read = conn.state.wants_read() && !drained;
+        if progress && (more_to_read || conn.state.has_decodable_input()) {
             continue;
         }
         return Ok(());
     }
+}
+
+/// Reads from `stream` into the spare capacity of `buf`, without zero-filling it first, and
+/// sets `drained` when the socket has nothing more: `WouldBlock`, end of stream, or (if
+/// `short_read_drains`) fewer bytes than there was room for.
+fn read_spare(
+    stream: &TcpStream,
+    buf: &mut BytesMut,
+    short_read_drains: bool,
+    drained: &mut bool,
+) -> io::Result<usize> {
+    let spare = buf.spare_capacity_mut();
+    let room = spare.len();
+    // SAFETY: `read(2)` writes at most `room` bytes, starting at the pointer, into memory we
+    // own: the spare capacity of `buf`, exactly `room` bytes long and borrowed mutably for
+    // the call. Writing bytes into uninitialised `MaybeUninit<u8>` memory is sound. The
+    // descriptor is the stream's own, open for as long as `stream` is borrowed.
+    let read = unsafe { libc::read(stream.as_raw_fd(), spare.as_mut_ptr().cast(), room) };
+    let Ok(n) = usize::try_from(read) else {
+        let err = io::Error::last_os_error();
+        if err.kind() == io::ErrorKind::WouldBlock {
+            *drained = true;
+        }
+        return Err(err);
+    };
+    // `read` returned how many bytes it wrote: never more than `room`.
+    let n = n.min(room);
+    // SAFETY: the first `n` bytes of the spare capacity were initialised by `read` above, and
+    // `len + n` is within the capacity, so they may become part of the buffer.
+    unsafe { buf.set_len(buf.len() + n) };
+    if n == 0 || (short_read_drains && n < room) {
+        *drained = true;
+    }
+    Ok(n)
 }
 
 /// Tells a refused connection why, in one non-blocking write, and drops it.

@@ -1,8 +1,15 @@
-//! The server: a mio event loop that accepts connections and serves them through a [`Router`].
+//! The server: mio event loops that accept connections and serve them through a [`Router`].
 //!
 //! This module and [`client`](crate::client) are the only places that touch sockets. Each
-//! connection's protocol state is a sans-IO [`Connection`]; the loop moves bytes between it
+//! connection's protocol state is a sans-IO [`Connection`]; its loop moves bytes between it
 //! and the socket and keeps the socket's interest in step with it.
+//!
+//! A server runs [`ServerBuilder::loops`] event loops (default: one per available core), each
+//! on its own thread with its own poller, slab of connections, buffer pool and counters. The
+//! first loop accepts and deals connections out to the loops in turn; a connection is served
+//! by one loop for life, and its inline handlers run on that loop's thread. The loops share
+//! the [`Router`] (read-only), the worker pool for blocking handlers, and one count of open
+//! connections.
 //!
 //! # Examples
 //!
@@ -33,24 +40,30 @@
 
 mod config;
 mod event_loop;
+mod mailbox;
 mod workers;
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use mio::Waker;
+use mio::net::TcpListener;
+use mio::{Poll, Waker};
 
-pub use config::{ServerConfig, DEFAULT_ADDR, DEFAULT_BACKLOG, DEFAULT_MAX_CONNECTIONS};
+pub use config::{
+    default_loops, ServerConfig, DEFAULT_ADDR, DEFAULT_BACKLOG, DEFAULT_MAX_CONNECTIONS,
+};
 pub use workers::{DEFAULT_WORKERS, DEFAULT_WORKER_QUEUE};
 
 use crate::connection::Connection;
 use crate::service::Router;
-use crate::stats::Stats;
-use event_loop::EventLoop;
+use crate::stats::{ServerStats, Stats};
+use event_loop::{EventLoop, Shared};
+use mailbox::Mailbox;
+use workers::WorkerPool;
 
 /// Builds a [`Server`]: `Server::builder().addr(..).max_body_len(..).bind(router)`.
 #[derive(Clone, Debug, Default)]
@@ -174,6 +187,15 @@ impl ServerBuilder {
         self
     }
 
+    /// Event loops, each on its own thread with its own poller and slab; connections are
+    /// dealt out to them in turn. Default [`default_loops`]: the number of cores the process
+    /// may use (`std::thread::available_parallelism`), or 1 if that is unknown. At least 1.
+    /// One loop is the right choice when the server shares a small machine with its load.
+    pub fn loops(mut self, loops: usize) -> Self {
+        self.config.loops = loops.max(1);
+        self
+    }
+
     /// Worker threads that run blocking handlers
     /// ([`Router::register_blocking`]), default [`DEFAULT_WORKERS`] (16); started only if
     /// the router has a blocking handler. At least 1.
@@ -195,17 +217,18 @@ impl ServerBuilder {
         &self.config
     }
 
-    /// Binds the listening socket and prepares the loop; nothing is served until
+    /// Binds the listening socket and prepares the loops; nothing is served until
     /// [`Server::run`] or [`Server::spawn`]. Registers the built-in admin service (service 0,
     /// [`crate::admin`]) on `router`, and starts the worker pool if `router` has blocking
     /// handlers.
     ///
     /// # Errors
     /// `InvalidInput` when the output hard cap is below the high-water mark; otherwise the IO
-    /// error of creating the poller, binding the address (`AddrInUse` when taken) or starting
+    /// error of creating the pollers, binding the address (`AddrInUse` when taken) or starting
     /// the worker threads.
     pub fn bind(self, mut router: Router) -> io::Result<Server> {
-        let limits = &self.config.connection;
+        let config = self.config;
+        let limits = &config.connection;
         if limits.output_hard_cap < limits.output_high_water {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -215,17 +238,65 @@ impl ServerBuilder {
                 ),
             ));
         }
-        let stats = Arc::new(Stats::new());
-        crate::admin::register(&mut router, Arc::clone(&stats));
-        let event_loop = EventLoop::new(self.config, Arc::new(router), stats)?;
-        Ok(Server { event_loop })
+        let loops = config.loops.max(1);
+        let mut polls = Vec::with_capacity(loops);
+        let mut mailboxes = Vec::with_capacity(loops);
+        for _ in 0..loops {
+            let poll = Poll::new()?;
+            let waker = Waker::new(poll.registry(), event_loop::WAKER)?;
+            mailboxes.push(Arc::new(Mailbox::new(waker, Arc::new(Stats::new()))));
+            polls.push(poll);
+        }
+        let mailboxes: Arc<[Arc<Mailbox>]> = mailboxes.into();
+        let stats = ServerStats::new(mailboxes.iter().map(|m| Arc::clone(&m.stats)).collect());
+        crate::admin::register(&mut router, stats.clone());
+        let listener = TcpListener::bind(config.addr)?;
+        event_loop::set_backlog(&listener, config.backlog)?;
+        let local_addr = listener.local_addr()?;
+        let workers = if router.has_blocking() {
+            Some(WorkerPool::start(
+                config.workers,
+                config.worker_queue,
+                Arc::clone(&mailboxes),
+            )?)
+        } else {
+            None
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let handle = ServerHandle {
+            stop: Arc::clone(&stop),
+            mailboxes: Arc::clone(&mailboxes),
+        };
+        let shared = Arc::new(Shared {
+            config,
+            router: Arc::new(router),
+            mailboxes,
+            workers,
+            open: AtomicUsize::new(0),
+            stop,
+        });
+        let mut listener = Some(listener);
+        let event_loops = polls
+            .into_iter()
+            .enumerate()
+            .map(|(index, poll)| EventLoop::new(index, poll, listener.take(), Arc::clone(&shared)))
+            .collect::<io::Result<Vec<_>>>()?;
+        Ok(Server {
+            loops: event_loops,
+            local_addr,
+            handle,
+            stats,
+        })
     }
 }
 
 /// A bound server, ready to run. See the [module docs](self).
 #[derive(Debug)]
 pub struct Server {
-    event_loop: EventLoop,
+    loops: Vec<EventLoop>,
+    local_addr: SocketAddr,
+    handle: ServerHandle,
+    stats: ServerStats,
 }
 
 impl Server {
@@ -236,28 +307,65 @@ impl Server {
 
     /// The address the server listens on.
     pub fn local_addr(&self) -> SocketAddr {
-        self.event_loop.local_addr()
+        self.local_addr
     }
 
     /// A handle that stops the server from another thread.
     pub fn handle(&self) -> ServerHandle {
-        self.event_loop.handle()
+        self.handle.clone()
     }
 
-    /// The server's counters, shared with the loop; readable while it runs.
-    pub fn stats(&self) -> Arc<Stats> {
-        self.event_loop.stats()
+    /// The server's counters, summed over its loops; readable while it runs.
+    pub fn stats(&self) -> ServerStats {
+        self.stats.clone()
     }
 
-    /// Serves on this thread until [`ServerHandle::shutdown`] is called.
+    /// Serves until [`ServerHandle::shutdown`] is called: the first loop on this thread, each
+    /// other on a thread of its own named `courier-loop-N`. Returns when every loop has
+    /// stopped; a loop that fails stops the others.
     ///
     /// # Errors
-    /// An IO error of the poller itself; errors of single connections only close them.
+    /// The first IO error of a poller itself (errors of single connections only close them),
+    /// or of spawning a loop's thread; a panic of a loop thread is reported as
+    /// `io::ErrorKind::Other`.
     pub fn run(self) -> io::Result<()> {
-        self.event_loop.run()
+        let Server { loops, handle, .. } = self;
+        let mut loops = loops.into_iter();
+        let Some(first) = loops.next() else {
+            return Ok(());
+        };
+        let mut threads = Vec::new();
+        let mut result = Ok(());
+        for (n, event_loop) in loops.enumerate() {
+            let loop_handle = handle.clone();
+            let spawned = thread::Builder::new()
+                .name(format!("courier-loop-{}", n + 1))
+                .spawn(move || run_loop(event_loop, &loop_handle));
+            match spawned {
+                Ok(thread) => threads.push(thread),
+                Err(err) => {
+                    handle.shutdown();
+                    result = Err(err);
+                    break;
+                }
+            }
+        }
+        let first_result = if result.is_ok() {
+            run_loop(first, &handle)
+        } else {
+            Ok(())
+        };
+        result = result.and(first_result);
+        for thread in threads {
+            let joined = thread
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("server loop thread panicked")));
+            result = result.and(joined);
+        }
+        result
     }
 
-    /// Serves on a new thread named `courier-server`.
+    /// Serves on a new thread named `courier-server` (which runs the first loop).
     ///
     /// # Errors
     /// The error of spawning the thread.
@@ -277,35 +385,41 @@ impl Server {
     }
 }
 
+/// Runs one loop; if it fails, stops the others.
+fn run_loop(event_loop: EventLoop, handle: &ServerHandle) -> io::Result<()> {
+    let result = event_loop.run();
+    if let Err(err) = &result {
+        log::error!("server loop failed: {err}; stopping the server");
+        handle.shutdown();
+    }
+    result
+}
+
 /// Stops a running server from any thread. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct ServerHandle {
     stop: Arc<AtomicBool>,
-    waker: Arc<Waker>,
+    mailboxes: Arc<[Arc<Mailbox>]>,
 }
 
 impl ServerHandle {
-    /// Asks the loop to stop: every connection is sent GOAWAY with the last request id it was
-    /// answered, given one attempt to flush, and closed; then [`Server::run`] returns.
+    /// Asks every loop to stop: every connection is sent GOAWAY with the last request id it
+    /// was answered, given one attempt to flush, and closed; then [`Server::run`] returns.
     pub fn shutdown(&self) {
         self.stop.store(true, Ordering::SeqCst);
-        if let Err(err) = self.waker.wake() {
-            log::error!("cannot wake the server loop: {err}");
+        for mailbox in self.mailboxes.iter() {
+            mailbox.wake();
         }
-    }
-
-    pub(crate) fn is_stopping(&self) -> bool {
-        self.stop.load(Ordering::SeqCst)
     }
 }
 
-/// A server running on its own thread, from [`Server::spawn`]. Dropping it stops the server
-/// and waits for the thread.
+/// A server running on its own threads, from [`Server::spawn`]. Dropping it stops the server
+/// and waits for the threads.
 #[derive(Debug)]
 pub struct RunningServer {
     handle: ServerHandle,
     addr: SocketAddr,
-    stats: Arc<Stats>,
+    stats: ServerStats,
     thread: Option<JoinHandle<io::Result<()>>>,
 }
 
@@ -320,15 +434,15 @@ impl RunningServer {
         self.handle.clone()
     }
 
-    /// The server's counters.
-    pub fn stats(&self) -> &Stats {
+    /// The server's counters, summed over its loops.
+    pub fn stats(&self) -> &ServerStats {
         &self.stats
     }
 
-    /// Stops the server and waits for its thread.
+    /// Stops the server and waits for its threads.
     ///
     /// # Errors
-    /// The loop's IO error; a panic of the loop thread is reported as `io::ErrorKind::Other`.
+    /// A loop's IO error; a panic of a loop thread is reported as `io::ErrorKind::Other`.
     pub fn shutdown(mut self) -> io::Result<()> {
         self.stop_and_join()
     }
@@ -361,6 +475,9 @@ struct Conn {
     id: u64,
     state: Connection,
     interest: mio::Interest,
+    /// Whether the poller has reported the peer's end of stream (or an error): from then on
+    /// the socket is read until a read says so, not only until a short read.
+    read_closed: bool,
     /// Bytes this connection has added to the `buffered_bytes` gauge.
     accounted: usize,
     /// Whether it is already on the loop's list to serve next turn.

@@ -11,7 +11,7 @@ use courier::connection::{
     DEFAULT_OUTPUT_HIGH_WATER, DEFAULT_WRITE_TIMEOUT,
 };
 use courier::proto::DEFAULT_MAX_BODY_LEN;
-use courier::server::{Server, DEFAULT_MAX_CONNECTIONS, DEFAULT_WORKERS};
+use courier::server::{default_loops, Server, DEFAULT_MAX_CONNECTIONS, DEFAULT_WORKERS};
 use courier::service::Router;
 
 /// The limits every bundled server takes on its command line; the defaults are the
@@ -45,6 +45,9 @@ pub struct Limits {
     /// Worker threads for blocking handlers.
     #[arg(long, default_value_t = DEFAULT_WORKERS)]
     pub workers: usize,
+    /// Event loops, each on its own thread (default: the number of available cores).
+    #[arg(long, default_value_t = default_loops())]
+    pub loops: usize,
 }
 
 fn seconds(flag: &str, secs: f64) -> Result<Duration> {
@@ -118,6 +121,7 @@ fn serve(name: &str, addr: SocketAddr, limits: &Limits, router: Router) -> Resul
         .output_hard_cap(limits.output_hard_cap)
         .max_in_flight(limits.max_in_flight)
         .workers(limits.workers)
+        .loops(limits.loops)
         .bind(router)
         .map_err(|err| match err.kind() {
             std::io::ErrorKind::AddrInUse => anyhow::anyhow!(

@@ -1,0 +1,93 @@
+//! What other threads hand to an event loop: newly accepted connections (from the loop that
+//! accepts), finished blocking calls (from the worker pool), and the waker that tells it.
+//!
+//! Each loop owns one [`Mailbox`]; senders push under a short lock and wake the loop only
+//! when the list was empty, so a burst costs one wake-up. The loop empties both lists when
+//! its waker fires.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use mio::net::TcpStream;
+use mio::Waker;
+
+use super::workers::Completed;
+use crate::stats::Stats;
+
+/// A connection accepted by one loop for another to serve.
+#[derive(Debug)]
+pub(crate) struct Accepted {
+    pub(crate) stream: TcpStream,
+    pub(crate) peer: SocketAddr,
+}
+
+/// One loop's inbox. See the [module docs](self).
+#[derive(Debug)]
+pub(crate) struct Mailbox {
+    waker: Waker,
+    /// The loop's counters, also written by worker threads for the loop's calls.
+    pub(crate) stats: Arc<Stats>,
+    completed: Mutex<Vec<Completed>>,
+    accepted: Mutex<Vec<Accepted>>,
+}
+
+fn lock<T>(list: &Mutex<Vec<T>>) -> MutexGuard<'_, Vec<T>> {
+    // Each critical section is one push or one swap, so a poisoned list is still whole.
+    list.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Mailbox {
+    pub(crate) fn new(waker: Waker, stats: Arc<Stats>) -> Self {
+        Mailbox {
+            waker,
+            stats,
+            completed: Mutex::new(Vec::new()),
+            accepted: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Wakes the loop (to stop, or to look at its lists).
+    pub(crate) fn wake(&self) {
+        if let Err(err) = self.waker.wake() {
+            log::error!("cannot wake a server loop: {err}");
+        }
+    }
+
+    /// Hands the loop a finished blocking call; wakes it if the list was empty.
+    pub(crate) fn push_completed(&self, done: Completed) {
+        let was_empty = {
+            let mut list = lock(&self.completed);
+            list.push(done);
+            list.len() == 1
+        };
+        if was_empty {
+            self.wake();
+        }
+    }
+
+    /// Hands the loop accepted connections; wakes it if its list was empty.
+    pub(crate) fn push_accepted(&self, batch: &mut Vec<Accepted>) {
+        if batch.is_empty() {
+            return;
+        }
+        let was_empty = {
+            let mut list = lock(&self.accepted);
+            let was_empty = list.is_empty();
+            list.append(batch);
+            was_empty
+        };
+        if was_empty {
+            self.wake();
+        }
+    }
+
+    /// Moves every finished call into `out`.
+    pub(crate) fn take_completed(&self, out: &mut Vec<Completed>) {
+        out.append(&mut lock(&self.completed));
+    }
+
+    /// Moves every connection handed over into `out`.
+    pub(crate) fn take_accepted(&self, out: &mut Vec<Accepted>) {
+        out.append(&mut lock(&self.accepted));
+    }
+}
