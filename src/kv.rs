@@ -135,45 +135,19 @@ fn check_key(key: &[u8]) -> Result<(), MessageError> {
     Ok(())
 }
 
-/// The in-memory store behind the kv service. Cheap to share: clone the `Arc`.
+/// Shards of a [`Store`]: 64, a power of two well above the event loops of any machine this
+/// runs on, so two loops seldom want the same lock at once.
+pub const SHARDS: usize = 64;
+
+/// One shard: its own lock and map, alone on its cache lines (128 bytes, the unit the
+/// adjacent-line prefetcher pulls in) so that locking one never slows another.
 #[derive(Debug, Default)]
-pub struct Store {
+#[repr(align(128))]
+struct Shard {
     map: RwLock<HashMap<Bytes, Bytes>>,
 }
 
-impl Store {
-    /// An empty store.
-    pub fn new() -> Self {
-        Store::default()
-    }
-
-    /// The value of `key`.
-    pub fn get(&self, key: &[u8]) -> Option<Bytes> {
-        self.read().get(key).cloned()
-    }
-
-    /// Stores `value` under `key`. Both are copied, so the store never pins a connection's
-    /// read buffer.
-    pub fn set(&self, key: &[u8], value: &[u8]) {
-        self.write()
-            .insert(Bytes::copy_from_slice(key), Bytes::copy_from_slice(value));
-    }
-
-    /// Removes `key`; `true` if it was there.
-    pub fn delete(&self, key: &[u8]) -> bool {
-        self.write().remove(key).is_some()
-    }
-
-    /// Number of keys.
-    pub fn len(&self) -> usize {
-        self.read().len()
-    }
-
-    /// `true` when the store holds no key.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
+impl Shard {
     fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<Bytes, Bytes>> {
         // A panic while holding the lock cannot leave the map half-updated (each operation is
         // one HashMap call), so a poisoned lock is still consistent.
@@ -182,6 +156,80 @@ impl Store {
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<Bytes, Bytes>> {
         self.map.write().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The in-memory store behind the kv service. Cheap to share: clone the `Arc`.
+///
+/// Keys are spread over [`SHARDS`] shards, each a reader-writer lock around a `HashMap`, so
+/// event loops on different cores work on different locks and no one lock serialises the
+/// server. The shard is picked by FNV-1a over the key; each map still hashes with std's
+/// randomly keyed SipHash, so keys chosen to collide can at worst crowd one shard's lock,
+/// never turn a map's lookups linear.
+#[derive(Debug)]
+pub struct Store {
+    shards: Box<[Shard]>,
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        Store {
+            shards: (0..SHARDS).map(|_| Shard::default()).collect(),
+        }
+    }
+}
+
+/// The shard of `key`: FNV-1a (64-bit; offset basis and prime from the FNV specification,
+/// draft-eastlake-fnv), high bits folded in.
+fn shard_of(key: &[u8]) -> usize {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for &byte in key {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    ((hash ^ (hash >> 32)) as usize) & (SHARDS - 1)
+}
+
+impl Store {
+    /// An empty store.
+    pub fn new() -> Self {
+        Store::default()
+    }
+
+    fn shard(&self, key: &[u8]) -> &Shard {
+        &self.shards[shard_of(key)]
+    }
+
+    /// The value of `key`.
+    pub fn get(&self, key: &[u8]) -> Option<Bytes> {
+        self.shard(key).read().get(key).cloned()
+    }
+
+    /// Stores `value` under `key`. Both are copied (outside the lock), so the store never
+    /// pins a connection's read buffer.
+    pub fn set(&self, key: &[u8], value: &[u8]) {
+        let key = Bytes::copy_from_slice(key);
+        let value = Bytes::copy_from_slice(value);
+        let old = self.shard(&key).write().insert(key, value);
+        // The replaced value is freed after the lock is released.
+        drop(old);
+    }
+
+    /// Removes `key`; `true` if it was there.
+    pub fn delete(&self, key: &[u8]) -> bool {
+        let old = self.shard(key).write().remove(key);
+        old.is_some()
+    }
+
+    /// Number of keys (each shard counted in turn, so not one instant's count while writes
+    /// go on).
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.read().len()).sum()
+    }
+
+    /// `true` when the store holds no key.
+    pub fn is_empty(&self) -> bool {
+        self.shards.iter().all(|s| s.read().is_empty())
     }
 }
 
@@ -201,4 +249,53 @@ pub fn register(router: &mut Router, store: Arc<Store>) {
     router.register(DELETE, move |_ctx, key: Key| {
         Ok(Deleted(store.delete(&key.0)))
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_spread_over_every_shard_and_each_is_found_in_its_own() {
+        let store = Store::new();
+        for i in 0..10_000u32 {
+            store.set(format!("key:{i}").as_bytes(), &i.to_be_bytes());
+        }
+        assert_eq!(store.len(), 10_000);
+        let per_shard: Vec<usize> = store.shards.iter().map(|s| s.read().len()).collect();
+        // 10,000 keys over 64 shards: about 156 each; none empty, none more than twice that.
+        assert!(per_shard.iter().all(|&n| n > 0 && n < 313), "{per_shard:?}");
+        for i in (0..10_000u32).step_by(997) {
+            let key = format!("key:{i}");
+            assert_eq!(
+                store.get(key.as_bytes()).as_deref(),
+                Some(&i.to_be_bytes()[..])
+            );
+            assert!(store.delete(key.as_bytes()));
+            assert_eq!(store.get(key.as_bytes()), None);
+            assert!(!store.delete(key.as_bytes()));
+        }
+    }
+
+    #[test]
+    fn threads_writing_at_once_lose_nothing() {
+        let store = Arc::new(Store::new());
+        let threads: Vec<_> = (0..4u8)
+            .map(|t| {
+                let store = Arc::clone(&store);
+                std::thread::spawn(move || {
+                    for i in 0..2_000u32 {
+                        let key = [&[t][..], &i.to_be_bytes()[..]].concat();
+                        store.set(&key, &key);
+                        assert_eq!(store.get(&key).as_deref(), Some(&key[..]));
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().expect("writer thread");
+        }
+        assert_eq!(store.len(), 8_000);
+        assert!(!store.is_empty());
+    }
 }

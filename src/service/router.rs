@@ -1,6 +1,5 @@
 //! The router: maps (service id, method id) to handlers.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
@@ -158,7 +157,9 @@ impl fmt::Debug for BlockingCall {
 /// ```
 #[derive(Default)]
 pub struct Router {
-    routes: HashMap<u32, Arc<Route>>,
+    /// Sorted by key (service << 16 | method) and searched by bisection: a handful of
+    /// comparisons for the few dozen methods a server has, with no hashing per request.
+    routes: Vec<(u32, Arc<Route>)>,
 }
 
 fn route_key(service: u16, method: u16) -> u32 {
@@ -224,19 +225,31 @@ impl Router {
             handler: Box::new(erased),
             blocking,
         };
-        self.routes
-            .insert(route_key(method.service, method.method), Arc::new(route));
+        let key = route_key(method.service, method.method);
+        let route = Arc::new(route);
+        match self.routes.binary_search_by_key(&key, |(k, _)| *k) {
+            Ok(i) => self.routes[i].1 = route,
+            Err(i) => self.routes.insert(i, (key, route)),
+        }
         self
+    }
+
+    fn find(&self, service: u16, method: u16) -> Option<&Arc<Route>> {
+        let key = route_key(service, method);
+        self.routes
+            .binary_search_by_key(&key, |(k, _)| *k)
+            .ok()
+            .map(|i| &self.routes[i].1)
     }
 
     /// Whether a handler is registered for `service`/`method`.
     pub fn contains(&self, service: u16, method: u16) -> bool {
-        self.routes.contains_key(&route_key(service, method))
+        self.find(service, method).is_some()
     }
 
     /// Whether any handler was registered with [`Router::register_blocking`].
     pub fn has_blocking(&self) -> bool {
-        self.routes.values().any(|r| r.blocking)
+        self.routes.iter().any(|(_, r)| r.blocking)
     }
 
     /// Calls the handler for `service`/`method` on this thread, blocking or not, which appends
@@ -279,8 +292,8 @@ impl Router {
     }
 
     fn lookup(&self, service: u16, method: u16) -> Result<&Arc<Route>, Status> {
-        self.routes.get(&route_key(service, method)).ok_or_else(|| {
-            let known_service = self.routes.keys().any(|k| (k >> 16) as u16 == service);
+        self.find(service, method).ok_or_else(|| {
+            let known_service = self.routes.iter().any(|(k, _)| (k >> 16) as u16 == service);
             Status::unimplemented(if known_service {
                 format!("service {service} has no method {method}")
             } else {
@@ -292,7 +305,7 @@ impl Router {
 
 impl fmt::Debug for Router {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut names: Vec<_> = self.routes.values().map(|r| r.name).collect();
+        let mut names: Vec<_> = self.routes.iter().map(|(_, r)| r.name).collect();
         names.sort_unstable();
         f.debug_struct("Router").field("methods", &names).finish()
     }
