@@ -13,10 +13,12 @@
 //! Keys are 1 to [`MAX_KEY_LEN`] bytes, values 0 to [`MAX_VALUE_LEN`] bytes; a request outside
 //! those limits is answered INVALID_ARGUMENT.
 
-use std::collections::HashMap;
+use std::borrow::Borrow;
+use std::collections::HashSet;
+use std::hash::{Hash, Hasher};
 use std::sync::{Arc, RwLock};
 
-use bytes::{Buf, BufMut, Bytes};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use crate::proto::Status;
 use crate::service::{Message, MessageError, Method, Router};
@@ -139,22 +141,82 @@ fn check_key(key: &[u8]) -> Result<(), MessageError> {
 /// runs on, so two loops seldom want the same lock at once.
 pub const SHARDS: usize = 64;
 
+/// One stored key and its value, in one allocation:
+///
+/// ```text
+/// +------------------+-----------+-------------+
+/// | key length (u16) | key bytes | value bytes |
+/// +------------------+-----------+-------------+
+/// ```
+///
+/// Hashed and compared by its key alone, and borrowable as the key, so a shard is a
+/// `HashSet<Entry>` looked up by `&[u8]`: a lookup touches the table slot and this one
+/// allocation, nothing else.
+#[derive(Debug)]
+struct Entry(Box<[u8]>);
+
+impl Entry {
+    /// `key` must be at most [`MAX_KEY_LEN`] bytes (well within `u16`).
+    fn new(key: &[u8], value: &[u8]) -> Entry {
+        let key_len = u16::try_from(key.len()).unwrap_or(u16::MAX);
+        let key = &key[..usize::from(key_len)];
+        let mut bytes = Vec::with_capacity(2 + key.len() + value.len());
+        bytes.extend_from_slice(&key_len.to_be_bytes());
+        bytes.extend_from_slice(key);
+        bytes.extend_from_slice(value);
+        Entry(bytes.into_boxed_slice())
+    }
+
+    fn key_end(&self) -> usize {
+        2 + usize::from(u16::from_be_bytes([self.0[0], self.0[1]]))
+    }
+
+    fn key(&self) -> &[u8] {
+        &self.0[2..self.key_end()]
+    }
+
+    fn value(&self) -> &[u8] {
+        &self.0[self.key_end()..]
+    }
+}
+
+impl Borrow<[u8]> for Entry {
+    fn borrow(&self) -> &[u8] {
+        self.key()
+    }
+}
+
+// Hash and equality are those of the key, as `Borrow` requires.
+impl Hash for Entry {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.key().hash(state);
+    }
+}
+
+impl PartialEq for Entry {
+    fn eq(&self, other: &Entry) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl Eq for Entry {}
+
 /// One shard: its own lock and map, alone on its cache lines (128 bytes, the unit the
 /// adjacent-line prefetcher pulls in) so that locking one never slows another.
 #[derive(Debug, Default)]
 #[repr(align(128))]
 struct Shard {
-    map: RwLock<HashMap<Bytes, Bytes>>,
+    map: RwLock<HashSet<Entry>>,
 }
 
 impl Shard {
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<Bytes, Bytes>> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashSet<Entry>> {
         // A panic while holding the lock cannot leave the map half-updated (each operation is
-        // one HashMap call), so a poisoned lock is still consistent.
+        // one HashSet call), so a poisoned lock is still consistent.
         self.map.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<Bytes, Bytes>> {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashSet<Entry>> {
         self.map.write().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -200,24 +262,43 @@ impl Store {
         &self.shards[shard_of(key)]
     }
 
-    /// The value of `key`.
+    /// A copy of the value of `key`.
     pub fn get(&self, key: &[u8]) -> Option<Bytes> {
-        self.shard(key).read().get(key).cloned()
+        let shard = self.shard(key).read();
+        shard
+            .get(key)
+            .map(|entry| Bytes::copy_from_slice(entry.value()))
     }
 
-    /// Stores `value` under `key`. Both are copied (outside the lock), so the store never
-    /// pins a connection's read buffer.
+    /// Appends the value of `key` to `out`, copied under the shard's read lock; `false` (and
+    /// nothing appended) when the key is absent. Allocates nothing but what `out` needs to
+    /// grow.
+    pub fn get_into(&self, key: &[u8], out: &mut BytesMut) -> bool {
+        let shard = self.shard(key).read();
+        match shard.get(key) {
+            Some(entry) => {
+                out.extend_from_slice(entry.value());
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Stores `value` under `key`, replacing any value. Key and value are copied into one
+    /// allocation (made outside the lock), so the store never pins a connection's read
+    /// buffer. A key longer than [`MAX_KEY_LEN`] is the caller's error (the kv service
+    /// refuses it); it is cut to 65,535 bytes.
     pub fn set(&self, key: &[u8], value: &[u8]) {
-        let key = Bytes::copy_from_slice(key);
-        let value = Bytes::copy_from_slice(value);
-        let old = self.shard(&key).write().insert(key, value);
-        // The replaced value is freed after the lock is released.
+        let entry = Entry::new(key, value);
+        let old = self.shard(entry.key()).write().replace(entry);
+        // The replaced entry is freed after the lock is released.
         drop(old);
     }
 
     /// Removes `key`; `true` if it was there.
     pub fn delete(&self, key: &[u8]) -> bool {
-        let old = self.shard(key).write().remove(key);
+        // Taken out under the lock, freed after it is released.
+        let old = self.shard(key).write().take(key);
         old.is_some()
     }
 
@@ -236,10 +317,13 @@ impl Store {
 /// Registers GET, SET and DELETE over `store` on `router`.
 pub fn register(router: &mut Router, store: Arc<Store>) {
     let s = Arc::clone(&store);
-    router.register(GET, move |_ctx, key: Key| {
-        s.get(&key.0)
-            .map(Value)
-            .ok_or_else(|| Status::not_found("key not found"))
+    // The value is copied from the store straight into the response, under the read lock.
+    router.register_encoded(GET, move |_ctx, key: Key, out| {
+        if s.get_into(&key.0, out) {
+            Ok(())
+        } else {
+            Err(Status::not_found("key not found"))
+        }
     });
     let s = Arc::clone(&store);
     router.register(SET, move |_ctx, req: SetRequest| {
@@ -263,6 +347,13 @@ mod tests {
         }
         assert_eq!(store.len(), 10_000);
         let per_shard: Vec<usize> = store.shards.iter().map(|s| s.read().len()).collect();
+        let mut out = BytesMut::new();
+        assert!(store.get_into(b"key:42", &mut out));
+        assert!(!store.get_into(b"key:none", &mut out));
+        assert_eq!(&out[..], &42u32.to_be_bytes()[..]);
+        store.set(b"key:42", b"replaced");
+        assert_eq!(store.get(b"key:42").as_deref(), Some(&b"replaced"[..]));
+        assert_eq!(store.len(), 10_000);
         // 10,000 keys over 64 shards: about 156 each; none empty, none more than twice that.
         assert!(per_shard.iter().all(|&n| n > 0 && n < 313), "{per_shard:?}");
         for i in (0..10_000u32).step_by(997) {

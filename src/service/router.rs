@@ -201,6 +201,32 @@ impl Router {
         self.insert(method, handler, true)
     }
 
+    /// Registers `handler` for `method`, to run inline on the event loop, writing its response
+    /// message straight into the output buffer instead of returning it: for handlers that can
+    /// produce the encoding of a `Resp` without building one, such as copying a stored value
+    /// out under a lock (no allocation, no reference count). What the handler appends to the
+    /// buffer is sent as the body of the OK response, so it must be a valid encoding of
+    /// `Resp`; on `Err` anything appended is discarded and the status is sent instead. Replaces
+    /// any handler registered before for the same (service, method).
+    pub fn register_encoded<Req, Resp, F>(
+        &mut self,
+        method: Method<Req, Resp>,
+        handler: F,
+    ) -> &mut Self
+    where
+        Req: Message,
+        Resp: Message,
+        F: Fn(&Context, Req, &mut BytesMut) -> Result<(), Status> + Send + Sync + 'static,
+    {
+        let name = method.name;
+        let erased = move |ctx: &Context, payload: Bytes, out: &mut BytesMut| {
+            let request = Req::decode(payload)
+                .map_err(|err| Status::invalid_argument(format!("{name}: {err}")))?;
+            handler(ctx, request, out)
+        };
+        self.insert_route(method.service, method.method, name, Box::new(erased), false)
+    }
+
     fn insert<Req, Resp, F>(
         &mut self,
         method: Method<Req, Resp>,
@@ -220,13 +246,29 @@ impl Router {
             response.encode(out);
             Ok(())
         };
-        let route = Route {
+        self.insert_route(
+            method.service,
+            method.method,
             name,
-            handler: Box::new(erased),
+            Box::new(erased),
             blocking,
-        };
-        let key = route_key(method.service, method.method);
-        let route = Arc::new(route);
+        )
+    }
+
+    fn insert_route(
+        &mut self,
+        service: u16,
+        method: u16,
+        name: &'static str,
+        handler: Box<Handler>,
+        blocking: bool,
+    ) -> &mut Self {
+        let route = Arc::new(Route {
+            name,
+            handler,
+            blocking,
+        });
+        let key = route_key(service, method);
         match self.routes.binary_search_by_key(&key, |(k, _)| *k) {
             Ok(i) => self.routes[i].1 = route,
             Err(i) => self.routes.insert(i, (key, route)),
