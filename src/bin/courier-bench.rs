@@ -4,9 +4,8 @@
 //! It opens `--clients` connections, spreads them over `--threads` threads, and sends requests
 //! of one workload until `--requests` have completed (or for `--duration` seconds). Each thread
 //! drives its clients round-robin with the blocking client's pipelining (`Client::send`, then
-//! `Client::wait`): every client keeps up to `--pipeline` requests outstanding. A round first
-//! tops every client up to `--pipeline` requests and writes them, then collects the oldest half
-//! (at least one) of each client's outstanding responses.
+//! `Client::wait`), the way `redis-benchmark -P` does: a round writes `--pipeline` requests on
+//! every client, then collects every response of every client before the next round.
 //!
 //! Workloads: `echo` (echo service, a `--value-size` body), `set` (kv SET of a `--value-size`
 //! value), `get` (kv GET) and `mixed` (GET with probability `--read-ratio`, SET otherwise).
@@ -407,10 +406,11 @@ fn drive(shared: &Shared, clients: Vec<(usize, Client)>) -> Tally {
                 lose_connection(shared, slot, &mut tally, &err, extra);
             }
         }
-        // Collect the oldest half (at least one) of every client's outstanding responses.
+        // Collect every client's outstanding responses, as redis-benchmark does before it
+        // writes the next batch.
         let mut outstanding = false;
         for slot in slots.iter_mut() {
-            let collect = slot.in_flight.len().div_ceil(2);
+            let collect = slot.in_flight.len();
             for _ in 0..collect {
                 let Some((call, sent)) = slot.in_flight.pop_front() else {
                     break;

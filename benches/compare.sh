@@ -1,0 +1,581 @@
+#!/usr/bin/env bash
+# courier beside its peers on this machine, in one table: kv-server against redis-server
+# (courier-bench against redis-benchmark) and echo-server against iperf3.
+#
+# Run: bash benches/compare.sh [--markdown]   (from anywhere; builds the binaries in release
+# mode, installs redis-server and iperf3 with apt-get when they are missing)
+#
+# Everything listens on 127.0.0.1. One kv-server, one redis-server, one echo-server and one
+# iperf3 server are started for the whole run (on free ports) and stopped on exit, failure or
+# interrupt. Both key-value servers are first filled with every key of the keyspace (KEYSPACE
+# keys, VALUE_SIZE-byte values), so every GET finds its key on both sides. Then, ROUNDS times,
+# each case runs once against courier and once against its peer, back to back (courier first
+# in odd rounds, the peer first in even ones), and the table shows the medians over the
+# rounds:
+#
+#   GET and SET, pipeline 1 and PIPELINE deep: CLIENTS connections, VALUE_SIZE-byte values,
+#     keys drawn uniformly from KEYSPACE, a fixed number of requests (REQUESTS unpipelined,
+#     REQUESTS_PIPELINED pipelined) on both sides; LOAD_THREADS load-generator threads on
+#     both sides. One by default: redis-benchmark's default, and on a 2-core machine it leaves
+#     the server a core of its own (redis-benchmark runs --threads N only when N > 1).
+#   echo with 1 MiB frames against iperf3's single-stream loopback bandwidth, ECHO_SECONDS
+#     each: courier-bench --workload echo with ECHO_CLIENTS connection(s) ECHO_PIPELINE deep.
+#     One connection, like iperf3's one stream; two frames outstanding, so that one frame
+#     travels to the server while the previous one comes back (deeper was no faster on a
+#     2-core machine). echo-server accepts bodies up to 4 MiB by default.
+#
+# For each case: throughput, p99 latency as the load generator reports it, and the server's
+# CPU time (user + system, all its threads: /proc/PID/stat before and after the case) per
+# million requests (per GB of payload for echo and iperf3). The courier/peer column is the
+# median over the rounds of the ratio within each round.
+#
+# Targets (the "target" column checks them):
+#   kv GET and SET throughput >= 1.0x redis unpipelined and >= 1.2x pipelined PIPELINE deep;
+#   kv server CPU per request <= redis's; kv p99 <= redis's;
+#   echo with 1 MiB frames >= 40% of iperf3's single-stream loopback bandwidth.
+#
+# Environment (defaults in parentheses):
+#   ROUNDS (3)                  rounds; the table shows medians
+#   REQUESTS (200000)           requests per unpipelined kv case
+#   REQUESTS_PIPELINED (1000000) requests per pipelined kv case
+#   CLIENTS (50)                connections per kv case
+#   PIPELINE (16)               depth of the pipelined kv cases
+#   VALUE_SIZE (64)             bytes per value
+#   KEYSPACE (100000)           distinct keys
+#   LOAD_THREADS (1)            load-generator threads, both sides
+#   ECHO_SECONDS (5)            seconds per echo / iperf3 case
+#   ECHO_CLIENTS (1)            courier-bench connections for echo (iperf3 uses one stream)
+#   ECHO_PIPELINE (2)           1 MiB frames each echo connection keeps outstanding
+#   CASE_TIMEOUT (120)          seconds after which one load-generator run is killed (failure)
+#   COURIER_SERVER_ARGS ()      extra kv-server flags, e.g. "--loops 2"
+#   ECHO_SERVER_ARGS ($COURIER_SERVER_ARGS) extra echo-server flags
+#   MARKDOWN (0)                1: print the table as Markdown (same as --markdown)
+#   RAW_DIR ()                  a directory to keep every raw tool output in
+
+set -euo pipefail
+
+ROUNDS=${ROUNDS:-3}
+REQUESTS=${REQUESTS:-200000}
+REQUESTS_PIPELINED=${REQUESTS_PIPELINED:-1000000}
+CLIENTS=${CLIENTS:-50}
+PIPELINE=${PIPELINE:-16}
+VALUE_SIZE=${VALUE_SIZE:-64}
+KEYSPACE=${KEYSPACE:-100000}
+LOAD_THREADS=${LOAD_THREADS:-1}
+ECHO_SECONDS=${ECHO_SECONDS:-5}
+ECHO_CLIENTS=${ECHO_CLIENTS:-1}
+ECHO_PIPELINE=${ECHO_PIPELINE:-2}
+CASE_TIMEOUT=${CASE_TIMEOUT:-120}
+COURIER_SERVER_ARGS=${COURIER_SERVER_ARGS:-}
+ECHO_SERVER_ARGS=${ECHO_SERVER_ARGS:-$COURIER_SERVER_ARGS}
+MARKDOWN=${MARKDOWN:-0}
+RAW_DIR=${RAW_DIR:-}
+ECHO_FRAME=1048576
+
+for arg in "$@"; do
+    case "$arg" in
+    --markdown) MARKDOWN=1 ;;
+    -h | --help)
+        sed -n '2,/^$/{s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"
+        exit 0
+        ;;
+    *)
+        printf 'unknown argument: %s (try --help)\n' "$arg" >&2
+        exit 2
+        ;;
+    esac
+done
+
+for knob in ROUNDS REQUESTS REQUESTS_PIPELINED CLIENTS PIPELINE VALUE_SIZE KEYSPACE \
+    LOAD_THREADS ECHO_SECONDS ECHO_CLIENTS ECHO_PIPELINE CASE_TIMEOUT; do
+    if ! [[ ${!knob} =~ ^[1-9][0-9]*$ ]]; then
+        printf '%s must be a positive integer, not "%s"\n' "$knob" "${!knob}" >&2
+        exit 2
+    fi
+done
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+WORK=$(mktemp -d)
+STARTED_PIDS=()
+RUNNING_PID=""
+SCRIPT_START=$SECONDS
+
+cleanup() {
+    local pid
+    if [[ -n "$RUNNING_PID" ]]; then
+        kill "$RUNNING_PID" 2>/dev/null || true
+        wait "$RUNNING_PID" 2>/dev/null || true
+    fi
+    for pid in "${STARTED_PIDS[@]}"; do
+        if kill -0 "$pid" 2>/dev/null; then
+            kill "$pid" 2>/dev/null || true
+        fi
+    done
+    for pid in "${STARTED_PIDS[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+    if [[ -n "$RAW_DIR" ]]; then
+        { mkdir -p "$RAW_DIR" && cp -r "$WORK"/. "$RAW_DIR"/; } || true
+    fi
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+log() { printf '%s\n' "$*" >&2; }
+die() {
+    log "compare.sh: $*"
+    exit 1
+}
+
+# --- prerequisites -------------------------------------------------------------------------
+
+(cd "$ROOT" && cargo build --release --bins) >&2
+KV_SERVER="$ROOT/target/release/kv-server"
+ECHO_SERVER="$ROOT/target/release/echo-server"
+BENCH="$ROOT/target/release/courier-bench"
+
+missing=()
+for tool in redis-server redis-benchmark redis-cli; do
+    command -v "$tool" >/dev/null 2>&1 || missing+=(redis-server)
+done
+command -v iperf3 >/dev/null 2>&1 || missing+=(iperf3)
+if ((${#missing[@]} > 0)); then
+    mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
+    log "installing ${missing[*]}"
+    as_root=()
+    if ((EUID != 0)); then
+        command -v sudo >/dev/null 2>&1 || die "need root or sudo to install ${missing[*]}"
+        as_root=(sudo)
+    fi
+    "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update >&2
+    "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}" >&2
+fi
+for tool in redis-server redis-benchmark redis-cli iperf3 timeout; do
+    command -v "$tool" >/dev/null 2>&1 || die "$tool not found"
+done
+
+CLK_TCK=$(getconf CLK_TCK)
+read -r -a COURIER_EXTRA <<<"$COURIER_SERVER_ARGS"
+read -r -a ECHO_EXTRA <<<"$ECHO_SERVER_ARGS"
+if "$KV_SERVER" --help 2>/dev/null | grep -q -- '--in-memory'; then
+    COURIER_EXTRA=(--in-memory "${COURIER_EXTRA[@]}")
+fi
+# redis-benchmark is single-threaded by default; its --threads switches to another code path.
+REDIS_THREADS=()
+if ((LOAD_THREADS > 1)); then REDIS_THREADS=(--threads "$LOAD_THREADS"); fi
+
+# --- servers -------------------------------------------------------------------------------
+
+# Whether anything on 127.0.0.1 / 0.0.0.0 uses TCP port $1 (any state), from /proc/net/tcp.
+port_in_use() {
+    awk -v port="$(printf '%04X' "$1")" \
+        'NR > 1 { split($2, a, ":"); if (a[2] == port) found = 1 } END { exit !found }' \
+        /proc/net/tcp /proc/net/tcp6
+}
+
+# Whether something listens on TCP port $1.
+listening() {
+    awk -v port="$(printf '%04X' "$1")" \
+        'NR > 1 && $4 == "0A" { split($2, a, ":"); if (a[2] == port) found = 1 } END { exit !found }' \
+        /proc/net/tcp /proc/net/tcp6
+}
+
+free_port() {
+    local port
+    for _ in $(seq 200); do
+        port=$((20000 + RANDOM % 40000))
+        if ! port_in_use "$port"; then
+            echo "$port"
+            return 0
+        fi
+    done
+    die "no free port found"
+}
+
+wait_listening() { # pid port name
+    for _ in $(seq 100); do
+        kill -0 "$1" 2>/dev/null || die "$3 exited at start (log: $(tail -n 3 "$WORK/$3.log"))"
+        if listening "$2"; then return 0; fi
+        sleep 0.1
+    done
+    die "$3 did not start listening on port $2"
+}
+
+# CPU seconds (user + system, all threads) the process $1 has used so far, in clock ticks.
+# Field 2 of /proc/PID/stat is the command name in parentheses and may hold spaces: the
+# fields are counted after the last ')'. utime and stime are fields 14 and 15.
+cpu_ticks() {
+    local stat rest
+    stat=$(<"/proc/$1/stat") || die "process $1 is gone"
+    rest=${stat##*) }
+    read -r -a f <<<"$rest"
+    echo $((f[11] + f[12]))
+}
+
+start() { # name command... ; sets LAST_PID
+    local name=$1
+    shift
+    "$@" >"$WORK/$name.log" 2>&1 &
+    LAST_PID=$!
+    STARTED_PIDS+=("$LAST_PID")
+}
+
+KV_PORT=$(free_port)
+start kv-server "$KV_SERVER" --addr "127.0.0.1:$KV_PORT" "${COURIER_EXTRA[@]}"
+KV_PID=$LAST_PID
+wait_listening "$KV_PID" "$KV_PORT" kv-server
+
+REDIS_PORT=$(free_port)
+start redis-server redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' \
+    --appendonly no --daemonize no --logfile '' --protected-mode yes
+REDIS_PID=$LAST_PID
+wait_listening "$REDIS_PID" "$REDIS_PORT" redis-server
+
+ECHO_PORT=$(free_port)
+start echo-server "$ECHO_SERVER" --addr "127.0.0.1:$ECHO_PORT" "${ECHO_EXTRA[@]}"
+ECHO_PID=$LAST_PID
+wait_listening "$ECHO_PID" "$ECHO_PORT" echo-server
+
+IPERF_PORT=$(free_port)
+start iperf3-server iperf3 -s -B 127.0.0.1 -p "$IPERF_PORT"
+IPERF_PID=$LAST_PID
+wait_listening "$IPERF_PID" "$IPERF_PORT" iperf3-server
+
+log "kv-server pid $KV_PID port $KV_PORT; redis-server pid $REDIS_PID port $REDIS_PORT;" \
+    "echo-server pid $ECHO_PID port $ECHO_PORT; iperf3 -s pid $IPERF_PID port $IPERF_PORT"
+
+# --- prefill -------------------------------------------------------------------------------
+# Every key of the keyspace, once, on both sides. courier-bench names keys key:NNNNNNNNNN,
+# redis-benchmark key:NNNNNNNNNNNN (-r); the values are VALUE_SIZE bytes of 'x' on both.
+
+# Runs a command with a time limit. It runs in the background and is waited for, so that an
+# interrupt stops the script (and the command, in cleanup) at once.
+bounded() { # name command...
+    local name=$1 rc=0
+    shift
+    timeout --kill-after=5 "$CASE_TIMEOUT" "$@" <&0 &
+    RUNNING_PID=$!
+    wait "$RUNNING_PID" || rc=$?
+    RUNNING_PID=""
+    if ((rc == 124 || rc == 137)); then die "$name took longer than CASE_TIMEOUT=${CASE_TIMEOUT}s"; fi
+    if ((rc != 0)); then die "$name failed (exit $rc)"; fi
+}
+
+log "prefill: $KEYSPACE keys of $VALUE_SIZE bytes on each server"
+bounded "courier prefill" "$BENCH" --addr "127.0.0.1:$KV_PORT" --workload get --prefill \
+    --keyspace "$KEYSPACE" --value-size "$VALUE_SIZE" --clients 1 --threads 1 --requests 1 \
+    --json >"$WORK/prefill-courier.json"
+awk -v n="$KEYSPACE" -v size="$VALUE_SIZE" 'BEGIN {
+    v = ""; for (i = 0; i < size; i++) v = v "x"
+    for (i = 0; i < n; i++) {
+        k = sprintf("key:%012d", i)
+        printf "*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n", length(k), k, size, v
+    }
+}' >"$WORK/prefill-redis.resp"
+bounded "redis prefill" redis-cli -h 127.0.0.1 -p "$REDIS_PORT" --pipe \
+    <"$WORK/prefill-redis.resp" >"$WORK/prefill-redis.log"
+keys=$(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" dbsize)
+[[ "$keys" == "$KEYSPACE" ]] || die "redis holds $keys keys after the prefill, not $KEYSPACE"
+
+# --- the cases -----------------------------------------------------------------------------
+# Each run appends "round case side throughput p99_ms cpu_per_unit" to $WORK/results:
+# kv cases: req/s, ms, CPU s per 1M requests; echo: MB/s (10^6 bytes, one way), ms or -,
+# CPU s per GB (10^9 bytes) of one-way payload.
+
+: >"$WORK/results"
+: >"$WORK/commands"
+WARNINGS=()
+
+note_command() { # command...: keeps the first round's command lines for the table's footer
+    if ((ROUND == 1)); then
+        printf '%q ' "$@" | sed 's/ $//' >>"$WORK/commands"
+        echo >>"$WORK/commands"
+    fi
+}
+
+log_result() { # the line just added to the results
+    log "  $(tail -n 1 "$WORK/results" | awk '{ printf "%-7s throughput %s  p99 %s ms  cpu %s", $3, $4, $5, $6 }')"
+}
+
+json_number() { # file field
+    grep -o "\"$2\":[0-9.]*" "$1" | head -n 1 | cut -d: -f2
+}
+
+run_courier_kv() { # case workload pipeline requests
+    local out="$WORK/r$ROUND-$1-courier.json" before after cmd errors misses
+    cmd=("$BENCH" --addr "127.0.0.1:$KV_PORT" --workload "$2" --clients "$CLIENTS"
+        --threads "$LOAD_THREADS" --pipeline "$3" --requests "$4" --value-size "$VALUE_SIZE"
+        --keyspace "$KEYSPACE" --json)
+    note_command "${cmd[@]}"
+    before=$(cpu_ticks "$KV_PID")
+    bounded "courier-bench $1" "${cmd[@]}" >"$out"
+    after=$(cpu_ticks "$KV_PID")
+    errors=$(grep -o '"errors":{[^}]*}' "$out" | cut -d: -f2-)
+    misses=$(json_number "$out" misses)
+    if [[ "$errors" != "{}" || "$misses" != 0 ]]; then
+        WARNINGS+=("round $ROUND $1 courier: errors $errors, misses $misses")
+    fi
+    awk -v r="$ROUND" -v c="$1" -v t="$(json_number "$out" throughput)" \
+        -v p="$(json_number "$out" p99)" -v n="$(json_number "$out" requests)" \
+        -v d=$((after - before)) -v hz="$CLK_TCK" \
+        'BEGIN { printf "%s %s courier %s %s %.6f\n", r, c, t, p, d / hz / n * 1e6 }' \
+        >>"$WORK/results"
+    log_result
+}
+
+run_redis_kv() { # case test pipeline requests
+    local out="$WORK/r$ROUND-$1-redis.csv" before after cmd
+    cmd=(redis-benchmark -h 127.0.0.1 -p "$REDIS_PORT" -c "$CLIENTS" -d "$VALUE_SIZE"
+        -r "$KEYSPACE" -n "$4" -P "$3" -t "$2" "${REDIS_THREADS[@]}" --csv --precision 3)
+    note_command "${cmd[@]}"
+    before=$(cpu_ticks "$REDIS_PID")
+    bounded "redis-benchmark $1" "${cmd[@]}" >"$out"
+    after=$(cpu_ticks "$REDIS_PID")
+    # Columns by header name: "test","rps",...,"p99_latency_ms",...
+    awk -F, -v r="$ROUND" -v c="$1" -v test="$2" -v n="$4" -v d=$((after - before)) \
+        -v hz="$CLK_TCK" '
+        { gsub(/"/, "") }
+        NR == 1 { for (i = 1; i <= NF; i++) col[$i] = i; next }
+        toupper($1) == toupper(test) && !done {
+            printf "%s %s redis %s %s %.6f\n", r, c, $col["rps"], $col["p99_latency_ms"], d / hz / n * 1e6
+            done = 1
+        }
+        END { if (!done || !col["rps"] || !col["p99_latency_ms"]) exit 1 }' "$out" \
+        >>"$WORK/results" || die "cannot read redis-benchmark's output: $(cat "$out")"
+    log_result
+}
+
+run_courier_echo() {
+    local out="$WORK/r$ROUND-echo-courier.json" before after cmd errors
+    cmd=("$BENCH" --addr "127.0.0.1:$ECHO_PORT" --workload echo --clients "$ECHO_CLIENTS"
+        --threads "$LOAD_THREADS" --pipeline "$ECHO_PIPELINE" --duration "$ECHO_SECONDS"
+        --value-size "$ECHO_FRAME" --json)
+    note_command "${cmd[@]}"
+    before=$(cpu_ticks "$ECHO_PID")
+    bounded "courier-bench echo" "${cmd[@]}" >"$out"
+    after=$(cpu_ticks "$ECHO_PID")
+    errors=$(grep -o '"errors":{[^}]*}' "$out" | cut -d: -f2-)
+    [[ "$errors" == "{}" ]] || WARNINGS+=("round $ROUND echo courier: errors $errors")
+    awk -v r="$ROUND" -v t="$(json_number "$out" throughput)" -v p="$(json_number "$out" p99)" \
+        -v n="$(json_number "$out" requests)" -v size="$ECHO_FRAME" -v d=$((after - before)) \
+        -v hz="$CLK_TCK" 'BEGIN {
+            printf "%s echo courier %.3f %s %.6f\n", r, t * size / 1e6, p, d / hz / (n * size / 1e9)
+        }' >>"$WORK/results"
+    log_result
+}
+
+run_iperf3() {
+    local out="$WORK/r$ROUND-echo-iperf3.json" before after cmd
+    cmd=(iperf3 -c 127.0.0.1 -p "$IPERF_PORT" -t "$ECHO_SECONDS" -J)
+    note_command "${cmd[@]}"
+    before=$(cpu_ticks "$IPERF_PID")
+    bounded "iperf3" "${cmd[@]}" >"$out"
+    after=$(cpu_ticks "$IPERF_PID")
+    # The receiver's totals: "bytes" and "bits_per_second" of the end section's "sum_received".
+    awk -v r="$ROUND" -v d=$((after - before)) -v hz="$CLK_TCK" '
+        /"sum_received"/ { inside = 1 }
+        inside && /"bytes"/ { gsub(/[^0-9.]/, "", $2); bytes = $2 }
+        inside && /"bits_per_second"/ { gsub(/[^0-9.eE+]/, "", $2); bps = $2 }
+        inside && /}/ { inside = 0 }
+        END {
+            if (!bytes || !bps) exit 1
+            printf "%s echo iperf3 %.3f - %.6f\n", r, bps / 8 / 1e6, d / hz / (bytes / 1e9)
+        }' "$out" >>"$WORK/results" || die "cannot read iperf3's output: $(head -c 600 "$out")"
+    log_result
+}
+
+for ROUND in $(seq "$ROUNDS"); do
+    order=(courier peer)
+    if ((ROUND % 2 == 0)); then order=(peer courier); fi
+    for spec in "get_p1 get 1 $REQUESTS" "set_p1 set 1 $REQUESTS" \
+        "get_pN get $PIPELINE $REQUESTS_PIPELINED" "set_pN set $PIPELINE $REQUESTS_PIPELINED"; do
+        read -r name workload depth count <<<"$spec"
+        log "round $ROUND/$ROUNDS: ${workload^^}, pipeline $depth, $count requests"
+        for side in "${order[@]}"; do
+            if [[ $side == courier ]]; then
+                run_courier_kv "$name" "$workload" "$depth" "$count"
+            else
+                run_redis_kv "$name" "$workload" "$depth" "$count"
+            fi
+        done
+    done
+    log "round $ROUND/$ROUNDS: echo 1 MiB frames vs iperf3, ${ECHO_SECONDS}s each"
+    for side in "${order[@]}"; do
+        if [[ $side == courier ]]; then run_courier_echo; else run_iperf3; fi
+    done
+done
+
+# --- the table -----------------------------------------------------------------------------
+
+cpu_model=$(awk -F': *' '/^model name/ { print $2; exit }' /proc/cpuinfo)
+courier_rev=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
+if [[ -n "$(git -C "$ROOT" status --porcelain --untracked-files=no 2>/dev/null)" ]]; then
+    courier_rev="$courier_rev (with uncommitted changes)"
+fi
+elapsed=$((SECONDS - SCRIPT_START))
+
+{
+    echo "machine: $(nproc) cores, ${cpu_model:-unknown CPU}, Linux $(uname -r)"
+    echo "courier: $courier_rev; $(redis-server --version | awk '{ print $1, $2, $3 }');" \
+        "$(redis-benchmark --version 2>/dev/null | head -n 1 || echo redis-benchmark);" \
+        "$(iperf3 --version | head -n 1 | awk '{ print $1, $2 }')"
+    echo "settings: rounds $ROUNDS; $CLIENTS clients; $VALUE_SIZE-byte values; keyspace $KEYSPACE" \
+        "(prefilled on both sides); $REQUESTS requests unpipelined, $REQUESTS_PIPELINED pipelined" \
+        "$PIPELINE deep; $LOAD_THREADS load-generator thread(s) on both sides; echo: $ECHO_CLIENTS" \
+        "connection(s), $ECHO_PIPELINE x 1 MiB frames outstanding, ${ECHO_SECONDS}s; iperf3: one" \
+        "stream, ${ECHO_SECONDS}s"
+    echo "server args: kv-server ${COURIER_EXTRA[*]:-(none)}; echo-server ${ECHO_EXTRA[*]:-(none)}"
+    for name in kv-server echo-server; do
+        said=$(grep 'listening on' "$WORK/$name.log" | tail -n 1 | sed 's/^\[[^]]*\] *//')
+        echo "$name log: ${said:-(no listening line)}"
+    done
+} >"$WORK/header"
+
+awk -v markdown="$MARKDOWN" -v depth="$PIPELINE" -v rounds="$ROUNDS" '
+function median(list,    n, a, i, j, t) {
+    n = split(list, a, " ")
+    for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] > t; j--) a[j + 1] = a[j]; a[j + 1] = t }
+    if (n == 0) return ""
+    return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+}
+function group(x,    s, neg) {
+    neg = x < 0; if (neg) x = -x
+    s = sprintf("%.0f", x)
+    while (s ~ /[0-9][0-9][0-9][0-9]/) sub(/[0-9][0-9][0-9]($|,)/, ",&", s)
+    return (neg ? "-" : "") s
+}
+function fmt(x, kind) {
+    if (x == "") return "-"
+    if (kind == "tput") return x >= 10000 ? group(x) : sprintf("%.1f", x)
+    if (kind == "p99") return sprintf("%.3f", x)
+    return sprintf("%.3f", x)
+}
+function add(c, m) { rows[++nrows] = c SUBSEP m }
+{
+    # round case side throughput p99 cpu
+    key = $2 SUBSEP $3
+    v["tput", key] = v["tput", key] " " $4
+    if ($5 != "-") v["p99", key] = v["p99", key] " " $5
+    v["cpu", key] = v["cpu", key] " " $6
+    val[$1, $2, $3, "tput"] = $4; val[$1, $2, $3, "p99"] = $5; val[$1, $2, $3, "cpu"] = $6
+    peer[$2] = $3 == "courier" ? peer[$2] : $3
+}
+END {
+    split("get_p1 set_p1 get_pN set_pN echo", cases, " ")
+    label["get_p1"] = "GET, pipeline 1"; label["set_p1"] = "SET, pipeline 1"
+    label["get_pN"] = "GET, pipeline " depth; label["set_pN"] = "SET, pipeline " depth
+    label["echo"] = "echo 1 MiB frames"
+    head[1] = "case"; head[2] = "metric"; head[3] = "courier"; head[4] = "peer"
+    head[5] = "courier/peer"; head[6] = "per round"; head[7] = "target"
+    n = 0
+    for (ci = 1; ci <= 5; ci++) {
+        c = cases[ci]
+        for (mi = 1; mi <= 3; mi++) {
+            m = mi == 1 ? "tput" : mi == 2 ? "p99" : "cpu"
+            if (c == "echo") {
+                metric = m == "tput" ? "throughput, MB/s one way" : m == "p99" ? "p99 latency, ms" : "server CPU s per GB"
+            } else {
+                metric = m == "tput" ? "throughput, req/s" : m == "p99" ? "p99 latency, ms" : "server CPU s per 1M req"
+            }
+            cm = median(v[m, c SUBSEP "courier"])
+            pm = median(v[m, c SUBSEP peer[c]])
+            ratios = ""
+            for (r = 1; r <= rounds; r++) {
+                a = val[r, c, "courier", m]; b = val[r, c, peer[c], m]
+                if (a != "" && a != "-" && b != "" && b != "-" && b + 0 > 0) ratios = ratios " " a / b
+            }
+            ratio = median(ratios)
+            range = ""
+            if (ratios != "") {
+                k = split(ratios, rr, " "); lo = hi = rr[1]
+                for (q = 2; q <= k; q++) { if (rr[q] < lo) lo = rr[q]; if (rr[q] > hi) hi = rr[q] }
+                range = sprintf("%.2f-%.2f", lo, hi)
+            }
+            target = ""
+            if (c == "echo" && m == "tput") { op = ">="; goal = 0.40 }
+            else if (c != "echo" && m == "tput") { op = ">="; goal = c ~ /_p1$/ ? 1.0 : 1.2 }
+            else if (c != "echo") { op = "<="; goal = 1.0 }
+            else op = ""
+            if (op != "" && ratio != "") {
+                ok = op == ">=" ? ratio >= goal : ratio <= goal
+                target = sprintf("%s %.2f: %s", op, goal, ok ? "met" : "NOT met")
+            } else if (op != "") target = sprintf("%s %.2f: -", op, goal)
+            n++
+            cell[n, 1] = label[c] " (" peer[c] ")"; cell[n, 2] = metric
+            cell[n, 3] = fmt(cm, m); cell[n, 4] = fmt(pm, m)
+            cell[n, 5] = ratio == "" ? "-" : sprintf("%.2f", ratio); cell[n, 6] = range == "" ? "-" : range
+            cell[n, 7] = target == "" ? "-" : target
+        }
+    }
+    for (j = 1; j <= 7; j++) {
+        w[j] = length(head[j])
+        for (i = 1; i <= n; i++) if (length(cell[i, j]) > w[j]) w[j] = length(cell[i, j])
+    }
+    if (markdown) {
+        line = "|"; sep = "|"
+        for (j = 1; j <= 7; j++) {
+            line = line " " head[j] " |"
+            sep = sep (j >= 3 && j <= 6 ? "---:|" : "---|")
+        }
+        print line; print sep
+        for (i = 1; i <= n; i++) {
+            line = "|"
+            for (j = 1; j <= 7; j++) line = line " " cell[i, j] " |"
+            print line
+        }
+    } else {
+        line = ""; sep = ""
+        for (j = 1; j <= 7; j++) {
+            f = j >= 3 && j <= 6 ? "%" w[j] "s" : j == 7 ? "%s" : "%-" w[j] "s"
+            line = line (j > 1 ? " | " : "") sprintf(f, head[j])
+            s = ""; for (k = 0; k < w[j]; k++) s = s "-"
+            sep = sep (j > 1 ? "-+-" : "") s
+        }
+        print line; print sep
+        for (i = 1; i <= n; i++) {
+            line = ""
+            for (j = 1; j <= 7; j++) {
+                f = j >= 3 && j <= 6 ? "%" w[j] "s" : j == 7 ? "%s" : "%-" w[j] "s"
+                line = line (j > 1 ? " | " : "") sprintf(f, cell[i, j])
+            }
+            print line
+            if (i % 3 == 0 && i < n) print sep
+        }
+    }
+}' "$WORK/results" >"$WORK/table"
+
+notes=(
+    "Medians over $ROUNDS round(s). courier/peer is the median of the per-round ratios (a round runs both sides back to back, so a slow spell of the machine hits both), and can differ from the quotient of the two medians; \"per round\" is the lowest and highest per-round ratio."
+    "Throughput and p99 are as each load generator reports them: courier-bench times a request from its send to the collection of its response (client-side queueing included); redis-benchmark times a batch of pipelined requests from its write to the first read of its replies and records that figure for every request of the batch, so pipelined, its p99 leaves out the wait for the later replies of a batch that courier-bench counts."
+    "Server CPU = utime + stime of the whole server process (all threads) from /proc/PID/stat over the case, per million requests (kv) or per 10^9 bytes of one-way payload (echo, iperf3); includes accepting the load generator's connections."
+    "echo: courier-bench sends each 1 MiB frame to echo-server and reads it back, so every byte crosses loopback twice; the figure is one-way payload (responses x 1 MiB per second, MB = 10^6 bytes), against iperf3's receiver bandwidth for one stream, which moves the bytes one way. iperf3 reports no latency; its server CPU is for receiving only, echo-server's for receiving and sending."
+)
+{
+    if [[ "$MARKDOWN" == 1 ]]; then
+        sed 's/^/- /' "$WORK/header"
+        echo
+        cat "$WORK/table"
+        echo
+        for n in "${notes[@]}"; do echo "- $n"; done
+        for w in "${WARNINGS[@]}"; do echo "- warning: $w"; done
+        echo
+        echo "Commands (first round; ports chosen at run time):"
+        echo
+        echo '```'
+        cat "$WORK/commands"
+        echo '```'
+    else
+        cat "$WORK/header"
+        echo
+        cat "$WORK/table"
+        echo
+        for n in "${notes[@]}"; do echo "note: $n"; done
+        for w in "${WARNINGS[@]}"; do echo "warning: $w"; done
+        echo
+        echo "commands (first round; ports chosen at run time):"
+        sed 's/^/  /' "$WORK/commands"
+    fi
+    echo
+    echo "took ${elapsed}s"
+}
