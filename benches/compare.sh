@@ -20,9 +20,9 @@
 #     the server a core of its own (redis-benchmark runs --threads N only when N > 1).
 #   echo with 1 MiB frames against iperf3's single-stream loopback bandwidth, ECHO_SECONDS
 #     each: courier-bench --workload echo with ECHO_CLIENTS connection(s) ECHO_PIPELINE deep.
-#     One connection, like iperf3's one stream; two frames outstanding, so that one frame
-#     travels to the server while the previous one comes back (deeper was no faster on a
-#     2-core machine). echo-server accepts bodies up to 4 MiB by default.
+#     One connection, like iperf3's one stream; two frames kept outstanding (--window), so
+#     that one frame travels to the server while the previous one comes back (deeper was no
+#     faster on a 2-core machine). echo-server accepts bodies up to 4 MiB by default.
 #
 # For each case: throughput, p99 latency as the load generator reports it, and the server's
 # CPU time (user + system, all its threads: /proc/PID/stat before and after the case) per
@@ -349,7 +349,7 @@ run_redis_kv() { # case test pipeline requests
 run_courier_echo() {
     local out="$WORK/r$ROUND-echo-courier.json" before after cmd errors
     cmd=("$BENCH" --addr "127.0.0.1:$ECHO_PORT" --workload echo --clients "$ECHO_CLIENTS"
-        --threads "$LOAD_THREADS" --pipeline "$ECHO_PIPELINE" --duration "$ECHO_SECONDS"
+        --threads "$LOAD_THREADS" --pipeline "$ECHO_PIPELINE" --window --duration "$ECHO_SECONDS"
         --value-size "$ECHO_FRAME" --json)
     note_command "${cmd[@]}"
     before=$(cpu_ticks "$ECHO_PID")

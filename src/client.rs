@@ -24,7 +24,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::marker::PhantomData;
 use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
@@ -496,10 +496,10 @@ impl Client {
             self.stream.set_read_timeout(Some(remaining))?;
             self.socket_timeout = Some(remaining);
         }
-        let len = self.read_buf.len();
-        self.read_buf.resize(len + READ_CHUNK, 0);
-        let result = self.stream.read(&mut self.read_buf[len..]);
-        self.read_buf.truncate(len + *result.as_ref().unwrap_or(&0));
+        // At least READ_CHUNK of room, more while a large frame arrives (the decoder reserves
+        // ahead); the read fills as much of it as the socket holds, without zero-filling.
+        self.read_buf.reserve(READ_CHUNK);
+        let result = crate::sys::read_spare(&self.stream, &mut self.read_buf);
         match result {
             Ok(0) => return Err(self.fail(Broken::Closed)),
             Ok(_) => {}

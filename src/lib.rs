@@ -30,6 +30,7 @@ pub mod proto;
 pub mod server;
 pub mod service;
 pub mod stats;
+mod sys;
 
 /// README.md's examples, compiled and run as doc tests.
 #[cfg(doctest)]

@@ -5,7 +5,9 @@
 //! of one workload until `--requests` have completed (or for `--duration` seconds). Each thread
 //! drives its clients round-robin with the blocking client's pipelining (`Client::send`, then
 //! `Client::wait`), the way `redis-benchmark -P` does: a round writes `--pipeline` requests on
-//! every client, then collects every response of every client before the next round.
+//! every client, then collects every response of every client before the next round. With
+//! `--window` a round collects only each client's oldest response and the next tops it up
+//! again, so `--pipeline` requests stay in flight (memtier_benchmark's way).
 //!
 //! Workloads: `echo` (echo service, a `--value-size` body), `set` (kv SET of a `--value-size`
 //! value), `get` (kv GET) and `mixed` (GET with probability `--read-ratio`, SET otherwise).
@@ -86,6 +88,12 @@ struct Args {
     /// Requests each connection keeps outstanding.
     #[arg(long, default_value_t = 1)]
     pipeline: usize,
+    /// Keep --pipeline requests in flight on every connection at all times (collect the
+    /// oldest response, send one more: memtier_benchmark's pipelining) instead of writing
+    /// them as a batch and collecting the whole batch (redis-benchmark's -P). Streams large
+    /// frames without a bubble between batches.
+    #[arg(long)]
+    window: bool,
     /// Total requests to complete.
     #[arg(long, default_value_t = 100_000)]
     requests: u64,
@@ -178,6 +186,8 @@ struct Shared {
     workload: Workload,
     read_ratio: f64,
     pipeline: usize,
+    /// Collect one response per client per round instead of all (`--window`).
+    window: bool,
     keyspace: u64,
     value: Bytes,
     /// Total requests to issue, when the run is not timed.
@@ -407,10 +417,14 @@ fn drive(shared: &Shared, clients: Vec<(usize, Client)>) -> Tally {
             }
         }
         // Collect every client's outstanding responses, as redis-benchmark does before it
-        // writes the next batch.
+        // writes the next batch; with --window, only the oldest.
         let mut outstanding = false;
         for slot in slots.iter_mut() {
-            let collect = slot.in_flight.len();
+            let collect = if shared.window {
+                slot.in_flight.len().min(1)
+            } else {
+                slot.in_flight.len()
+            };
             for _ in 0..collect {
                 let Some((call, sent)) = slot.in_flight.pop_front() else {
                     break;
@@ -660,6 +674,7 @@ fn run(args: &Args) -> Result<Report> {
         workload: args.workload,
         read_ratio: args.read_ratio,
         pipeline: args.pipeline,
+        window: args.window,
         keyspace: args.keyspace,
         value: Bytes::from(vec![b'x'; args.value_size]),
         total: args.requests,

@@ -15,7 +15,6 @@
 use std::fs::File;
 use std::io::{self, Write};
 use std::net::{Shutdown, SocketAddr};
-use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -562,6 +561,7 @@ fn account(conn: &mut Conn, stats: &Stats) {
 /// accepts them (mio binds with 128). Linux and the BSDs let `listen` be called again on a
 /// listening socket to change it; the kernel caps it at `net.core.somaxconn`.
 pub(super) fn set_backlog(listener: &TcpListener, backlog: u32) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
     let backlog = libc::c_int::try_from(backlog).unwrap_or(libc::c_int::MAX);
     // SAFETY: `listen` takes a descriptor and an integer and touches no memory of ours; the
     // descriptor is the listener's own, open for as long as `listener` is borrowed.
@@ -653,7 +653,7 @@ fn serve_io(conn: &mut Conn, router: &Router, now: Instant) -> io::Result<()> {
     }
 }
 
-/// Reads from `stream` into the spare capacity of `buf`, without zero-filling it first, and
+/// Reads from `stream` into the spare capacity of `buf` ([`crate::sys::read_spare`]), and
 /// sets `drained` when the socket has nothing more: `WouldBlock`, end of stream, or (if
 /// `short_read_drains`) fewer bytes than there was room for.
 fn read_spare(
@@ -662,29 +662,21 @@ fn read_spare(
     short_read_drains: bool,
     drained: &mut bool,
 ) -> io::Result<usize> {
-    let spare = buf.spare_capacity_mut();
-    let room = spare.len();
-    // SAFETY: `read(2)` writes at most `room` bytes, starting at the pointer, into memory we
-    // own: the spare capacity of `buf`, exactly `room` bytes long and borrowed mutably for
-    // the call. Writing bytes into uninitialised `MaybeUninit<u8>` memory is sound. The
-    // descriptor is the stream's own, open for as long as `stream` is borrowed.
-    let read = unsafe { libc::read(stream.as_raw_fd(), spare.as_mut_ptr().cast(), room) };
-    let Ok(n) = usize::try_from(read) else {
-        let err = io::Error::last_os_error();
-        if err.kind() == io::ErrorKind::WouldBlock {
-            *drained = true;
+    let room = buf.capacity() - buf.len();
+    match crate::sys::read_spare(stream, buf) {
+        Ok(n) => {
+            if n == 0 || (short_read_drains && n < room) {
+                *drained = true;
+            }
+            Ok(n)
         }
-        return Err(err);
-    };
-    // `read` returned how many bytes it wrote: never more than `room`.
-    let n = n.min(room);
-    // SAFETY: the first `n` bytes of the spare capacity were initialised by `read` above, and
-    // `len + n` is within the capacity, so they may become part of the buffer.
-    unsafe { buf.set_len(buf.len() + n) };
-    if n == 0 || (short_read_drains && n < room) {
-        *drained = true;
+        Err(err) => {
+            if err.kind() == io::ErrorKind::WouldBlock {
+                *drained = true;
+            }
+            Err(err)
+        }
     }
-    Ok(n)
 }
 
 /// Tells a refused connection why, in one non-blocking write, and drops it.

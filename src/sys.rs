@@ -1,0 +1,76 @@
+//! The one place a socket is read into a buffer's spare capacity, for the server loop and the
+//! blocking client alike: no zero-filling of the room first (safe `Read` needs an initialised
+//! slice, which costs a `memset` of every byte before the kernel overwrites it).
+
+use std::io;
+use std::os::fd::AsRawFd;
+
+use bytes::BytesMut;
+
+/// Reads once from `fd` into the spare capacity of `buf` (all of it: reserve first), and
+/// appends what was read. Returns the bytes read, 0 at end of stream.
+///
+/// # Errors
+/// The `read(2)` error: `WouldBlock` for a non-blocking socket with nothing to read, or a
+/// blocking one whose read timeout passed; `Interrupted`; a socket error.
+pub(crate) fn read_spare(fd: &impl AsRawFd, buf: &mut BytesMut) -> io::Result<usize> {
+    let spare = buf.spare_capacity_mut();
+    let room = spare.len();
+    // SAFETY: `read(2)` writes at most `room` bytes, starting at the pointer, into memory we
+    // own: the spare capacity of `buf`, exactly `room` bytes long and borrowed mutably for
+    // the call. Writing bytes into uninitialised `MaybeUninit<u8>` memory is sound. The
+    // descriptor is `fd`'s own, open for as long as `fd` is borrowed.
+    let read = unsafe { libc::read(fd.as_raw_fd(), spare.as_mut_ptr().cast(), room) };
+    let Ok(n) = usize::try_from(read) else {
+        return Err(io::Error::last_os_error());
+    };
+    // `read` returns how many bytes it wrote: never more than `room`.
+    let n = n.min(room);
+    // SAFETY: the first `n` bytes of the spare capacity were initialised by `read` above, and
+    // `len + n` is within the capacity, so they may become part of the buffer.
+    unsafe { buf.set_len(buf.len() + n) };
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::os::unix::net::UnixStream;
+
+    use super::*;
+
+    #[test]
+    fn appends_what_was_read_and_reports_end_of_stream() {
+        let (mut tx, rx) = UnixStream::pair().expect("socket pair");
+        tx.write_all(b"hello").expect("write");
+        let mut buf = BytesMut::from(&b"> "[..]);
+        buf.reserve(64);
+        assert_eq!(read_spare(&rx, &mut buf).expect("read"), 5);
+        assert_eq!(&buf[..], b"> hello");
+        drop(tx);
+        buf.reserve(64);
+        assert_eq!(read_spare(&rx, &mut buf).expect("read"), 0);
+        assert_eq!(&buf[..], b"> hello");
+    }
+
+    #[test]
+    fn a_read_never_passes_the_room_it_was_given() {
+        let (mut tx, rx) = UnixStream::pair().expect("socket pair");
+        tx.write_all(&[7; 100]).expect("write");
+        let mut buf = BytesMut::with_capacity(10);
+        let room = buf.capacity();
+        let n = read_spare(&rx, &mut buf).expect("read");
+        assert_eq!(n, room);
+        assert_eq!(&buf[..], &vec![7u8; room][..]);
+    }
+
+    #[test]
+    fn nothing_to_read_on_a_non_blocking_socket_is_would_block() {
+        let (_tx, rx) = UnixStream::pair().expect("socket pair");
+        rx.set_nonblocking(true).expect("non-blocking");
+        let mut buf = BytesMut::with_capacity(16);
+        let err = read_spare(&rx, &mut buf).expect_err("nothing to read");
+        assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
+        assert!(buf.is_empty());
+    }
+}
