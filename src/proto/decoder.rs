@@ -2,7 +2,9 @@
 
 use byteorder::{BigEndian, ByteOrder};
 use bytes::{Buf, Bytes, BytesMut};
+use crc32fast::Hasher;
 
+use super::crc::{crc32_with, prototype};
 use super::error::DecodeError;
 use super::frame::{
     Frame, FrameKind, Request, Response, DEFAULT_MAX_BODY_LEN, FLAG_METADATA, HEADER_LEN, MAGIC,
@@ -71,6 +73,9 @@ enum State {
 pub struct Decoder {
     max_body_len: u32,
     state: State,
+    /// Computes both checksums: a clone of `crc::prototype`, whose CRC kernel was chosen once
+    /// for the process.
+    crc: Hasher,
 }
 
 impl Default for Decoder {
@@ -85,57 +90,68 @@ impl Decoder {
         Decoder {
             max_body_len,
             state: State::Head,
+            crc: prototype().clone(),
         }
     }
 
     /// The body limit in bytes.
+    #[inline]
     pub fn max_body_len(&self) -> u32 {
         self.max_body_len
     }
 
     /// `true` when no frame is partly decoded (no header has been accepted whose body is
     /// still awaited). Bytes of an incomplete header may still sit in the caller's buffer.
+    #[inline]
     pub fn is_idle(&self) -> bool {
-        self.state == State::Head
+        matches!(self.state, State::Head)
     }
 
     /// Decodes the next frame from the front of `src`.
+    ///
+    /// On `Ok(Some(_))` and on a frame error, exactly the frame's `36 + body length` bytes have
+    /// been removed from the front of `src`; a decoded body is a slice of `src`'s memory, not a
+    /// copy. On `Ok(None)` and on a fatal error nothing has been removed; while a body is
+    /// awaited, `src` may have been asked to reserve up to [`RESERVE_STEP`] more bytes.
     ///
     /// # Errors
     /// A [`DecodeError`]; see its docs for which are fatal.
     pub fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, DecodeError> {
         let header = match &self.state {
-            State::Poisoned(err) => return Err(err.clone()),
-            State::Body(header) => *header,
-            State::Head => match check_header(src, self.max_body_len) {
-                Ok(Some(header)) => {
-                    self.state = State::Body(header);
-                    header
-                }
+            State::Head => match check_header(src, self.max_body_len, &self.crc) {
+                Ok(Some(header)) => header,
                 Ok(None) => return Ok(None),
                 Err(err) => {
                     self.state = State::Poisoned(err.clone());
                     return Err(err);
                 }
             },
+            State::Body(header) => *header,
+            State::Poisoned(err) => return Err(err.clone()),
         };
         // `body_len <= max_body_len <= u32::MAX`: no overflow on 64-bit targets; saturating
         // keeps a 32-bit target from wrapping.
         let frame_len = HEADER_LEN.saturating_add(header.body_len as usize);
         if src.len() < frame_len {
+            self.state = State::Body(header);
             // Grow by what is missing, but never more than one bounded step ahead.
             src.reserve((frame_len - src.len()).min(RESERVE_STEP));
             return Ok(None);
         }
         self.state = State::Head;
-        let mut frame = src.split_to(frame_len);
-        frame.advance(HEADER_LEN);
-        decode_body(&header, frame.freeze()).map(Some)
+        let mut body = src.split_to(frame_len).freeze();
+        body.advance(HEADER_LEN);
+        decode_body(&header, body, &self.crc)
     }
 }
 
 /// Header checks, in the order of `proto-spec/PROTOCOL.md` §8, on whatever prefix has arrived.
-fn check_header(src: &[u8], max_body_len: u32) -> Result<Option<Header>, DecodeError> {
+#[inline]
+fn check_header(
+    src: &[u8],
+    max_body_len: u32,
+    crc: &Hasher,
+) -> Result<Option<Header>, DecodeError> {
     // PROTOCOL.md §8 check 1: each magic byte as soon as it arrives.
     for (offset, (&found, &want)) in src.iter().zip(MAGIC.iter()).enumerate() {
         if found != want {
@@ -153,12 +169,16 @@ fn check_header(src: &[u8], max_body_len: u32) -> Result<Option<Header>, DecodeE
         Some(&byte) => FrameKind::from_u8(byte).ok_or(DecodeError::UnknownKind { kind: byte })?,
         None => return Ok(None),
     };
-    let Some(head) = src.get(..HEADER_LEN) else {
+    // A fixed-size array: the field reads below need no bounds checks.
+    let Some(head) = src
+        .get(..HEADER_LEN)
+        .and_then(|head| <&[u8; HEADER_LEN]>::try_from(head).ok())
+    else {
         return Ok(None);
     };
     // PROTOCOL.md §8 check 4: the header checksum, before any other field is believed.
     let expected = BigEndian::read_u32(&head[32..36]);
-    let actual = crc32fast::hash(&head[..32]);
+    let actual = crc32_with(crc, &head[..32]);
     if expected != actual {
         return Err(DecodeError::HeaderChecksum { expected, actual });
     }
@@ -212,11 +232,13 @@ fn check_header(src: &[u8], max_body_len: u32) -> Result<Option<Header>, DecodeE
     Ok(Some(header))
 }
 
-/// Body checks (`proto-spec/PROTOCOL.md` §8, checks 8–10) and the typed frame.
-fn decode_body(header: &Header, body: Bytes) -> Result<Frame, DecodeError> {
+/// Body checks (`proto-spec/PROTOCOL.md` §8, checks 8–10) and the typed frame: always `Some`,
+/// in [`Decoder::decode`]'s return type so that the result is built where it is returned.
+#[inline]
+fn decode_body(header: &Header, body: Bytes, crc: &Hasher) -> Result<Option<Frame>, DecodeError> {
     let (request_id, kind) = (header.request_id, header.kind);
     // PROTOCOL.md §8 check 8: the body checksum.
-    let actual = crc32fast::hash(&body);
+    let actual = crc32_with(crc, &body);
     if actual != header.body_crc {
         return Err(DecodeError::BodyChecksum {
             request_id,
@@ -236,11 +258,11 @@ fn decode_body(header: &Header, body: Bytes) -> Result<Frame, DecodeError> {
         (Metadata::new(), body)
     };
     // PROTOCOL.md §8 check 10: messages are UTF-8.
-    let message = || {
-        String::from_utf8(payload.to_vec())
-            .map_err(|_| DecodeError::InvalidUtf8 { request_id, kind })
+    let message = || match std::str::from_utf8(&payload) {
+        Ok(message) => Ok(message.to_owned()),
+        Err(_) => Err(DecodeError::InvalidUtf8 { request_id, kind }),
     };
-    Ok(match kind {
+    Ok(Some(match kind {
         FrameKind::Request => Frame::Request(Request {
             request_id,
             service: (header.word >> 16) as u16,
@@ -273,5 +295,5 @@ fn decode_body(header: &Header, body: Bytes) -> Result<Frame, DecodeError> {
             code: Code(header.word),
             message: message()?,
         },
-    })
+    }))
 }

@@ -1,8 +1,9 @@
 //! The frame encoder: appends frames to a reused output buffer.
 
 use byteorder::{BigEndian, ByteOrder};
-use bytes::{BufMut, BytesMut};
+use bytes::BytesMut;
 
+use super::crc::{crc32_with, prototype};
 use super::error::EncodeError;
 use super::frame::{
     Frame, FrameKind, Request, Response, FLAG_METADATA, HEADER_LEN, MAGIC, VERSION,
@@ -52,6 +53,38 @@ struct Head {
     deadline_ms: u32,
 }
 
+impl Head {
+    /// Whether the payload must be UTF-8: the message of a non-OK RESPONSE, a GOAWAY or an
+    /// ERROR (`proto-spec/PROTOCOL.md` §4).
+    #[inline]
+    fn needs_utf8(&self) -> bool {
+        match self.kind {
+            FrameKind::Response => self.word != Code::OK.0,
+            FrameKind::GoAway | FrameKind::Error => true,
+            _ => false,
+        }
+    }
+
+    /// The whole 36-byte header, both checksums included, for a body of `body_len` bytes whose
+    /// CRC-32 is `body_crc`.
+    #[inline]
+    fn to_bytes(&self, body_len: u32, body_crc: u32) -> [u8; HEADER_LEN] {
+        let mut header = [0; HEADER_LEN];
+        header[..4].copy_from_slice(&MAGIC);
+        header[4] = VERSION;
+        header[5] = self.kind as u8;
+        BigEndian::write_u16(&mut header[6..8], self.flags);
+        BigEndian::write_u64(&mut header[8..16], self.request_id);
+        BigEndian::write_u32(&mut header[16..20], self.word);
+        BigEndian::write_u32(&mut header[20..24], self.deadline_ms);
+        BigEndian::write_u32(&mut header[24..28], body_len);
+        BigEndian::write_u32(&mut header[28..32], body_crc);
+        let header_crc = crc32_with(prototype(), &header[..32]);
+        BigEndian::write_u32(&mut header[32..36], header_crc);
+        header
+    }
+}
+
 impl Encoder {
     /// An encoder that refuses bodies over `max_body_len` bytes (metadata included).
     pub fn new(max_body_len: u32) -> Self {
@@ -68,7 +101,7 @@ impl Encoder {
     /// # Errors
     /// [`EncodeError::FrameTooLarge`] for a REQUEST or RESPONSE over the limit (the message
     /// of a GOAWAY or ERROR is cut to fit instead); [`EncodeError::InvalidUtf8`] for a non-OK
-    /// RESPONSE whose payload is not UTF-8.
+    /// RESPONSE whose payload is not UTF-8. On error nothing is appended.
     pub fn encode(&self, frame: &Frame, dst: &mut BytesMut) -> Result<(), EncodeError> {
         match frame {
             Frame::Request(Request {
@@ -78,23 +111,31 @@ impl Encoder {
                 deadline_ms,
                 metadata,
                 payload,
-            }) => self.encode_request_with(
-                dst,
-                *request_id,
-                *service,
-                *method,
-                *deadline_ms,
-                metadata,
-                |b| b.extend_from_slice(payload),
-            ),
+            }) => {
+                let head = Head {
+                    kind: FrameKind::Request,
+                    flags: metadata_flag(metadata),
+                    request_id: *request_id,
+                    word: route_word(*service, *method),
+                    deadline_ms: *deadline_ms,
+                };
+                self.encode_parts(dst, &head, metadata, payload)
+            }
             Frame::Response(Response {
                 request_id,
                 code,
                 metadata,
                 payload,
-            }) => self.encode_response_with(dst, *request_id, *code, metadata, |b| {
-                b.extend_from_slice(payload)
-            }),
+            }) => {
+                let head = Head {
+                    kind: FrameKind::Response,
+                    flags: metadata_flag(metadata),
+                    request_id: *request_id,
+                    word: code.0,
+                    deadline_ms: 0,
+                };
+                self.encode_parts(dst, &head, metadata, payload)
+            }
             Frame::Ping(id) => {
                 self.encode_simple(dst, FrameKind::Ping, *id, Code::OK, "");
                 Ok(())
@@ -141,10 +182,10 @@ impl Encoder {
             kind: FrameKind::Request,
             flags: metadata_flag(metadata),
             request_id,
-            word: (u32::from(service) << 16) | u32::from(method),
+            word: route_word(service, method),
             deadline_ms,
         };
-        self.encode_with(dst, head, metadata, write)
+        self.encode_with(dst, &head, metadata, write)
     }
 
     /// Appends a RESPONSE whose payload `write` puts into the buffer. For a non-OK `code` the
@@ -168,7 +209,7 @@ impl Encoder {
             word: code.0,
             deadline_ms: 0,
         };
-        self.encode_with(dst, head, metadata, write)
+        self.encode_with(dst, &head, metadata, write)
     }
 
     /// Appends a RESPONSE that carries only a status: `message` for a non-OK `code`, an empty
@@ -203,33 +244,59 @@ impl Encoder {
             deadline_ms: 0,
         };
         // Cannot fail: the message fits the limit and is UTF-8.
-        let _ = self.encode_with(dst, head, &Metadata::new(), |b| {
-            b.extend_from_slice(message.as_bytes())
-        });
+        let _ = self.encode_parts(dst, &head, &Metadata::new(), message.as_bytes());
     }
 
+    /// Appends a frame whose payload is already in memory. The limit and UTF-8 checks come
+    /// first, so a refused frame costs no copy.
+    #[inline]
+    fn encode_parts(
+        &self,
+        dst: &mut BytesMut,
+        head: &Head,
+        metadata: &Metadata,
+        payload: &[u8],
+    ) -> Result<(), EncodeError> {
+        let body_len = metadata.encoded_len().saturating_add(payload.len());
+        if body_len > self.max_body_len as usize {
+            return Err(EncodeError::FrameTooLarge {
+                len: body_len,
+                max: self.max_body_len,
+            });
+        }
+        if head.needs_utf8() && std::str::from_utf8(payload).is_err() {
+            return Err(EncodeError::InvalidUtf8);
+        }
+        let mut crc = prototype().clone();
+        metadata.update_crc(&mut crc);
+        crc.update(payload);
+        // `body_len <= max_body_len`, a u32.
+        let header = head.to_bytes(body_len as u32, crc.finalize());
+        dst.reserve(HEADER_LEN + body_len);
+        dst.extend_from_slice(&header);
+        metadata.encode(dst);
+        dst.extend_from_slice(payload);
+        Ok(())
+    }
+
+    /// Appends a frame whose payload `write` puts into the buffer; the length and checksums
+    /// are filled in afterwards. On error `dst` is truncated back to where it was.
     fn encode_with(
         &self,
         dst: &mut BytesMut,
-        head: Head,
+        head: &Head,
         metadata: &Metadata,
         write: impl FnOnce(&mut BytesMut),
     ) -> Result<(), EncodeError> {
         let start = dst.len();
+        let body_start = start + HEADER_LEN;
         dst.reserve(HEADER_LEN + metadata.encoded_len());
-        dst.put_slice(&MAGIC);
-        dst.put_u8(VERSION);
-        dst.put_u8(head.kind as u8);
-        dst.put_u16(head.flags);
-        dst.put_u64(head.request_id);
-        dst.put_u32(head.word);
-        dst.put_u32(head.deadline_ms);
-        // Body length, body CRC and header CRC are filled in once the body is written.
-        dst.put_bytes(0, 12);
+        // The header is written once the body is known.
+        dst.extend_from_slice(&[0; HEADER_LEN]);
         metadata.encode(dst);
         let payload_start = dst.len();
         write(dst);
-        let body_len = dst.len() - start - HEADER_LEN;
+        let body_len = dst.len() - body_start;
         if body_len > self.max_body_len as usize {
             dst.truncate(start);
             return Err(EncodeError::FrameTooLarge {
@@ -237,26 +304,25 @@ impl Encoder {
                 max: self.max_body_len,
             });
         }
-        let needs_utf8 = match head.kind {
-            FrameKind::Response => head.word != Code::OK.0,
-            FrameKind::GoAway | FrameKind::Error => true,
-            _ => false,
-        };
-        if needs_utf8 && std::str::from_utf8(&dst[payload_start..]).is_err() {
+        if head.needs_utf8() && std::str::from_utf8(&dst[payload_start..]).is_err() {
             dst.truncate(start);
             return Err(EncodeError::InvalidUtf8);
         }
-        let body_crc = crc32fast::hash(&dst[start + HEADER_LEN..]);
-        let header = &mut dst[start..start + HEADER_LEN];
+        let body_crc = crc32_with(prototype(), &dst[body_start..]);
         // `body_len <= max_body_len`, a u32.
-        BigEndian::write_u32(&mut header[24..28], body_len as u32);
-        BigEndian::write_u32(&mut header[28..32], body_crc);
-        let header_crc = crc32fast::hash(&header[..32]);
-        BigEndian::write_u32(&mut header[32..36], header_crc);
+        let header = head.to_bytes(body_len as u32, body_crc);
+        dst[start..body_start].copy_from_slice(&header);
         Ok(())
     }
 }
 
+/// The REQUEST route word: service id in the high 16 bits, method id in the low 16.
+#[inline]
+fn route_word(service: u16, method: u16) -> u32 {
+    (u32::from(service) << 16) | u32::from(method)
+}
+
+#[inline]
 fn metadata_flag(metadata: &Metadata) -> u16 {
     if metadata.is_empty() {
         0

@@ -43,6 +43,7 @@ pub enum FrameKind {
 
 impl FrameKind {
     /// The kind for a header byte, or `None` for 0 and 7..=255.
+    #[inline]
     pub fn from_u8(byte: u8) -> Option<FrameKind> {
         Some(match byte {
             1 => FrameKind::Request,
@@ -68,6 +69,7 @@ impl FrameKind {
     }
 
     /// Whether frames of this kind may carry a metadata section.
+    #[inline]
     pub fn allows_metadata(self) -> bool {
         matches!(self, FrameKind::Request | FrameKind::Response)
     }

@@ -80,7 +80,8 @@ pub struct Metadata {
 }
 
 impl Metadata {
-    /// An empty section (the METADATA flag stays clear).
+    /// An empty section (the METADATA flag stays clear). Allocates nothing.
+    #[inline]
     pub fn new() -> Self {
         Metadata::default()
     }
@@ -124,11 +125,13 @@ impl Metadata {
     }
 
     /// Number of entries.
+    #[inline]
     pub fn len(&self) -> usize {
         self.count
     }
 
     /// `true` when there are no entries (the frame carries no section).
+    #[inline]
     pub fn is_empty(&self) -> bool {
         self.count == 0
     }
@@ -147,6 +150,7 @@ impl Metadata {
     }
 
     /// Bytes this section takes in a body: 0 when empty, else 2 + the entries.
+    #[inline]
     pub fn encoded_len(&self) -> usize {
         if self.is_empty() {
             0
@@ -156,12 +160,29 @@ impl Metadata {
     }
 
     /// Appends the section (length prefix and entries) to `dst`; nothing when empty.
+    #[inline]
     pub(crate) fn encode(&self, dst: &mut BytesMut) {
         if !self.is_empty() {
-            // `entries.len() <= MAX_METADATA_LEN < u16::MAX` by construction.
-            dst.put_u16(self.entries.len() as u16);
-            dst.put_slice(&self.entries);
+            dst.extend_from_slice(&self.section_len());
+            dst.extend_from_slice(&self.entries);
         }
+    }
+
+    /// Feeds the section's bytes, as [`Metadata::encode`] writes them, to a CRC; nothing when
+    /// empty.
+    #[inline]
+    pub(crate) fn update_crc(&self, crc: &mut crc32fast::Hasher) {
+        if !self.is_empty() {
+            crc.update(&self.section_len());
+            crc.update(&self.entries);
+        }
+    }
+
+    /// The section's 2-byte length prefix `S`, big-endian.
+    #[inline]
+    fn section_len(&self) -> [u8; 2] {
+        // `entries.len() <= MAX_METADATA_LEN < u16::MAX` by construction.
+        (self.entries.len() as u16).to_be_bytes()
     }
 
     /// Splits a body that starts with a metadata section into the section and the payload.

@@ -44,6 +44,7 @@
 //! [`Decoder::decode`] turns bytes into [`Frame`]s; [`Encoder`] appends frames to a buffer.
 //! The server's connection state and the blocking client both use these two types.
 
+mod crc;
 mod decoder;
 mod encoder;
 mod error;

@@ -79,6 +79,7 @@ codes! {
 
 impl Code {
     /// `true` for [`Code::OK`].
+    #[inline]
     pub fn is_ok(self) -> bool {
         self == Code::OK
     }

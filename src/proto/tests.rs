@@ -236,6 +236,26 @@ fn encoder_refuses_frames_over_the_limit_and_appends_nothing() {
 }
 
 #[test]
+fn encoder_refuses_a_non_utf8_status_message_and_appends_nothing() {
+    let enc = Encoder::new(MAX);
+    let mut out = BytesMut::from(&b"prefix"[..]);
+    let bad = Frame::Response(Response {
+        request_id: 1,
+        code: Code::INTERNAL,
+        metadata: Metadata::new(),
+        payload: Bytes::from_static(b"\xFF"),
+    });
+    assert_eq!(enc.encode(&bad, &mut out), Err(EncodeError::InvalidUtf8));
+    assert_eq!(
+        enc.encode_response_with(&mut out, 1, Code::INTERNAL, &Metadata::new(), |b| {
+            b.extend_from_slice(b"\xFF")
+        }),
+        Err(EncodeError::InvalidUtf8)
+    );
+    assert_eq!(&out[..], b"prefix");
+}
+
+#[test]
 fn decoder_reserves_at_most_one_step_for_a_claimed_length() {
     let big = 64 * 1024 * 1024;
     let frame = Frame::Request(Request {
@@ -337,6 +357,35 @@ proptest! {
             Encoder::new(MAX).encode(f, &mut again).expect("encodes");
         }
         prop_assert_eq!(again, wire);
+    }
+
+    #[test]
+    fn encode_and_the_with_methods_write_the_same_bytes(frame in arb_frame()) {
+        let enc = Encoder::new(MAX);
+        let mut whole = BytesMut::new();
+        enc.encode(&frame, &mut whole).expect("encodes");
+        let mut with = BytesMut::new();
+        match &frame {
+            Frame::Request(r) => enc.encode_request_with(
+                &mut with,
+                r.request_id,
+                r.service,
+                r.method,
+                r.deadline_ms,
+                &r.metadata,
+                |b| b.extend_from_slice(&r.payload),
+            ),
+            Frame::Response(r) => enc.encode_response_with(
+                &mut with,
+                r.request_id,
+                r.code,
+                &r.metadata,
+                |b| b.extend_from_slice(&r.payload),
+            ),
+            other => enc.encode(other, &mut with),
+        }
+        .expect("encodes");
+        prop_assert_eq!(with, whole);
     }
 
     #[test]
