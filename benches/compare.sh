@@ -47,8 +47,10 @@
 #   ECHO_CLIENTS (1)            courier-bench connections for echo (iperf3 uses one stream)
 #   ECHO_PIPELINE (2)           1 MiB frames each echo connection keeps outstanding
 #   CASE_TIMEOUT (120)          seconds after which one load-generator run is killed (failure)
-#   COURIER_SERVER_ARGS ()      extra kv-server flags, e.g. "--loops 2"
-#   ECHO_SERVER_ARGS ($COURIER_SERVER_ARGS) extra echo-server flags
+#   COURIER_SERVER_ARGS (--loops N) kv-server flags; N is the cores the load generator leaves
+#                               free (cores - LOAD_THREADS, at least 1): on this 2-core
+#                               machine one loop, one core, as redis-server's one thread
+#   ECHO_SERVER_ARGS ($COURIER_SERVER_ARGS) echo-server flags
 #   MARKDOWN (0)                1: print the table as Markdown (same as --markdown)
 #   RAW_DIR ()                  a directory to keep every raw tool output in
 
@@ -66,7 +68,11 @@ ECHO_SECONDS=${ECHO_SECONDS:-5}
 ECHO_CLIENTS=${ECHO_CLIENTS:-1}
 ECHO_PIPELINE=${ECHO_PIPELINE:-2}
 CASE_TIMEOUT=${CASE_TIMEOUT:-120}
-COURIER_SERVER_ARGS=${COURIER_SERVER_ARGS:-}
+# The server gets the cores the load generator does not use: a second event loop on a core
+# the load generator needs only makes the two fight over it.
+FREE_CORES=$(( $(nproc) - LOAD_THREADS ))
+(( FREE_CORES >= 1 )) || FREE_CORES=1
+COURIER_SERVER_ARGS=${COURIER_SERVER_ARGS:---loops $FREE_CORES}
 ECHO_SERVER_ARGS=${ECHO_SERVER_ARGS:-$COURIER_SERVER_ARGS}
 MARKDOWN=${MARKDOWN:-0}
 RAW_DIR=${RAW_DIR:-}

@@ -171,10 +171,11 @@ impl EventLoop {
 
     pub(super) fn run(mut self) -> io::Result<()> {
         if let Some(listener) = &self.listener {
+            let loops = self.shared.mailboxes.len();
             log::info!(
-                "listening on {} with {} event loops",
+                "listening on {} with {loops} event loop{}",
                 listener.local_addr()?,
-                self.shared.mailboxes.len()
+                if loops == 1 { "" } else { "s" }
             );
         }
         let mut events = Events::with_capacity(EVENTS_CAPACITY);
