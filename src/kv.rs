@@ -223,7 +223,8 @@ impl Shard {
 
 /// The in-memory store behind the kv service. Cheap to share: clone the `Arc`.
 ///
-/// Keys are spread over [`SHARDS`] shards, each a reader-writer lock around a `HashMap`, so
+/// Keys are spread over [`SHARDS`] shards, each a reader-writer lock around a hash set of
+/// entries (key and value in one allocation), so
 /// event loops on different cores work on different locks and no one lock serialises the
 /// server. The shard is picked by FNV-1a over the key; each map still hashes with std's
 /// randomly keyed SipHash, so keys chosen to collide can at worst crowd one shard's lock,

@@ -16,6 +16,8 @@ use bytes::BytesMut;
 pub(crate) fn read_spare(fd: &impl AsRawFd, buf: &mut BytesMut) -> io::Result<usize> {
     let spare = buf.spare_capacity_mut();
     let room = spare.len();
+    // No room would read 0 bytes, which callers take for the end of stream.
+    debug_assert!(room > 0, "read_spare needs spare capacity: reserve first");
     // SAFETY: `read(2)` writes at most `room` bytes, starting at the pointer, into memory we
     // own: the spare capacity of `buf`, exactly `room` bytes long and borrowed mutably for
     // the call. Writing bytes into uninitialised `MaybeUninit<u8>` memory is sound. The

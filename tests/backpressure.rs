@@ -150,3 +150,49 @@ fn frames_held_by_max_in_flight_are_answered_after_refusals() {
     release.send(()).expect("release");
     assert_eq!(read_frames(&mut holder, 2).len(), 2);
 }
+
+/// An inline handler that holds its loop for a while, so that bytes pile up unread.
+const STALL: Method<Bytes, Bytes> = Method::new(62, 1, "test.Stall");
+
+/// A frame with TCP urgent data in its middle is still answered. Linux stops a read short at
+/// the urgent mark though the rest of the frame has arrived, so a short read does not prove
+/// the socket drained; the loop must read on when the poller reports urgent data. The loop is
+/// held by a slow inline handler while the frame arrives, so that one read would see it all.
+#[test]
+fn a_frame_split_by_urgent_data_is_still_answered() {
+    use std::os::fd::AsRawFd;
+
+    let mut router = bundled_router();
+    router.register(STALL, |_ctx, body: Bytes| {
+        std::thread::sleep(Duration::from_millis(300));
+        Ok(body)
+    });
+    let server = start(Server::builder().loops(1), router);
+    let mut staller = raw_connect(server.local_addr());
+    send_raw(
+        &mut staller,
+        &encode(&request(1, STALL.service, STALL.method, b"hold")),
+    );
+    // Give the loop time to start the slow handler (if it has not, the frame below is read in
+    // pieces as it arrives, and the test passes without exercising the case).
+    std::thread::sleep(Duration::from_millis(50));
+
+    let mut stream = raw_connect(server.local_addr());
+    let frame = echo_request(7, b"split by an urgent byte");
+    send_raw(&mut stream, &frame[..20]);
+    // SAFETY: `send` reads one byte from a live local, on the stream's own open descriptor.
+    let sent = unsafe { libc::send(stream.as_raw_fd(), b"!".as_ptr().cast(), 1, libc::MSG_OOB) };
+    assert_eq!(sent, 1, "urgent byte sent");
+    send_raw(&mut stream, &frame[20..]);
+
+    match &read_frames(&mut stream, 1)[..] {
+        [Frame::Response(r)] => {
+            assert_eq!((r.request_id, r.code), (7, Code::OK));
+            assert_eq!(&r.payload[..], b"split by an urgent byte");
+        }
+        other => panic!("expected the echo answer, got {other:?}"),
+    }
+    assert!(
+        matches!(&read_frames(&mut staller, 1)[..], [Frame::Response(r)] if r.code == Code::OK)
+    );
+}

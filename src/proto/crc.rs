@@ -3,8 +3,8 @@
 //!
 //! `crc32fast` uses the CPU's carry-less multiply (PCLMULQDQ, or VPCLMULQDQ with AVX2/AVX-512)
 //! when the CPU has it, and picks that kernel at run time: `crc32fast::hash` and
-//! `crc32fast::Hasher::new` probe the CPU's features on every call, which for a 32-byte header
-//! is a noticeable part of the work. The codec probes once ([`prototype`]) and clones the
+//! `crc32fast::Hasher::new` check the CPU's features (a cached test, but a test and a branch)
+//! on every call, which for a 32-byte header is a measurable part of the work. The codec probes once ([`prototype`]) and clones the
 //! result: the same kernel, the same checksum, without the probe.
 
 use std::sync::OnceLock;

@@ -6,10 +6,10 @@
 //! (round robin), handing a connection for another loop over through that loop's
 //! [`Mailbox`]. A connection stays on its loop for life.
 //!
-//! One turn of a loop: wait for readiness (or the next timer tick), serve every connection
-//! that has an event, serve the connections that yielded last turn, take what the mailbox
-//! holds (connections handed over, finished blocking calls), and every tick check every
-//! connection's timers (a sweep over the slab, as Redis's `clientsCron` does: cheaper than a
+//! One turn of a loop: wait for readiness (or the next timer tick); serve every connection
+//! that has an event, and when the waker's event comes, take what the mailbox holds
+//! (connections handed over, finished blocking calls); serve the connections that yielded last
+//! turn; and every tick check every connection's timers (a sweep over the slab, as Redis's `clientsCron` does: cheaper than a
 //! timer per frame).
 
 use std::fs::File;
@@ -35,6 +35,18 @@ use crate::stats::{self, CloseCause, Stats};
 const LISTENER: Token = Token(usize::MAX - 1);
 /// The token of each loop's waker (its [`Mailbox`]).
 pub(super) const WAKER: Token = Token(usize::MAX);
+
+/// What a connection is registered for when it only reads: readable, and on Linux urgent
+/// (TCP out-of-band) data too, because a read stops short at the urgent mark though more
+/// data follows, so a short read no longer proves the socket drained (see [`serve_io`]).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+const READ_INTEREST: Interest = Interest::READABLE.add(Interest::PRIORITY);
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+const READ_INTEREST: Interest = Interest::READABLE;
+
+/// Accepted connections handed to another loop in one batch at most: 32, so that a long
+/// burst of connects does not keep them waiting until the accept queue is empty.
+const HANDOFF_BATCH: usize = 32;
 
 /// Events taken from the poller per turn: 1,024.
 const EVENTS_CAPACITY: usize = 1024;
@@ -195,9 +207,10 @@ impl EventLoop {
                     WAKER => self.take_mail(now),
                     token => {
                         let key = key_of(token);
-                        if event.is_read_closed() || event.is_error() {
+                        if event.is_read_closed() || event.is_error() || event.is_priority() {
                             // Sticky: the end of stream (or error) is reported once, and a
-                            // short read does not consume it.
+                            // short read does not consume it; urgent data makes reads stop
+                            // short of what has arrived.
                             if let Some(conn) = self.conns.get_mut(key) {
                                 conn.read_closed = true;
                             }
@@ -234,7 +247,7 @@ impl EventLoop {
     fn accept(&mut self, now: Instant) {
         self.accept_waiting(now);
         for (index, batch) in self.handoff.iter_mut().enumerate() {
-            self.shared.mailboxes[index].push_accepted(batch);
+            self.shared.mailboxes[index].push_accepted(batch, &self.shared.open);
         }
     }
 
@@ -253,10 +266,10 @@ impl EventLoop {
     fn insert(&mut self, mut stream: TcpStream, peer: SocketAddr, now: Instant) {
         let entry = self.conns.vacant_entry();
         let key = entry.key();
-        if let Err(err) =
-            self.poll
-                .registry()
-                .register(&mut stream, token_of(key), Interest::READABLE)
+        if let Err(err) = self
+            .poll
+            .registry()
+            .register(&mut stream, token_of(key), READ_INTEREST)
         {
             log::error!("cannot register {peer}: {err}");
             self.shared.open.fetch_sub(1, Ordering::Relaxed);
@@ -269,7 +282,7 @@ impl EventLoop {
             peer,
             id: self.next_id,
             state: Connection::new(self.shared.config.connection, Arc::clone(&self.stats), now),
-            interest: Interest::READABLE,
+            interest: READ_INTEREST,
             read_closed: false,
             accounted: 0,
             queued: false,
@@ -286,6 +299,10 @@ impl EventLoop {
             let Some(listener) = &self.listener else {
                 return;
             };
+            if self.is_stopping() {
+                // Left in the backlog, they are reset when the listener closes.
+                return;
+            }
             let (mut stream, peer) = match listener.accept() {
                 Ok(accepted) => accepted,
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
@@ -332,6 +349,10 @@ impl EventLoop {
                 self.insert(stream, peer, now);
             } else {
                 self.handoff[target].push(Accepted { stream, peer });
+                if self.handoff[target].len() >= HANDOFF_BATCH {
+                    self.shared.mailboxes[target]
+                        .push_accepted(&mut self.handoff[target], &self.shared.open);
+                }
             }
         }
     }
@@ -429,9 +450,9 @@ impl EventLoop {
             self.ready.push(key);
         }
         let wanted = if conn.state.wants_write() {
-            Interest::READABLE | Interest::WRITABLE
+            READ_INTEREST | Interest::WRITABLE
         } else {
-            Interest::READABLE
+            READ_INTEREST
         };
         if wanted != conn.interest {
             match self
@@ -523,8 +544,9 @@ impl EventLoop {
         );
         let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
         let now = Instant::now();
-        // Connections handed over but not yet served are closed unanswered.
-        self.mailbox.take_accepted(&mut self.accepted);
+        // Connections handed over but not yet served are closed unanswered, and so is any
+        // handed over from now on.
+        self.mailbox.close(&mut self.accepted);
         let unserved = self.accepted.len();
         self.accepted.clear();
         self.shared.open.fetch_sub(unserved, Ordering::Relaxed);
@@ -604,9 +626,10 @@ fn log_close_reason(conn: &Conn) {
 /// read buffer, raises no new event. A read that fills less than the room it was given has
 /// read the socket dry (the kernel hands over everything it holds), and any byte that
 /// arrives after it raises a new edge; so the loop stops reading there instead of paying for
-/// one more `read` that would only say `WouldBlock` (tokio's rule too). The end of stream is
-/// the exception: it was reported once, and only a read that returns 0 consumes it, so once
-/// the poller has said the peer closed (`read_closed`) the loop reads until it sees it.
+/// one more `read` that would only say `WouldBlock` (tokio's rule too). The exceptions: the
+/// end of stream was reported once, and only a read that returns 0 consumes it; and Linux
+/// stops a read short at TCP urgent data though more follows. Once the poller has reported
+/// either (`read_closed`), the loop reads that connection until `WouldBlock` or end of stream.
 /// Otherwise this goes
 /// round again whenever a round made progress and work may remain (a pause lifted because
 /// output drained, frames held back by a limit); the turn budget bounds the rounds.

@@ -6,6 +6,7 @@
 //! its waker fires.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use mio::net::TcpStream;
@@ -28,10 +29,17 @@ pub(crate) struct Mailbox {
     /// The loop's counters, also written by worker threads for the loop's calls.
     pub(crate) stats: Arc<Stats>,
     completed: Mutex<Vec<Completed>>,
-    accepted: Mutex<Vec<Accepted>>,
+    accepted: Mutex<Inbox>,
 }
 
-fn lock<T>(list: &Mutex<Vec<T>>) -> MutexGuard<'_, Vec<T>> {
+/// Connections handed over, and whether the loop has stopped taking them.
+#[derive(Debug, Default)]
+struct Inbox {
+    list: Vec<Accepted>,
+    closed: bool,
+}
+
+fn lock<T>(list: &Mutex<T>) -> MutexGuard<'_, T> {
     // Each critical section is one push or one swap, so a poisoned list is still whole.
     list.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -42,7 +50,7 @@ impl Mailbox {
             waker,
             stats,
             completed: Mutex::new(Vec::new()),
-            accepted: Mutex::new(Vec::new()),
+            accepted: Mutex::new(Inbox::default()),
         }
     }
 
@@ -65,15 +73,22 @@ impl Mailbox {
         }
     }
 
-    /// Hands the loop accepted connections; wakes it if its list was empty.
-    pub(crate) fn push_accepted(&self, batch: &mut Vec<Accepted>) {
+    /// Hands the loop accepted connections (emptying `batch`); wakes it if its list was
+    /// empty. Once the loop has stopped ([`Mailbox::close`]) they are closed at once instead
+    /// and taken off `open`, the server's count of open connections.
+    pub(crate) fn push_accepted(&self, batch: &mut Vec<Accepted>, open: &AtomicUsize) {
         if batch.is_empty() {
             return;
         }
         let was_empty = {
-            let mut list = lock(&self.accepted);
-            let was_empty = list.is_empty();
-            list.append(batch);
+            let mut inbox = lock(&self.accepted);
+            if inbox.closed {
+                open.fetch_sub(batch.len(), Ordering::Relaxed);
+                batch.clear();
+                return;
+            }
+            let was_empty = inbox.list.is_empty();
+            inbox.list.append(batch);
             was_empty
         };
         if was_empty {
@@ -88,6 +103,13 @@ impl Mailbox {
 
     /// Moves every connection handed over into `out`.
     pub(crate) fn take_accepted(&self, out: &mut Vec<Accepted>) {
-        out.append(&mut lock(&self.accepted));
+        out.append(&mut lock(&self.accepted).list);
+    }
+
+    /// The loop stops: moves the connections handed over into `out`, and refuses any more.
+    pub(crate) fn close(&self, out: &mut Vec<Accepted>) {
+        let mut inbox = lock(&self.accepted);
+        inbox.closed = true;
+        out.append(&mut inbox.list);
     }
 }

@@ -385,8 +385,20 @@ impl Server {
     }
 }
 
-/// Runs one loop; if it fails, stops the others.
+/// Runs one loop; if it fails or panics, stops the others.
 fn run_loop(event_loop: EventLoop, handle: &ServerHandle) -> io::Result<()> {
+    /// Stops the server when dropped during a panic (a loop that died would otherwise be
+    /// dealt connections it never serves).
+    struct StopOnPanic<'a>(&'a ServerHandle);
+    impl Drop for StopOnPanic<'_> {
+        fn drop(&mut self) {
+            if thread::panicking() {
+                log::error!("a server loop panicked; stopping the server");
+                self.0.shutdown();
+            }
+        }
+    }
+    let _guard = StopOnPanic(handle);
     let result = event_loop.run();
     if let Err(err) = &result {
         log::error!("server loop failed: {err}; stopping the server");
@@ -471,7 +483,8 @@ impl Drop for RunningServer {
 struct Conn {
     stream: mio::net::TcpStream,
     peer: SocketAddr,
-    /// Unique for the server's life (slab keys are reused); ties worker results to it.
+    /// Unique for its loop's life (slab keys are reused); with the loop's index, ties worker
+    /// results to it.
     id: u64,
     state: Connection,
     interest: mio::Interest,
