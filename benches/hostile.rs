@@ -3,7 +3,8 @@
 //! Run: `cargo bench --bench hostile`. Prints one table to stdout (progress goes to stderr).
 //!
 //! An in-process server (echo, kv, and a blocking method that sleeps 1 s) runs with the
-//! default limits, except that the frame and write timeouts are 2 s so that the slowloris and
+//! default limits and one event loop per core but the normal client's (one on a 2-core
+//! machine), except that the frame and write timeouts are 2 s so that the slowloris and
 //! the non-reading pipeliner are cut off within the run. A normal client makes 64-byte echo
 //! calls back to back for a fixed window, and every call's latency goes into an HDR
 //! histogram: with no attack (a baseline), then while an attack runs from other threads, for
@@ -240,8 +241,12 @@ fn start_server() -> RunningServer {
         thread::sleep(Duration::from_secs(1));
         Ok(body)
     });
+    // The cores the normal client leaves free, as benches/compare.sh does: a loop on the
+    // client's core would fight it for that core.
+    let loops = courier::server::default_loops().saturating_sub(1).max(1);
     Server::builder()
         .addr("127.0.0.1:0".parse().expect("valid address"))
+        .loops(loops)
         .frame_timeout(FRAME_TIMEOUT)
         .write_timeout(WRITE_TIMEOUT)
         .bind(router)
