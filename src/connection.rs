@@ -351,11 +351,17 @@ impl Connection {
     /// Gives the connection's empty buffers back to `pool`, so that an idle connection holds
     /// none.
     pub fn return_buffers(&mut self, pool: &mut BufferPool) {
-        if self.read_buf.is_empty() && self.read_buf.capacity() > 0 {
-            pool.give(std::mem::take(&mut self.read_buf));
-        }
-        if self.write_buf.is_empty() && self.write_buf.capacity() > 0 {
-            pool.give(std::mem::take(&mut self.write_buf));
+        for buf in [&mut self.read_buf, &mut self.write_buf] {
+            if buf.is_empty() {
+                // A buffer whose bytes were all written or split off reports only the room
+                // after them; take the whole allocation back (unless a split-off frame still
+                // holds part of it), so that the pool keeps it instead of dropping it. When
+                // that fails the room left is still worth keeping, so the result is not needed.
+                let _ = buf.try_reclaim(1);
+                if buf.capacity() > 0 {
+                    pool.give(std::mem::take(buf));
+                }
+            }
         }
     }
 
