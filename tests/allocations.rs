@@ -3,11 +3,10 @@
 //! a pool and written out after every read, makes no heap allocation once it is warm. (A kv
 //! SET allocates its stored copy of the key and the value, by design: see `kv::Store::set`.)
 //!
-//! A counting global allocator counts the allocations made on the test's own thread while the
-//! measured frames are processed (other threads of the test harness are not counted).
+//! A counting global allocator (`tests/support/counting.rs`) counts the allocations made on
+//! the test's own thread while the measured frames are processed (other threads of the test
+//! harness are not counted).
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::io;
 use std::sync::Arc;
 use std::time::Instant;
@@ -18,54 +17,13 @@ use courier::proto::{Encoder, Frame, Metadata, Request};
 use courier::service::Router;
 use courier::stats::Stats;
 
-struct Counting;
-
-thread_local! {
-    static COUNTING: Cell<bool> = const { Cell::new(false) };
-    static COUNT: Cell<u64> = const { Cell::new(0) };
-}
-
-fn note_allocation() {
-    // `try_with`: the allocator also runs while thread-locals are torn down.
-    let _ = COUNTING.try_with(|on| {
-        if on.get() {
-            let _ = COUNT.try_with(|n| n.set(n.get() + 1));
-        }
-    });
-}
-
-// SAFETY: every call is forwarded unchanged to the system allocator, which upholds the
-// `GlobalAlloc` contract; the only addition is a thread-local counter that never allocates
-// (const-initialised `Cell`s).
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        note_allocation();
-        System.alloc(layout)
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        note_allocation();
-        System.alloc_zeroed(layout)
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        note_allocation();
-        System.realloc(ptr, layout, new_size)
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        System.dealloc(ptr, layout)
-    }
-}
+#[path = "support/counting.rs"]
+mod counting;
 
 #[global_allocator]
-static ALLOCATOR: Counting = Counting;
+static ALLOCATOR: counting::Counting = counting::Counting;
 
-/// Allocations made on this thread while `f` runs.
-fn allocations_in(f: impl FnOnce()) -> u64 {
-    COUNT.with(|n| n.set(0));
-    COUNTING.with(|on| on.set(true));
-    f();
-    COUNTING.with(|on| on.set(false));
-    COUNT.with(|n| n.get())
-}
+use counting::on_this_thread as allocations_in;
 
 #[test]
 fn the_counter_counts() {

@@ -2,54 +2,24 @@
 //! warm: batches of pipelined echo requests are read, answered and written with the buffers
 //! and lists the loop already holds.
 //!
-//! A counting global allocator counts every allocation in the process while the measured
-//! batches run. The only other thread then working is this test's, which writes pre-encoded
+//! A counting global allocator (`tests/support/counting.rs`) counts every allocation in the
+//! process while the measured batches run. The only other thread then working is this test's, which writes pre-encoded
 //! bytes and reads into a buffer it already has, so it allocates nothing: a count of 0 is the
 //! loop's. This file holds one test so that no other test runs beside it.
 
 mod support;
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::{Read, Write};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use bytes::BytesMut;
 use courier::server::Server;
 use support::{bundled_router, echo_request, raw_connect, start};
 
-struct Counting;
-
-static COUNTING: AtomicBool = AtomicBool::new(false);
-static COUNT: AtomicU64 = AtomicU64::new(0);
-
-fn note_allocation() {
-    if COUNTING.load(Ordering::Relaxed) {
-        COUNT.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-// SAFETY: every call is forwarded unchanged to the system allocator, which upholds the
-// `GlobalAlloc` contract; the only addition is an atomic counter, which does not allocate.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        note_allocation();
-        System.alloc(layout)
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        note_allocation();
-        System.alloc_zeroed(layout)
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        note_allocation();
-        System.realloc(ptr, layout, new_size)
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        System.dealloc(ptr, layout)
-    }
-}
+#[path = "support/counting.rs"]
+mod counting;
 
 #[global_allocator]
-static ALLOCATOR: Counting = Counting;
+static ALLOCATOR: counting::Counting = counting::Counting;
 
 #[test]
 fn the_loop_allocates_nothing_per_request_once_warm() {
@@ -71,13 +41,11 @@ fn the_loop_allocates_nothing_per_request_once_warm() {
     for _ in 0..200 {
         round(&mut stream);
     }
-    COUNT.store(0, Ordering::SeqCst);
-    COUNTING.store(true, Ordering::SeqCst);
-    for _ in 0..2_000 {
-        round(&mut stream);
-    }
-    COUNTING.store(false, Ordering::SeqCst);
-    let allocations = COUNT.load(Ordering::SeqCst);
+    let allocations = counting::in_process(|| {
+        for _ in 0..2_000 {
+            round(&mut stream);
+        }
+    });
     // The answers were real: the last batch's last frame is request 16's OK response.
     let last = answers.len() - (answers_len / 16);
     assert_eq!(&answers[last..last + 4], b"COUR");
