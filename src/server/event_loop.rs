@@ -212,7 +212,7 @@ impl EventLoop {
                             // short read does not consume it; urgent data makes reads stop
                             // short of what has arrived.
                             if let Some(conn) = self.conns.get_mut(key) {
-                                conn.read_closed = true;
+                                conn.read_until_blocked = true;
                             }
                         }
                         self.serve(key, now);
@@ -283,7 +283,7 @@ impl EventLoop {
             id: self.next_id,
             state: Connection::new(self.shared.config.connection, Arc::clone(&self.stats), now),
             interest: READ_INTEREST,
-            read_closed: false,
+            read_until_blocked: false,
             accounted: 0,
             queued: false,
             turn: 0,
@@ -629,13 +629,13 @@ fn log_close_reason(conn: &Conn) {
 /// one more `read` that would only say `WouldBlock` (tokio's rule too). The exceptions: the
 /// end of stream was reported once, and only a read that returns 0 consumes it; and Linux
 /// stops a read short at TCP urgent data though more follows. Once the poller has reported
-/// either (`read_closed`), the loop reads that connection until `WouldBlock` or end of stream.
+/// either (`read_until_blocked`), the loop reads that connection until `WouldBlock` or end of stream.
 /// Otherwise this goes
 /// round again whenever a round made progress and work may remain (a pause lifted because
 /// output drained, frames held back by a limit); the turn budget bounds the rounds.
 fn serve_io(conn: &mut Conn, router: &Router, now: Instant) -> io::Result<()> {
     let mut drained = false;
-    let short_read_drains = !conn.read_closed;
+    let short_read_drains = !conn.read_until_blocked;
     loop {
         let queued = conn.state.queued_output();
         let mut frames = 0;

@@ -488,9 +488,10 @@ struct Conn {
     id: u64,
     state: Connection,
     interest: mio::Interest,
-    /// Whether the poller has reported the peer's end of stream (or an error): from then on
-    /// the socket is read until a read says so, not only until a short read.
-    read_closed: bool,
+    /// Whether the poller has reported the peer's end of stream, an error or urgent data:
+    /// from then on the socket is read until `WouldBlock` or end of stream, not only until a
+    /// short read (which no longer proves it drained).
+    read_until_blocked: bool,
     /// Bytes this connection has added to the `buffered_bytes` gauge.
     accounted: usize,
     /// Whether it is already on the loop's list to serve next turn.

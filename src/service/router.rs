@@ -180,7 +180,7 @@ impl Router {
         Resp: Message,
         F: Fn(&Context, Req) -> Result<Resp, Status> + Send + Sync + 'static,
     {
-        self.insert(method, handler, false)
+        self.insert_returning(method, handler, false)
     }
 
     /// Registers `handler` for `method`, to run on the server's worker pool, so that a handler
@@ -198,7 +198,7 @@ impl Router {
         Resp: Message,
         F: Fn(&Context, Req) -> Result<Resp, Status> + Send + Sync + 'static,
     {
-        self.insert(method, handler, true)
+        self.insert_returning(method, handler, true)
     }
 
     /// Registers `handler` for `method`, to run inline on the event loop, writing its response
@@ -218,16 +218,11 @@ impl Router {
         Resp: Message,
         F: Fn(&Context, Req, &mut BytesMut) -> Result<(), Status> + Send + Sync + 'static,
     {
-        let name = method.name;
-        let erased = move |ctx: &Context, payload: Bytes, out: &mut BytesMut| {
-            let request = Req::decode(payload)
-                .map_err(|err| Status::invalid_argument(format!("{name}: {err}")))?;
-            handler(ctx, request, out)
-        };
-        self.insert_route(method.service, method.method, name, Box::new(erased), false)
+        self.insert(method, handler, false)
     }
 
-    fn insert<Req, Resp, F>(
+    /// Registers a handler that returns its response message, as an encoded one.
+    fn insert_returning<Req, Resp, F>(
         &mut self,
         method: Method<Req, Resp>,
         handler: F,
@@ -238,37 +233,38 @@ impl Router {
         Resp: Message,
         F: Fn(&Context, Req) -> Result<Resp, Status> + Send + Sync + 'static,
     {
+        let encoded = move |ctx: &Context, request: Req, out: &mut BytesMut| {
+            handler(ctx, request)?.encode(out);
+            Ok(())
+        };
+        self.insert(method, encoded, blocking)
+    }
+
+    /// The one place a handler is type-erased: decode the request (INVALID_ARGUMENT when it
+    /// does not), call, and keep the route sorted by key.
+    fn insert<Req, Resp, F>(
+        &mut self,
+        method: Method<Req, Resp>,
+        handler: F,
+        blocking: bool,
+    ) -> &mut Self
+    where
+        Req: Message,
+        Resp: Message,
+        F: Fn(&Context, Req, &mut BytesMut) -> Result<(), Status> + Send + Sync + 'static,
+    {
         let name = method.name;
         let erased = move |ctx: &Context, payload: Bytes, out: &mut BytesMut| {
             let request = Req::decode(payload)
                 .map_err(|err| Status::invalid_argument(format!("{name}: {err}")))?;
-            let response = handler(ctx, request)?;
-            response.encode(out);
-            Ok(())
+            handler(ctx, request, out)
         };
-        self.insert_route(
-            method.service,
-            method.method,
-            name,
-            Box::new(erased),
-            blocking,
-        )
-    }
-
-    fn insert_route(
-        &mut self,
-        service: u16,
-        method: u16,
-        name: &'static str,
-        handler: Box<Handler>,
-        blocking: bool,
-    ) -> &mut Self {
         let route = Arc::new(Route {
             name,
-            handler,
+            handler: Box::new(erased),
             blocking,
         });
-        let key = route_key(service, method);
+        let key = route_key(method.service, method.method);
         match self.routes.binary_search_by_key(&key, |(k, _)| *k) {
             Ok(i) => self.routes[i].1 = route,
             Err(i) => self.routes.insert(i, (key, route)),
