@@ -13,6 +13,8 @@
 //! Keys are 1 to [`MAX_KEY_LEN`] bytes, values 0 to [`MAX_VALUE_LEN`] bytes; a request outside
 //! those limits is answered INVALID_ARGUMENT.
 
+pub mod record;
+
 use std::borrow::Borrow;
 use std::collections::HashSet;
 use std::hash::{Hash, Hasher};

@@ -1,0 +1,1 @@
+//! The kv log's record format (sans-IO): encoding and scanning.
