@@ -78,7 +78,7 @@ wait_listening() { # port
 start_server() { # kind port
     case "$1" in
     courier)
-        "$KV_SERVER" --addr "127.0.0.1:$2" --max-connections 20000 \
+        "$KV_SERVER" --addr "127.0.0.1:$2" --max-connections 20000 --in-memory \
             >"$WORK/courier.log" 2>&1 &
         ;;
     redis)

@@ -161,8 +161,14 @@ impl ConnectionConfig {
 enum Phase {
     Open,
     PeerClosed,
+    /// GOAWAY queued for a graceful drain: nothing more is read, but the requests decoded
+    /// before it are still answered; then Closing.
+    Draining,
     Closing,
-    Lingering { until: Instant, discarded: usize },
+    Lingering {
+        until: Instant,
+        discarded: usize,
+    },
     Closed,
 }
 
@@ -290,7 +296,24 @@ pub struct Connection {
     /// Whether reading is paused for output above the high-water mark, or for in-flight work.
     output_paused: bool,
     in_flight_paused: bool,
+    /// Responses waiting for a commit ([`Context::hold_until_committed`]); allocated at the
+    /// first, kept for the connection's life.
+    held: Option<Box<Held>>,
 }
+
+/// Encoded responses that wait for a commit, and what to answer instead if it fails.
+#[derive(Debug, Default)]
+struct Held {
+    /// The response frames, in the order they were encoded.
+    frames: BytesMut,
+    /// The request id of each frame in `frames`.
+    request_ids: Vec<u64>,
+    /// The largest ticket they wait for.
+    ticket: u64,
+}
+
+/// Held responses above this many bytes give their buffer back once sent: 64 KiB.
+const HELD_KEEP_CAPACITY: usize = 64 * 1024;
 
 impl Connection {
     /// A new, open connection at `now`, counting into `stats`. Allocates no buffer until it
@@ -327,6 +350,7 @@ impl Connection {
             write_timer_armed: false,
             output_paused: false,
             in_flight_paused: false,
+            held: None,
         }
     }
 
@@ -551,13 +575,12 @@ impl Connection {
             payload,
         } = request;
         self.last_request_id = request_id;
-        let ctx = Context {
+        let ctx = Context::new(
             request_id,
-            received_at: now,
-            deadline: (deadline_ms != 0)
-                .then(|| now + Duration::from_millis(u64::from(deadline_ms))),
+            now,
+            (deadline_ms != 0).then(|| now + Duration::from_millis(u64::from(deadline_ms))),
             metadata,
-        };
+        );
         let start = self.write_buf.len();
         let mut outcome = None;
         let encoded = self.encoder.encode_response_with(
@@ -573,6 +596,14 @@ impl Connection {
                 stats::inc(&self.stats.frames_out);
                 return;
             }
+            (Some(Outcome::Held(ticket)), Ok(())) => {
+                let held = self.held.get_or_insert_with(Box::default);
+                held.frames.extend_from_slice(&self.write_buf[start..]);
+                held.request_ids.push(request_id);
+                held.ticket = held.ticket.max(ticket);
+                self.write_buf.truncate(start);
+                return;
+            }
             (Some(Outcome::Blocking(call)), _) => {
                 self.write_buf.truncate(start);
                 self.in_flight += 1;
@@ -580,10 +611,12 @@ impl Connection {
                 return;
             }
             (Some(Outcome::Ready(Err(failure))), _) => failure,
-            (Some(Outcome::Ready(Ok(()))), Err(err)) | (None, Err(err)) => Failure {
-                status: Status::resource_exhausted(format!("response not sent: {err}")),
-                panicked: false,
-            },
+            (Some(Outcome::Ready(Ok(())) | Outcome::Held(_)), Err(err)) | (None, Err(err)) => {
+                Failure {
+                    status: Status::resource_exhausted(format!("response not sent: {err}")),
+                    panicked: false,
+                }
+            }
             (None, Ok(())) => Failure {
                 status: Status::internal("handler not called"),
                 panicked: false,
@@ -640,7 +673,10 @@ impl Connection {
     ) {
         self.in_flight = self.in_flight.saturating_sub(1);
         self.last_active = now;
-        if !matches!(self.phase, Phase::Open | Phase::PeerClosed) {
+        if !matches!(
+            self.phase,
+            Phase::Open | Phase::PeerClosed | Phase::Draining
+        ) {
             return;
         }
         let failure = match result {
@@ -657,6 +693,7 @@ impl Connection {
                     Ok(()) => {
                         self.stats.request(Code::OK);
                         stats::inc(&self.stats.frames_out);
+                        self.check_drained();
                         self.check_output(now);
                         return;
                     }
@@ -672,7 +709,78 @@ impl Connection {
             Err(failure) => failure,
         };
         self.answer_failure(request_id, &failure);
+        self.check_drained();
         self.check_output(now);
+    }
+
+    /// The largest commit ticket a held response waits for, if any response is held
+    /// ([`Context::hold_until_committed`]). The caller runs the commit, then calls
+    /// [`Connection::committed`].
+    pub fn held_ticket(&self) -> Option<u64> {
+        self.held
+            .as_ref()
+            .filter(|held| !held.request_ids.is_empty())
+            .map(|held| held.ticket)
+    }
+
+    /// Releases the held responses after their commit: queued as encoded on `Ok`, each
+    /// replaced by a RESPONSE carrying the status on `Err` (so no write whose commit failed is
+    /// acknowledged). The caller must have committed at least [`Connection::held_ticket`].
+    pub fn committed(&mut self, result: Result<(), &Status>, now: Instant) {
+        let Some(held) = self.held.as_mut() else {
+            return;
+        };
+        if held.request_ids.is_empty() {
+            return;
+        }
+        let answering = matches!(
+            self.phase,
+            Phase::Open | Phase::PeerClosed | Phase::Draining
+        );
+        match result {
+            Ok(()) if answering => {
+                self.write_buf.extend_from_slice(&held.frames);
+                for _ in &held.request_ids {
+                    self.stats.request(Code::OK);
+                    stats::inc(&self.stats.frames_out);
+                }
+            }
+            Err(status) if answering => {
+                for &request_id in &held.request_ids {
+                    self.stats.request(status.code);
+                    stats::inc(&self.stats.frames_out);
+                    self.encoder.encode_status(
+                        &mut self.write_buf,
+                        request_id,
+                        status.code,
+                        &status.message,
+                    );
+                }
+            }
+            _ => {}
+        }
+        held.request_ids.clear();
+        held.ticket = 0;
+        if held.frames.capacity() > HELD_KEEP_CAPACITY {
+            held.frames = BytesMut::new();
+        } else {
+            held.frames.clear();
+        }
+        self.last_active = now;
+        self.check_drained();
+        self.check_output(now);
+    }
+
+    /// A draining connection with nothing left to answer starts closing.
+    fn check_drained(&mut self) {
+        if self.phase == Phase::Draining && self.nothing_pending() {
+            self.phase = Phase::Closing;
+        }
+    }
+
+    /// No request is running, waiting for a worker or holding its response for a commit.
+    fn nothing_pending(&self) -> bool {
+        self.in_flight == 0 && self.blocking.is_empty() && self.held_ticket().is_none()
     }
 
     /// Starts the write timer when output appears, and closes a connection over the hard cap.
@@ -747,6 +855,27 @@ impl Connection {
         if matches!(self.phase, Phase::Open | Phase::PeerClosed) {
             self.queue_simple(FrameKind::GoAway, self.last_request_id, code, message);
             self.stop_reading(CloseReason::GoAway);
+        } else if self.phase == Phase::Draining {
+            // The GOAWAY went out when the drain began; stop waiting for what is left.
+            self.phase = Phase::Closing;
+        }
+    }
+
+    /// Starts a graceful drain (`proto-spec/PROTOCOL.md` Section 14): queues a GOAWAY with
+    /// status OK naming the last request id decoded, stops reading (input not yet decoded is
+    /// dropped: those requests are above the GOAWAY's id, and the client may retry them), and
+    /// keeps answering the requests decoded before it: blocking calls still running and
+    /// responses held for a commit. Once none is left and the output is written, the
+    /// connection closes as after [`Connection::go_away`]. No-op unless open or half-closed.
+    pub fn drain(&mut self, message: &str, now: Instant) {
+        if matches!(self.phase, Phase::Open | Phase::PeerClosed) {
+            self.queue_simple(FrameKind::GoAway, self.last_request_id, Code::OK, message);
+            self.phase = Phase::Draining;
+            self.close_reason = Some(CloseReason::GoAway);
+            self.read_buf = BytesMut::new();
+            self.frame_started = None;
+            self.check_drained();
+            self.check_output(now);
         }
     }
 
@@ -773,11 +902,7 @@ impl Connection {
         self.write_timer_armed = false;
         // Half-closed: done once every request it sent has been answered, including frames
         // still waiting in the read buffer for a limit to lift.
-        if self.phase == Phase::PeerClosed
-            && self.in_flight == 0
-            && self.blocking.is_empty()
-            && self.read_buf.is_empty()
-        {
+        if self.phase == Phase::PeerClosed && self.nothing_pending() && self.read_buf.is_empty() {
             self.phase = Phase::Closed;
         }
         Ok(())
@@ -824,8 +949,7 @@ impl Connection {
         self.phase == Phase::Open
             && self.read_buf.is_empty()
             && self.write_buf.is_empty()
-            && self.in_flight == 0
-            && self.blocking.is_empty()
+            && self.nothing_pending()
     }
 
     /// Advances timers to `now`: closes a lingering connection past its deadline or one whose

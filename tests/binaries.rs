@@ -8,6 +8,9 @@ use std::process::{Child, Command, Output, Stdio};
 use bytes::Bytes;
 use courier::client::Client;
 
+mod support;
+use support::TempDir;
+
 /// A server process on 127.0.0.1 with a free port; killed when dropped.
 struct ServerProcess {
     child: Child,
@@ -15,9 +18,10 @@ struct ServerProcess {
 }
 
 impl ServerProcess {
-    fn start(exe: &str) -> ServerProcess {
+    fn start(exe: &str, args: &[&str]) -> ServerProcess {
         let mut child = Command::new(exe)
             .args(["--addr", "127.0.0.1:0"])
+            .args(args)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -60,7 +64,9 @@ fn text(bytes: &[u8]) -> String {
 
 #[test]
 fn kv_cli_set_get_del_against_kv_server() {
-    let server = ServerProcess::start(env!("CARGO_BIN_EXE_kv-server"));
+    let data = TempDir::new("binaries");
+    let dir = data.path().to_str().expect("utf-8 path");
+    let server = ServerProcess::start(env!("CARGO_BIN_EXE_kv-server"), &["--data-dir", dir]);
 
     let out = kv_cli(server.addr, &["set", "greeting", "hello world"]);
     assert!(out.status.success(), "set failed: {}", text(&out.stderr));
@@ -128,7 +134,7 @@ fn kv_cli_errors_are_one_line_and_exit_2() {
         "{stderr:?}"
     );
 
-    let server = ServerProcess::start(env!("CARGO_BIN_EXE_kv-server"));
+    let server = ServerProcess::start(env!("CARGO_BIN_EXE_kv-server"), &["--in-memory"]);
     let out = kv_cli(server.addr, &["set", "", "value"]);
     assert_eq!(out.status.code(), Some(2));
     let stderr = text(&out.stderr);
@@ -146,6 +152,11 @@ fn a_taken_address_is_a_clear_error() {
     ] {
         let out = Command::new(exe)
             .args(["--addr", &addr])
+            .args(if exe.ends_with("kv-server") {
+                &["--in-memory"][..]
+            } else {
+                &[]
+            })
             .output()
             .expect("run the server");
         assert!(!out.status.success());
@@ -160,7 +171,7 @@ fn a_taken_address_is_a_clear_error() {
 
 #[test]
 fn echo_server_echoes() {
-    let server = ServerProcess::start(env!("CARGO_BIN_EXE_echo-server"));
+    let server = ServerProcess::start(env!("CARGO_BIN_EXE_echo-server"), &[]);
     let mut client = Client::connect(server.addr).expect("connect");
     let body = Bytes::from_static(b"ping through a real process");
     assert_eq!(

@@ -51,7 +51,7 @@ impl ServerProcess {
             .arg("-c")
             .arg(format!("ulimit -n {limit} && exec \"$0\" \"$@\""))
             .arg(env!("CARGO_BIN_EXE_kv-server"))
-            .args(["--addr", "127.0.0.1:0"])
+            .args(["--addr", "127.0.0.1:0", "--in-memory"])
             // Refusals are logged as warnings, one per connection: keep only errors.
             .env("RUST_LOG", "error")
             .stdin(Stdio::null())

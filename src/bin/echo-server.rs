@@ -26,5 +26,5 @@ fn main() -> ExitCode {
     common::init_logging();
     let mut router = Router::new();
     echo::register(&mut router);
-    common::run("echo-server", args.addr, &args.limits, router)
+    common::run("echo-server", args.addr, &args.limits, router, || Ok(()))
 }

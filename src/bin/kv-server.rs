@@ -1,23 +1,50 @@
-//! `kv-server`: the bundled key-value service (GET, SET, DELETE), in memory.
+//! `kv-server`: the bundled key-value service (GET, SET, DELETE), kept in memory and made
+//! durable by an append-only log (`courier::kv::logfile`).
 
 mod common;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use anyhow::Context;
 use clap::Parser;
+use courier::kv::logfile::{
+    FsyncPolicy, Log, LogConfig, DEFAULT_COMPACT_MIN_SIZE, DEFAULT_COMPACT_RATIO, DEFAULT_DATA_DIR,
+};
 use courier::service::Router;
 use courier::{echo, kv};
 
-/// courier's key-value server: GET, SET and DELETE of byte strings, kept in memory.
-/// Also answers the echo service. Logs to stderr; set RUST_LOG=debug for more.
+/// courier's key-value server: GET, SET and DELETE of byte strings, kept in memory and
+/// logged to an append-only file that is replayed on start. Also answers the echo service.
+/// SIGTERM or SIGINT drains it gracefully. Logs to stderr; set RUST_LOG=debug for more.
 #[derive(Parser, Debug)]
 #[command(version)]
 struct Args {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:7878")]
     addr: SocketAddr,
+    /// Directory of the append-only log (created if missing).
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_DATA_DIR)]
+    data_dir: PathBuf,
+    /// When the log is fsynced: always (before each write is acknowledged; group commit
+    /// per loop turn), everysec (once a second), or never (left to the kernel).
+    #[arg(long, value_name = "POLICY", default_value_t = FsyncPolicy::EverySec)]
+    fsync: FsyncPolicy,
+    /// Keep no log: everything is lost on exit (for benchmarks).
+    #[arg(long, conflicts_with_all = ["fsync", "repair"])]
+    in_memory: bool,
+    /// Start even if a record before the log's tail is damaged: keep the records before it
+    /// and move the rest to kv.log.damaged-<offset>-<time> in the data directory.
+    #[arg(long)]
+    repair: bool,
+    /// Smallest log, in bytes, that is compacted.
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_COMPACT_MIN_SIZE)]
+    compact_min_size: u64,
+    /// Compact when the log is this many times the size of its live records (at least 1).
+    #[arg(long, value_name = "RATIO", default_value_t = DEFAULT_COMPACT_RATIO)]
+    compact_ratio: f64,
     #[command(flatten)]
     limits: common::Limits,
 }
@@ -26,7 +53,32 @@ fn main() -> ExitCode {
     let args = Args::parse();
     common::init_logging();
     let mut router = Router::new();
-    kv::register(&mut router, Arc::new(kv::Store::new()));
+    let store = Arc::new(kv::Store::new());
     echo::register(&mut router);
-    common::run("kv-server", args.addr, &args.limits, router)
+    if args.in_memory {
+        kv::register(&mut router, store);
+        return common::run("kv-server", args.addr, &args.limits, router, || Ok(()));
+    }
+    let config = LogConfig {
+        dir: args.data_dir.clone(),
+        fsync: args.fsync,
+        repair: args.repair,
+        compact_min_size: args.compact_min_size,
+        compact_ratio: args.compact_ratio,
+    };
+    let log = match Log::open(config, &store) {
+        Ok((log, _recovery)) => log,
+        Err(err) => {
+            eprintln!("kv-server: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    kv::register_logged(&mut router, store, Arc::clone(&log));
+    common::run("kv-server", args.addr, &args.limits, router, move || {
+        log.close()
+            .map_err(|status| anyhow::anyhow!("{}", status.message))
+            .context("the log could not be flushed at exit")?;
+        log::info!("kv-server: log flushed and synced; bye");
+        Ok(())
+    })
 }

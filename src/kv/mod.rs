@@ -1,4 +1,5 @@
-//! The bundled key-value service: GET, SET and DELETE of byte strings, in memory.
+//! The bundled key-value service: GET, SET and DELETE of byte strings, in memory, made
+//! durable by an append-only log ([`logfile`], record layout in [`record`]).
 //!
 //! Wire layouts: `proto-spec/SERVICES.md`, "kv". Service id 2.
 //!
@@ -13,6 +14,7 @@
 //! Keys are 1 to [`MAX_KEY_LEN`] bytes, values 0 to [`MAX_VALUE_LEN`] bytes; a request outside
 //! those limits is answered INVALID_ARGUMENT.
 
+pub mod logfile;
 pub mod record;
 
 use std::borrow::Borrow;
@@ -23,6 +25,8 @@ use std::sync::{Arc, RwLock};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use crate::proto::Status;
+use logfile::Log;
+
 use crate::service::{Message, MessageError, Method, Router};
 
 /// Service id of kv: 2.
@@ -180,6 +184,11 @@ impl Entry {
     fn value(&self) -> &[u8] {
         &self.0[self.key_end()..]
     }
+
+    /// Bytes its SET record takes in the log.
+    fn record_len(&self) -> u64 {
+        record::set_len(self.key().len(), self.value().len()) as u64
+    }
 }
 
 impl Borrow<[u8]> for Entry {
@@ -311,23 +320,101 @@ impl Store {
         self.shards.iter().map(|s| s.read().len()).sum()
     }
 
+    /// Stores `value` under `key` and appends a SET record to `log`, under the key's shard
+    /// lock (so the log orders a key's writes as they were applied); returns the record's
+    /// commit ticket, which the response must wait for
+    /// ([`Context::hold_until_committed`](crate::service::Context::hold_until_committed)).
+    ///
+    /// # Errors
+    /// UNAVAILABLE, without storing anything, once the log has failed.
+    pub fn set_logged(&self, key: &[u8], value: &[u8], log: &Log) -> Result<u64, Status> {
+        log.check()?;
+        let entry = Entry::new(key, value);
+        let added = record::set_len(entry.key().len(), value.len()) as u64;
+        let mut shard = self.shard(entry.key()).write();
+        let ticket = log.append_set(entry.key(), value);
+        let old = shard.replace(entry);
+        drop(shard);
+        log.account(added, old.as_ref().map_or(0, Entry::record_len));
+        Ok(ticket)
+    }
+
+    /// Removes `key` and appends a DELETE record to `log` if it was there; returns whether
+    /// it was, and the record's commit ticket (0, no record, when it was not). As
+    /// [`Store::set_logged`].
+    ///
+    /// # Errors
+    /// UNAVAILABLE, without removing anything, once the log has failed.
+    pub fn delete_logged(&self, key: &[u8], log: &Log) -> Result<(bool, u64), Status> {
+        log.check()?;
+        let mut shard = self.shard(key).write();
+        let Some(old) = shard.take(key) else {
+            return Ok((false, 0));
+        };
+        let ticket = log.append_delete(key);
+        drop(shard);
+        log.account(0, old.record_len());
+        Ok((true, ticket))
+    }
+
+    /// Bytes the live keys take as SET records in the log.
+    fn live_record_bytes(&self) -> u64 {
+        let mut total = 0;
+        self.for_each_shard(|entries| {
+            total += entries.iter().map(Entry::record_len).sum::<u64>();
+        });
+        total
+    }
+
+    /// Calls `f` with each shard's entries in turn, under that shard's read lock.
+    fn for_each_shard(&self, mut f: impl FnMut(&HashSet<Entry>)) {
+        for shard in self.shards.iter() {
+            f(&shard.read());
+        }
+    }
+
     /// `true` when the store holds no key.
     pub fn is_empty(&self) -> bool {
         self.shards.iter().all(|s| s.read().is_empty())
     }
 }
 
-/// Registers GET, SET and DELETE over `store` on `router`.
-pub fn register(router: &mut Router, store: Arc<Store>) {
-    let s = Arc::clone(&store);
+/// Registers GET, SET and DELETE over `store` and its `log` on `router`, and the log as the
+/// router's [`Commit`](crate::service::Commit): each SET and DELETE that changes the store
+/// appends a record, and its response waits for the end-of-turn commit of the record (written,
+/// and under `--fsync always` synced). Once the log has failed, writes are answered
+/// UNAVAILABLE and reads go on. `store` must be the one the log was opened with.
+pub fn register_logged(router: &mut Router, store: Arc<Store>, log: Arc<Log>) {
+    register_get(router, Arc::clone(&store));
+    let (s, l) = (Arc::clone(&store), Arc::clone(&log));
+    router.register(SET, move |ctx, req: SetRequest| {
+        let ticket = s.set_logged(&req.key, &req.value, &l)?;
+        ctx.hold_until_committed(ticket);
+        Ok(())
+    });
+    let l = Arc::clone(&log);
+    router.register(DELETE, move |ctx, key: Key| {
+        let (deleted, ticket) = store.delete_logged(&key.0, &l)?;
+        ctx.hold_until_committed(ticket);
+        Ok(Deleted(deleted))
+    });
+    router.set_commit(log);
+}
+
+fn register_get(router: &mut Router, store: Arc<Store>) {
     // The value is copied from the store straight into the response, under the read lock.
     router.register_encoded(GET, move |_ctx, key: Key, out| {
-        if s.get_into(&key.0, out) {
+        if store.get_into(&key.0, out) {
             Ok(())
         } else {
             Err(Status::not_found("key not found"))
         }
     });
+}
+
+/// Registers GET, SET and DELETE over `store` on `router`, in memory only.
+pub fn register(router: &mut Router, store: Arc<Store>) {
+    register_get(router, Arc::clone(&store));
     let s = Arc::clone(&store);
     router.register(SET, move |_ctx, req: SetRequest| {
         s.set(&req.key, &req.value);

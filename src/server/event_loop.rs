@@ -74,6 +74,26 @@ pub(super) struct Shared {
     /// Connections open on all loops (accepted and not yet closed), for `max_connections`.
     pub(super) open: AtomicUsize,
     pub(super) stop: Arc<AtomicBool>,
+    /// Set by [`ServerHandle::drain`](super::ServerHandle::drain): when the drain must end.
+    pub(super) drain: Arc<DrainRequest>,
+}
+
+/// A request to drain, shared by the handle and the loops.
+#[derive(Debug, Default)]
+pub(super) struct DrainRequest {
+    /// Whether a drain was asked for (checked every turn; the deadline only once).
+    pub(super) asked: AtomicBool,
+    pub(super) deadline: std::sync::Mutex<Option<Instant>>,
+}
+
+impl DrainRequest {
+    /// The drain's deadline, once one was asked for.
+    fn deadline(&self) -> Option<Instant> {
+        if !self.asked.load(Ordering::SeqCst) {
+            return None;
+        }
+        *self.deadline.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 #[derive(Debug)]
@@ -102,6 +122,10 @@ pub(super) struct EventLoop {
     tick: Duration,
     next_sweep: Instant,
     calls: Vec<BlockingCall>,
+    /// Connections holding responses for this turn's commit.
+    held: Vec<usize>,
+    /// Set once this loop has begun draining: when it stops waiting.
+    draining_until: Option<Instant>,
     completed: Vec<Completed>,
     accepted: Vec<Accepted>,
     scratch_keys: Vec<usize>,
@@ -157,6 +181,8 @@ impl EventLoop {
             tick,
             next_sweep: Instant::now() + tick,
             calls: Vec::new(),
+            held: Vec::new(),
+            draining_until: None,
             completed: Vec::new(),
             accepted: Vec::new(),
             scratch_keys: Vec::new(),
@@ -166,11 +192,11 @@ impl EventLoop {
     /// How long the next poll may wait: not at all if connections are ready, else until the
     /// next timer sweep (if any connection is open) or the end of an accept pause.
     fn poll_timeout(&self, now: Instant) -> Option<Duration> {
-        if !self.ready.is_empty() {
+        if !self.ready.is_empty() || !self.held.is_empty() {
             return Some(Duration::ZERO);
         }
         let sweep = (!self.conns.is_empty()).then_some(self.next_sweep);
-        [sweep, self.accept_paused_until]
+        [sweep, self.accept_paused_until, self.draining_until]
             .into_iter()
             .flatten()
             .min()
@@ -228,6 +254,7 @@ impl EventLoop {
             for &key in &ready {
                 self.serve(key, now);
             }
+            self.commit_held();
             if self.accept_paused_until.is_some_and(|until| now >= until) {
                 self.accept_paused_until = None;
                 self.accept(now);
@@ -236,10 +263,85 @@ impl EventLoop {
                 self.sweep(now);
                 self.next_sweep = now + self.tick;
             }
-            if self.is_stopping() {
+            if self.draining_until.is_none() {
+                if let Some(deadline) = self.shared.drain.deadline() {
+                    self.begin_drain(deadline, now);
+                }
+            }
+            let drained = self.draining_until.is_some_and(|until| {
+                let done = self.conns.is_empty() && self.handoff.iter().all(Vec::is_empty);
+                done || now >= until
+            });
+            if self.is_stopping() || drained {
                 self.shut_down();
                 return Ok(());
             }
+        }
+    }
+
+    /// Runs one commit for every response held this turn, then releases them: sent on
+    /// success, each answered with the commit's status on failure. One commit covers the
+    /// whole turn (group commit).
+    fn commit_held(&mut self) {
+        if self.held.is_empty() {
+            return;
+        }
+        let mut keys = std::mem::take(&mut self.held);
+        let ticket = keys
+            .iter()
+            .filter_map(|&key| self.conns.get(key))
+            .filter_map(|conn| conn.state.held_ticket())
+            .max();
+        let result = match ticket {
+            Some(ticket) => self.shared.router.commit(ticket),
+            None => Ok(()),
+        };
+        if let Err(status) = &result {
+            log::debug!("commit failed: {status}");
+        }
+        let now = Instant::now();
+        for &key in &keys {
+            if let Some(conn) = self.conns.get_mut(key) {
+                conn.held_queued = false;
+                conn.state.committed(result.as_ref().map(|_| ()), now);
+            }
+        }
+        // Served again to send what was released (and read what came meanwhile); responses
+        // held by that wait for the next turn's commit.
+        for &key in &keys {
+            self.serve(key, now);
+        }
+        keys.clear();
+        if self.held.is_empty() {
+            self.held = keys;
+        }
+    }
+
+    /// Begins a graceful drain: stops accepting, and sends every connection GOAWAY naming the
+    /// last request it will answer; the loop then goes on serving until every connection has
+    /// closed or `deadline` passes.
+    fn begin_drain(&mut self, deadline: Instant, now: Instant) {
+        self.draining_until = Some(deadline);
+        if let Some(mut listener) = self.listener.take() {
+            if let Err(err) = self.poll.registry().deregister(&mut listener) {
+                log::debug!("deregister listener: {err}");
+            }
+            // Dropped: new connections are refused from here on.
+            for (index, batch) in self.handoff.iter_mut().enumerate() {
+                self.shared.mailboxes[index].push_accepted(batch, &self.shared.open);
+            }
+        }
+        log::info!(
+            "draining {} connection{}",
+            self.conns.len(),
+            if self.conns.len() == 1 { "" } else { "s" }
+        );
+        let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
+        for key in keys {
+            if let Some(conn) = self.conns.get_mut(key) {
+                conn.state.drain("server is draining", now);
+            }
+            self.serve(key, now);
         }
     }
 
@@ -286,6 +388,7 @@ impl EventLoop {
             read_until_blocked: false,
             accounted: 0,
             queued: false,
+            held_queued: false,
             turn: 0,
         });
         stats::shift(&self.stats.connections_open, 1);
@@ -449,6 +552,10 @@ impl EventLoop {
             conn.queued = true;
             self.ready.push(key);
         }
+        if conn.state.held_ticket().is_some() && !conn.held_queued {
+            conn.held_queued = true;
+            self.held.push(key);
+        }
         let wanted = if conn.state.wants_write() {
             READ_INTEREST | Interest::WRITABLE
         } else {
@@ -538,6 +645,8 @@ impl EventLoop {
     }
 
     fn shut_down(&mut self) {
+        // Responses held for a commit are committed and answered first.
+        self.commit_held();
         log::info!(
             "shutting down; sending GOAWAY to {} connections",
             self.conns.len()

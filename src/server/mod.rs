@@ -61,7 +61,7 @@ pub use workers::{DEFAULT_WORKERS, DEFAULT_WORKER_QUEUE};
 use crate::connection::Connection;
 use crate::service::Router;
 use crate::stats::{ServerStats, Stats};
-use event_loop::{EventLoop, Shared};
+use event_loop::{DrainRequest, EventLoop, Shared};
 use mailbox::Mailbox;
 use workers::WorkerPool;
 
@@ -263,8 +263,10 @@ impl ServerBuilder {
             None
         };
         let stop = Arc::new(AtomicBool::new(false));
+        let drain = Arc::new(DrainRequest::default());
         let handle = ServerHandle {
             stop: Arc::clone(&stop),
+            drain: Arc::clone(&drain),
             mailboxes: Arc::clone(&mailboxes),
         };
         let shared = Arc::new(Shared {
@@ -274,6 +276,7 @@ impl ServerBuilder {
             workers,
             open: AtomicUsize::new(0),
             stop,
+            drain,
         });
         let mut listener = Some(listener);
         let event_loops = polls
@@ -411,10 +414,35 @@ fn run_loop(event_loop: EventLoop, handle: &ServerHandle) -> io::Result<()> {
 #[derive(Clone, Debug)]
 pub struct ServerHandle {
     stop: Arc<AtomicBool>,
+    drain: Arc<DrainRequest>,
     mailboxes: Arc<[Arc<Mailbox>]>,
 }
 
 impl ServerHandle {
+    /// Asks the server to drain gracefully (`proto-spec/PROTOCOL.md` Section 14), as on
+    /// SIGTERM: it stops accepting (the listener closes, so new connects are refused), sends
+    /// every connection GOAWAY with status OK and the id of the last request it read, answers
+    /// every request up to that id (blocking calls still running, responses held for a
+    /// commit), and closes each connection once its answers are written. [`Server::run`]
+    /// returns when every connection has closed, or at `timeout` from now (then the rest are
+    /// closed as by [`ServerHandle::shutdown`]). Calling it again does not move the deadline.
+    pub fn drain(&self, timeout: Duration) {
+        {
+            let mut deadline = self
+                .drain
+                .deadline
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if deadline.is_none() {
+                *deadline = Some(std::time::Instant::now() + timeout);
+            }
+        }
+        self.drain.asked.store(true, Ordering::SeqCst);
+        for mailbox in self.mailboxes.iter() {
+            mailbox.wake();
+        }
+    }
+
     /// Asks every loop to stop: every connection is sent GOAWAY with the last request id it
     /// was answered, given one attempt to flush, and closed; then [`Server::run`] returns.
     pub fn shutdown(&self) {
@@ -496,6 +524,8 @@ struct Conn {
     accounted: usize,
     /// Whether it is already on the loop's list to serve next turn.
     queued: bool,
+    /// Whether it is already on the loop's list of responses held for the turn's commit.
+    held_queued: bool,
     /// The loop turn it was last granted a budget in.
     turn: u64,
 }

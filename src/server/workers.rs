@@ -81,7 +81,9 @@ impl WorkerPool {
     }
 
     /// Queues `call`; when the queue is full, gives it back so that the caller answers it
-    /// UNAVAILABLE.
+    /// UNAVAILABLE. The call is moved back whole, not boxed: a refusal is rare, and a box
+    /// would cost every blocking call an allocation.
+    #[allow(clippy::result_large_err)]
     pub(crate) fn submit(&self, origin: Origin, call: BlockingCall) -> Result<(), BlockingCall> {
         let stats = &self.loops[origin.event_loop].stats;
         match self.queue.try_send(Job { origin, call }) {

@@ -11,5 +11,5 @@ mod router;
 
 pub use message::{Message, MessageError};
 pub use method::Method;
-pub use router::{BlockingCall, Context, Router};
+pub use router::{BlockingCall, Commit, Context, Router};
 pub(crate) use router::{Failure, Outcome};

@@ -1,5 +1,6 @@
 //! The router: maps (service id, method id) to handlers.
 
+use std::cell::Cell;
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
@@ -23,6 +24,60 @@ pub struct Context {
     pub deadline: Option<Instant>,
     /// The request's metadata entries (empty when none were sent).
     pub metadata: Metadata,
+    /// The commit the response waits for, 0 for none ([`Context::hold_until_committed`]).
+    commit: Cell<u64>,
+}
+
+impl Context {
+    /// The context of request `request_id` decoded at `received_at`, with the client's
+    /// `deadline` (if any) and `metadata`; for calling [`Router::dispatch`] outside a server.
+    pub fn new(
+        request_id: u64,
+        received_at: Instant,
+        deadline: Option<Instant>,
+        metadata: Metadata,
+    ) -> Self {
+        Context {
+            request_id,
+            received_at,
+            deadline,
+            metadata,
+            commit: Cell::new(0),
+        }
+    }
+
+    /// Holds this request's response until the router's [`Commit`] has made `ticket` durable
+    /// (group commit): the server sends the response once a [`Commit::commit`] covering
+    /// `ticket` returns `Ok`, and replaces it with that call's status when it returns `Err`.
+    ///
+    /// Only inline handlers ([`Router::register`], [`Router::register_encoded`]) can hold
+    /// their response; the call is ignored for blocking ones, which can wait for their commit
+    /// themselves. A handler that calls this several times waits for the largest ticket.
+    /// `ticket` 0 means no commit.
+    pub fn hold_until_committed(&self, ticket: u64) {
+        self.commit.set(self.commit.get().max(ticket));
+    }
+
+    /// The ticket the response waits for, if any.
+    pub(crate) fn commit_ticket(&self) -> Option<u64> {
+        Some(self.commit.get()).filter(|&t| t != 0)
+    }
+}
+
+/// Makes the writes of a turn durable, for handlers that hold their response
+/// ([`Context::hold_until_committed`]): the server's event loop calls [`Commit::commit`] once
+/// per turn, after serving every ready connection and before sending their held responses,
+/// with the largest ticket any of them waits for. One write and one `fsync` thus cover every
+/// write of the turn (group commit, as Redis's `appendfsync always` does per event-loop
+/// turn). Registered with [`Router::set_commit`].
+pub trait Commit: Send + Sync {
+    /// Makes everything up to and including `ticket` durable, blocking until it is. Tickets
+    /// are the implementor's own, increasing numbers (a log offset, say).
+    ///
+    /// # Errors
+    /// The status every held response covered by this call is answered with instead of OK,
+    /// typically UNAVAILABLE after a storage error.
+    fn commit(&self, ticket: u64) -> Result<(), Status>;
 }
 
 /// A type-erased handler: decode, call, encode into the output buffer.
@@ -59,6 +114,8 @@ impl Failure {
 pub(crate) enum Outcome {
     /// An inline handler ran: `Ok` when it appended its response message to the buffer.
     Ready(Result<(), Failure>),
+    /// An inline handler appended its response message, which waits for this commit ticket.
+    Held(u64),
     /// The method is blocking: run this call on a worker thread.
     Blocking(BlockingCall),
 }
@@ -160,6 +217,7 @@ pub struct Router {
     /// Sorted by key (service << 16 | method) and searched by bisection: a handful of
     /// comparisons for the few dozen methods a server has, with no hashing per request.
     routes: Vec<(u32, Arc<Route>)>,
+    commit: Option<Arc<dyn Commit>>,
 }
 
 fn route_key(service: u16, method: u16) -> u32 {
@@ -280,6 +338,24 @@ impl Router {
             .map(|i| &self.routes[i].1)
     }
 
+    /// Sets the [`Commit`] that held responses wait for ([`Context::hold_until_committed`]);
+    /// replaces any set before. Without one, a held response is sent at once.
+    pub fn set_commit(&mut self, commit: Arc<dyn Commit>) -> &mut Self {
+        self.commit = Some(commit);
+        self
+    }
+
+    /// Runs the [`Commit`] up to `ticket`; `Ok` when none is set.
+    ///
+    /// # Errors
+    /// The commit's status.
+    pub fn commit(&self, ticket: u64) -> Result<(), Status> {
+        match &self.commit {
+            Some(commit) => commit.commit(ticket),
+            None => Ok(()),
+        }
+    }
+
     /// Whether a handler is registered for `service`/`method`.
     pub fn contains(&self, service: u16, method: u16) -> bool {
         self.find(service, method).is_some()
@@ -325,7 +401,10 @@ impl Router {
                 ctx,
                 payload,
             }),
-            Ok(route) => Outcome::Ready(route.call(&ctx, payload, out)),
+            Ok(route) => match (route.call(&ctx, payload, out), ctx.commit_ticket()) {
+                (Ok(()), Some(ticket)) if self.commit.is_some() => Outcome::Held(ticket),
+                (result, _) => Outcome::Ready(result),
+            },
         }
     }
 
@@ -345,6 +424,9 @@ impl fmt::Debug for Router {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut names: Vec<_> = self.routes.iter().map(|(_, r)| r.name).collect();
         names.sort_unstable();
-        f.debug_struct("Router").field("methods", &names).finish()
+        f.debug_struct("Router")
+            .field("methods", &names)
+            .field("commit", &self.commit.is_some())
+            .finish()
     }
 }

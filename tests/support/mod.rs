@@ -343,3 +343,31 @@ pub fn hostile_set_linger_zero(stream: &TcpStream) {
         std::io::Error::last_os_error()
     );
 }
+
+/// A fresh directory under the system's temporary directory, removed (with its contents)
+/// when dropped.
+pub struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    /// A new empty directory whose name has `tag`, the process id and a counter.
+    pub fn new(tag: &str) -> TempDir {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("courier-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("create a temporary directory");
+        TempDir(path)
+    }
+
+    /// Its path.
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

@@ -48,7 +48,14 @@ pub struct Limits {
     /// Event loops, each on its own thread (default: the number of available cores).
     #[arg(long, default_value_t = default_loops())]
     pub loops: usize,
+    /// Seconds a graceful drain (on SIGTERM or SIGINT) waits for in-flight requests before
+    /// closing what is left; a second signal stops at once.
+    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_DRAIN_TIMEOUT.as_secs_f64())]
+    pub drain_timeout: f64,
 }
+
+/// Default `--drain-timeout`: 10 s.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn seconds(flag: &str, secs: f64) -> Result<Duration> {
     Duration::try_from_secs_f64(secs)
@@ -96,9 +103,16 @@ pub fn init_logging() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
 }
 
-/// Serves until the process ends; on failure prints one line to stderr and exits 1.
-pub fn run(name: &str, addr: SocketAddr, limits: &Limits, router: Router) -> ExitCode {
-    match serve(name, addr, limits, router) {
+/// Serves until a signal drains the server, then runs `after` (flushing state, say); on
+/// failure prints one line to stderr and exits 1.
+pub fn run(
+    name: &str,
+    addr: SocketAddr,
+    limits: &Limits,
+    router: Router,
+    after: impl FnOnce() -> Result<()>,
+) -> ExitCode {
+    match serve(name, addr, limits, router).and_then(|()| after()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("{name}: {err:#}");
@@ -107,9 +121,11 @@ pub fn run(name: &str, addr: SocketAddr, limits: &Limits, router: Router) -> Exi
     }
 }
 
-/// Binds `addr`, prints the address to stdout, and serves.
+/// Binds `addr`, prints the address to stdout, and serves until SIGTERM or SIGINT has
+/// drained the server.
 fn serve(name: &str, addr: SocketAddr, limits: &Limits, router: Router) -> Result<()> {
     raise_fd_limit(limits.max_connections);
+    let drain_timeout = seconds("drain-timeout", limits.drain_timeout)?;
     let server = Server::builder()
         .addr(addr)
         .max_connections(limits.max_connections)
@@ -132,5 +148,45 @@ fn serve(name: &str, addr: SocketAddr, limits: &Limits, router: Router) -> Resul
     let mut stdout = std::io::stdout();
     writeln!(stdout, "{name} listening on {}", server.local_addr())?;
     stdout.flush()?;
-    server.run().context("server loop failed")
+    let signals = on_signals(name, &server, drain_timeout)?;
+    let result = server.run().context("server loop failed");
+    signals.close();
+    result
+}
+
+/// Drains the server on the first SIGTERM or SIGINT, and stops it at once on the next.
+fn on_signals(
+    name: &str,
+    server: &Server,
+    drain_timeout: Duration,
+) -> Result<signal_hook::iterator::Handle> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])
+        .context("cannot install the SIGTERM/SIGINT handlers")?;
+    let handle = signals.handle();
+    let server = server.handle();
+    let name = name.to_owned();
+    std::thread::Builder::new()
+        .name("courier-signals".into())
+        .spawn(move || {
+            for (n, signal) in signals.forever().enumerate() {
+                let which = if signal == SIGTERM {
+                    "SIGTERM"
+                } else {
+                    "SIGINT"
+                };
+                if n == 0 {
+                    log::info!(
+                        "{name}: {which}: draining (at most {} s; send it again to stop now)",
+                        drain_timeout.as_secs_f64()
+                    );
+                    server.drain(drain_timeout);
+                } else {
+                    log::warn!("{name}: {which} again: stopping now");
+                    server.shutdown();
+                }
+            }
+        })
+        .context("cannot start the signal thread")?;
+    Ok(handle)
 }
