@@ -1410,4 +1410,151 @@ mod tests {
         assert_eq!(output(&mut conn).len(), 1);
         assert_eq!(conn.timeout(), Some(done + Duration::from_secs(10)));
     }
+
+    /// A router whose method 1/3 holds its response for commit ticket = its request id.
+    fn holding_router(commit: Arc<dyn crate::service::Commit>) -> Router {
+        const HOLD: Method<Bytes, Bytes> = Method::new(1, 3, "test.Hold");
+        let mut router = router();
+        router.register(HOLD, |ctx, body: Bytes| {
+            ctx.hold_until_committed(ctx.request_id);
+            Ok(body)
+        });
+        router.set_commit(commit);
+        router
+    }
+
+    struct NoCommit;
+    impl crate::service::Commit for NoCommit {
+        fn commit(&self, _ticket: u64) -> Result<(), Status> {
+            Ok(())
+        }
+    }
+
+    fn hold(id: u64) -> Frame {
+        Frame::Request(RequestFrame {
+            request_id: id,
+            service: 1,
+            method: 3,
+            deadline_ms: 0,
+            metadata: Metadata::new(),
+            payload: Bytes::from_static(b"held"),
+        })
+    }
+
+    #[test]
+    fn held_responses_wait_for_their_commit_and_others_do_not() {
+        let router = holding_router(Arc::new(NoCommit));
+        let mut conn = new_conn(ConnectionConfig::default());
+        let mut input = encode(&hold(1));
+        input.extend_from_slice(&encode(&request(2, 1, b"echo")));
+        input.extend_from_slice(&encode(&hold(3)));
+        conn.receive(&input);
+        conn.process(Instant::now(), &router);
+        let now_out = output(&mut conn);
+        assert_eq!(now_out.len(), 1, "only the echo goes out before the commit");
+        assert!(matches!(&now_out[0], Frame::Response(r) if r.request_id == 2));
+        assert_eq!(conn.held_ticket(), Some(3), "the largest ticket");
+        conn.committed(Ok(()), Instant::now());
+        assert_eq!(conn.held_ticket(), None);
+        let ids: Vec<u64> = output(&mut conn)
+            .iter()
+            .map(|f| match f {
+                Frame::Response(r) if r.code == Code::OK && &r.payload[..] == b"held" => {
+                    r.request_id
+                }
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        assert_eq!(ids, [1, 3]);
+    }
+
+    #[test]
+    fn a_failed_commit_answers_each_held_request_with_its_status() {
+        let router = holding_router(Arc::new(NoCommit));
+        let mut conn = new_conn(ConnectionConfig::default());
+        let mut input = encode(&hold(7));
+        input.extend_from_slice(&encode(&hold(8)));
+        conn.receive(&input);
+        conn.process(Instant::now(), &router);
+        assert!(output(&mut conn).is_empty());
+        let status = Status::unavailable("disk full");
+        conn.committed(Err(&status), Instant::now());
+        let answers = output(&mut conn);
+        assert_eq!(answers.len(), 2);
+        for (frame, id) in answers.iter().zip([7, 8]) {
+            match frame {
+                Frame::Response(r) => {
+                    assert_eq!((r.request_id, r.code), (id, Code::UNAVAILABLE));
+                    assert_eq!(r.message(), Some("disk full"));
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn without_a_commit_set_a_held_response_goes_out_at_once() {
+        const HOLD: Method<Bytes, Bytes> = Method::new(1, 3, "test.Hold");
+        let mut router = router();
+        router.register(HOLD, |ctx, body: Bytes| {
+            ctx.hold_until_committed(5);
+            Ok(body)
+        });
+        let mut conn = new_conn(ConnectionConfig::default());
+        conn.receive(&encode(&hold(1)));
+        conn.process(Instant::now(), &router);
+        assert_eq!(conn.held_ticket(), None);
+        assert_eq!(output(&mut conn).len(), 1);
+    }
+
+    #[test]
+    fn a_drain_sends_goaway_answers_what_was_decoded_then_closes() {
+        const SLOW: Method<Bytes, Bytes> = Method::new(1, 2, "echo.Slow");
+        let mut router = holding_router(Arc::new(NoCommit));
+        router.register_blocking(SLOW, |_, body: Bytes| Ok(body));
+        let t0 = Instant::now();
+        let mut conn = Connection::new(limited(), Arc::new(Stats::new()), t0);
+        let mut input = encode(&Frame::Request(RequestFrame {
+            request_id: 4,
+            service: SLOW.service,
+            method: SLOW.method,
+            deadline_ms: 0,
+            metadata: Metadata::new(),
+            payload: Bytes::from_static(b"slow"),
+        }));
+        input.extend_from_slice(&encode(&hold(5)));
+        conn.receive(&input);
+        conn.process(t0, &router);
+        let mut calls = Vec::new();
+        conn.take_blocking(&mut calls);
+        assert_eq!(calls.len(), 1);
+        conn.drain("draining", t0);
+        // A request that arrives after the GOAWAY is not read.
+        assert!(!conn.wants_read());
+        conn.receive(&encode(&request(6, 1, b"late")));
+        assert_eq!(conn.process(t0, &router), 0);
+        let goaway = output(&mut conn);
+        match &goaway[..] {
+            [Frame::GoAway {
+                last_request_id,
+                code,
+                ..
+            }] => assert_eq!((*last_request_id, *code), (5, Code::OK)),
+            other => panic!("expected one GOAWAY, got {other:?}"),
+        }
+        assert!(!conn.wants_write_shutdown(), "two answers still owed");
+        conn.complete(4, Ok(BytesMut::from(&b"slow"[..])), t0);
+        assert!(!conn.wants_write_shutdown(), "the held one is still owed");
+        conn.committed(Ok(()), t0);
+        let ids: Vec<u64> = output(&mut conn)
+            .iter()
+            .map(|f| match f {
+                Frame::Response(r) => r.request_id,
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        assert_eq!(ids, [4, 5]);
+        assert!(conn.wants_write_shutdown(), "everything answered: closing");
+        assert_eq!(conn.close_reason(), Some(&CloseReason::GoAway));
+    }
 }
