@@ -10,10 +10,16 @@
 //! ```text
 //!            peer EOF                 output flushed
 //!   Open ─────────────────▶ PeerClosed ─────────────────▶ Closed
-//!     │  fatal error, GOAWAY,                                ▲
-//!     │  frame or idle timeout, flood                        │ peer EOF or
-//!     ▼                       output flushed,                │ linger deadline
-//!   Closing ─────────────────▶ Lingering ────────────────────┘
+//!     │ │ drain                                            ▲
+//!     │ ▼                                                  │
+//!     │ Draining (GOAWAY OK queued; nothing more read;     │
+//!     │ │ decoded requests still answered)                 │
+//!     │ │ all answered                                     │
+//!     │ ▼                                                  │
+//!     │  fatal error, GOAWAY,                              │
+//!     │  frame or idle timeout, flood                      │ peer EOF or
+//!     ▼                       output flushed,              │ linger deadline
+//!   Closing ─────────────────▶ Lingering ──────────────────┘
 //!   (ERROR/GOAWAY queued,      (our write side shut; input is
 //!    nothing more read)         read and discarded)
 //!
@@ -653,7 +659,8 @@ impl Connection {
 
     /// Answers a blocking request with its response message (`Ok`) or a status; called when
     /// the worker pool returns it. Ignored, but for the in-flight count, once the connection
-    /// has stopped answering (after ERROR or GOAWAY).
+    /// has stopped answering (after ERROR or a GOAWAY of [`Connection::go_away`]; a draining
+    /// connection still answers).
     pub fn complete(&mut self, request_id: u64, result: Result<BytesMut, Status>, now: Instant) {
         self.complete_call(
             request_id,
