@@ -36,7 +36,7 @@ struct Args {
     #[arg(long, conflicts_with_all = ["fsync", "repair"])]
     in_memory: bool,
     /// Start even if a record before the log's tail is damaged: keep the records before it
-    /// and move the rest to kv.log.damaged-<offset>-<time> in the data directory.
+    /// and move the rest to kv.log.damaged-OFFSET-TIME in the data directory.
     #[arg(long)]
     repair: bool,
     /// Smallest log, in bytes, that is compacted.

@@ -1,7 +1,7 @@
 //! The kv server's append-only log: durability, recovery on start, compaction, fail-stop.
 //!
 //! Every SET and DELETE the kv service applies is appended to `<data dir>/kv.log` as one
-//! record ([`record`](super::record) gives the byte layout and the recovery rules). A write is
+//! record ([`super::record`] gives the byte layout and the recovery rules). A write is
 //! acknowledged only once its record has been written to the file, and under
 //! [`FsyncPolicy::Always`] only once it has also been `fsync`ed. The records of one event-loop
 //! turn are written with one `write` and made durable with one `fsync` (group commit,
