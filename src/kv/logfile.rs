@@ -96,6 +96,8 @@ pub const DEFAULT_COMPACT_RATIO: f64 = 2.0;
 const TICK: Duration = Duration::from_millis(100);
 /// The `everysec` interval: 1 s (Redis's `appendfsync everysec`).
 const EVERYSEC: Duration = Duration::from_secs(1);
+/// Wait after a failed compaction before the next: 60 s.
+const COMPACT_BACKOFF: Duration = Duration::from_secs(60);
 /// A compaction copies the old log's new records without pausing writes until fewer than
 /// this many are left: 1 MiB.
 const CATCH_UP: u64 = 1024 * 1024;
@@ -310,6 +312,8 @@ pub struct Log {
     live_bytes: AtomicU64,
     compactions: AtomicU64,
     compacting: AtomicBool,
+    /// After a failed compaction: none is started before this.
+    compact_after: Mutex<Option<Instant>>,
     /// Stops the background thread and any compaction.
     stop: AtomicBool,
     wake: Condvar,
@@ -481,6 +485,7 @@ impl Log {
             live_bytes: AtomicU64::new(live),
             compactions: AtomicU64::new(0),
             compacting: AtomicBool::new(false),
+            compact_after: Mutex::new(None),
             stop: AtomicBool::new(false),
             wake: Condvar::new(),
             wake_lock: Mutex::new(()),
@@ -489,10 +494,10 @@ impl Log {
             config,
             _lock: dir_lock,
         });
-        let background = Arc::clone(&log);
+        let background = Arc::downgrade(&log);
         let thread = thread::Builder::new()
             .name("courier-kv-log".into())
-            .spawn(move || background.background())
+            .spawn(move || Log::background(&background))
             .map_err(io_err("start the log thread for", &log.path))?;
         lock(&log.threads).push(thread);
         log::info!(
@@ -683,42 +688,50 @@ impl Log {
             && file_len as f64 >= self.config.compact_ratio.max(1.0) * live as f64
     }
 
-    /// The background thread: `everysec` fsyncs, and starting compactions.
-    fn background(self: Arc<Self>) {
+    /// The background thread: `everysec` fsyncs, and starting compactions. It holds the log
+    /// only while it works, so a log dropped without [`Log::close`] still ends it.
+    fn background(log: &std::sync::Weak<Log>) {
         let mut last_sync = Instant::now();
         loop {
+            let Some(this) = log.upgrade() else {
+                return;
+            };
             {
-                let guard = lock(&self.wake_lock);
-                if self.stop.load(Ordering::SeqCst) {
+                let guard = lock(&this.wake_lock);
+                if this.stop.load(Ordering::SeqCst) {
                     return;
                 }
-                let _ = self
+                let _ = this
                     .wake
                     .wait_timeout(guard, TICK)
                     .map_err(|p| p.into_inner());
             }
-            if self.stop.load(Ordering::SeqCst) {
-                return;
-            }
-            if self.failed.load(Ordering::SeqCst) {
-                continue;
-            }
-            if self.config.fsync == FsyncPolicy::EverySec && last_sync.elapsed() >= EVERYSEC {
-                last_sync = Instant::now();
-                if let Err(status) = self.sync() {
-                    log::debug!("everysec fsync: {status}");
-                }
-            }
-            self.maybe_compact();
+            this.tick(&mut last_sync);
         }
+    }
+
+    /// One turn of the background thread.
+    fn tick(self: &Arc<Self>, last_sync: &mut Instant) {
+        if self.stop.load(Ordering::SeqCst) || self.failed.load(Ordering::SeqCst) {
+            return;
+        }
+        if self.config.fsync == FsyncPolicy::EverySec && last_sync.elapsed() >= EVERYSEC {
+            *last_sync = Instant::now();
+            if let Err(status) = self.sync() {
+                log::debug!("everysec fsync: {status}");
+            }
+        }
+        self.maybe_compact();
     }
 
     /// Starts a compaction on its own thread (`courier-kv-compact`) if one is due and none
     /// is running.
     fn maybe_compact(self: &Arc<Self>) {
+        let backing_off = lock(&self.compact_after).is_some_and(|at| Instant::now() < at);
         if self.stop.load(Ordering::SeqCst)
             || self.failed.load(Ordering::SeqCst)
             || self.compacting.load(Ordering::SeqCst)
+            || backing_off
             || !self.compaction_due()
         {
             return;
@@ -731,7 +744,11 @@ impl Log {
             .name("courier-kv-compact".into())
             .spawn(move || {
                 if let Err(err) = log.compact() {
-                    log::error!("compaction failed: {err}; the log is unchanged");
+                    log::error!(
+                        "compaction failed: {err}; the log is unchanged; retrying in {} s",
+                        COMPACT_BACKOFF.as_secs()
+                    );
+                    *lock(&log.compact_after) = Some(Instant::now() + COMPACT_BACKOFF);
                 }
                 log.compacting.store(false, Ordering::SeqCst);
             });

@@ -647,10 +647,12 @@ impl EventLoop {
     fn shut_down(&mut self) {
         // Responses held for a commit are committed and answered first.
         self.commit_held();
-        log::info!(
-            "shutting down; sending GOAWAY to {} connections",
-            self.conns.len()
-        );
+        if !self.conns.is_empty() {
+            log::info!(
+                "shutting down; sending GOAWAY to {} connections",
+                self.conns.len()
+            );
+        }
         let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
         let now = Instant::now();
         // Connections handed over but not yet served are closed unanswered, and so is any
