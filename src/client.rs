@@ -5,6 +5,9 @@
 //! wait) and [`Client::wait`] collects each response by its request id, in any order: responses
 //! that arrive for other requests are kept until they are asked for.
 //!
+//! When the server drains a connection with GOAWAY, the client finishes what the server still
+//! owes on it and sends new requests on a new connection: see [`Client`].
+//!
 //! # Examples
 //!
 //! ```no_run
@@ -53,7 +56,7 @@ const AUTO_FLUSH: usize = 64 * 1024;
 pub enum ClientError {
     /// The server answered this request with a non-OK status (and its message). The
     /// connection is fine. UNAVAILABLE after a GOAWAY means the request was not processed
-    /// and is safe to retry on a new connection.
+    /// and is safe to retry: sending it again goes out on a new connection (see [`Client`]).
     Status(Status),
     /// The server sent an ERROR frame (a connection-level error) and closed the connection.
     Connection(Status),
@@ -64,7 +67,9 @@ pub enum ClientError {
     Protocol(ProtocolError),
     /// The request was refused before sending (too large).
     Encode(EncodeError),
-    /// The connection is closed (by the server, or after an earlier fatal error).
+    /// The connection is closed: by the server without a GOAWAY first, or after an earlier
+    /// fatal error. Also a request the server still owed after its GOAWAY whose response
+    /// never came before the connection ended.
     Closed,
     /// A socket error.
     Io(io::Error),
@@ -186,15 +191,27 @@ impl ClientBuilder {
         self
     }
 
-    /// Connects to the first address of `addr` that accepts.
+    /// Connects to the first address of `addr` that accepts. The addresses are resolved once,
+    /// here: a reconnection after a GOAWAY tries the same list again, in the same order.
     ///
     /// # Errors
     /// [`ClientError::Timeout`] or [`ClientError::Io`] of the last address tried.
     pub fn connect(self, addr: impl ToSocketAddrs) -> Result<Client, ClientError> {
+        let addrs: Vec<SocketAddr> = addr.to_socket_addrs()?.collect();
+        let (stream, peer) = self.open(&addrs)?;
+        Ok(Client::from_stream(stream, peer, addrs, self))
+    }
+
+    /// Opens a configured connection to the first of `addrs` that accepts.
+    fn open(&self, addrs: &[SocketAddr]) -> Result<(TcpStream, SocketAddr), ClientError> {
         let mut last_err = io::Error::new(io::ErrorKind::InvalidInput, "no address to connect to");
-        for addr in addr.to_socket_addrs()? {
+        for &addr in addrs {
             match TcpStream::connect_timeout(&addr, self.connect_timeout) {
-                Ok(stream) => return Client::from_stream(stream, addr, &self),
+                Ok(stream) => {
+                    stream.set_nodelay(true)?;
+                    stream.set_write_timeout(Some(self.write_timeout))?;
+                    return Ok((stream, addr));
+                }
                 Err(err) => last_err = err,
             }
         }
@@ -226,23 +243,85 @@ enum Broken {
     Protocol(ProtocolError),
 }
 
+impl Broken {
+    fn to_error(&self) -> ClientError {
+        match self {
+            Broken::Closed => ClientError::Closed,
+            Broken::Connection(s) => ClientError::Connection(s.clone()),
+            Broken::Protocol(e) => ClientError::Protocol(e.clone()),
+        }
+    }
+}
+
+/// Why a request sent on a connection the client has since replaced gets no response.
+#[derive(Clone, Debug)]
+enum Orphaned {
+    /// Its id was after the GOAWAY's last request id: not processed (UNAVAILABLE).
+    Refused,
+    /// The server owed it, but its deadline passed before the response arrived.
+    TimedOut,
+    /// The server owed it, but the connection ended or broke before the response arrived.
+    Lost(Broken),
+}
+
+impl Orphaned {
+    fn to_error(&self) -> ClientError {
+        match self {
+            Orphaned::Refused => ClientError::Status(draining()),
+            Orphaned::TimedOut => ClientError::Timeout,
+            Orphaned::Lost(broken) => broken.to_error(),
+        }
+    }
+}
+
 /// A blocking client connection. See the [module docs](self).
+///
+/// # GOAWAY and reconnecting
+///
+/// A server that drains a connection sends GOAWAY with the last request id it will answer
+/// (`proto-spec/PROTOCOL.md` Section 14), answers the requests up to that id, and closes. The
+/// client follows HTTP/2's GOAWAY (RFC 9113 Section 6.8):
+///
+/// - A request sent with a larger id was not processed: its [`Client::wait`] returns
+///   [`ClientError::Status`] UNAVAILABLE, and it is safe to send again.
+/// - A request up to that id is still answered on the old connection and collected by its
+///   [`Client::wait`] as usual.
+/// - The next new request ([`Client::send`], [`Client::call`], [`Client::ping`] and their
+///   `_with` forms) is not sent on the old connection. The client first reads the responses
+///   the old connection still owes (until they are all in, the connection ends, or the latest
+///   of their deadlines passes), closes it, then connects again to the addresses given to
+///   [`ClientBuilder::connect`], with the same options, and sends the request there. The
+///   server closing the old connection after its GOAWAY is the normal end of a drain, not an
+///   error. Request ids keep increasing across connections. If the new connection cannot be
+///   made, that request returns the connect error ([`ClientError::Io`] or
+///   [`ClientError::Timeout`]) and the next one tries again.
+///
+/// A connection that ends without a GOAWAY, or with an ERROR frame or a protocol error, is
+/// broken: every later call returns its error ([`ClientError::Closed`],
+/// [`ClientError::Connection`], [`ClientError::Protocol`]), and a new [`Client`] is needed.
 #[derive(Debug)]
 pub struct Client {
     stream: TcpStream,
     peer: SocketAddr,
+    /// What `ClientBuilder::connect` resolved: where a reconnection after GOAWAY goes.
+    addrs: Vec<SocketAddr>,
+    /// The options the client was built with, for a reconnection.
+    config: ClientBuilder,
     decoder: Decoder,
     encoder: Encoder,
     read_buf: BytesMut,
     write_buf: BytesMut,
-    read_timeout: Duration,
     /// The read timeout the socket has now (`None`: unknown or to be set).
     socket_timeout: Option<Duration>,
+    /// Increases across connections, so an id is never reused while it is outstanding.
     next_id: u64,
-    /// Requests sent whose response has not been collected or abandoned.
-    outstanding: HashSet<u64>,
+    /// Requests sent on this connection whose response has not been collected or abandoned,
+    /// with the time their wait gives up.
+    outstanding: HashMap<u64, Instant>,
     /// Responses (or frame errors) that arrived before they were asked for.
     arrived: HashMap<u64, Result<Response, DecodeError>>,
+    /// Requests sent on a connection replaced after its GOAWAY, which will get no response.
+    orphaned: HashMap<u64, Orphaned>,
     /// PONG ids received and not yet collected.
     pongs: HashSet<u64>,
     /// The last request id the server will answer, after a GOAWAY.
@@ -267,37 +346,41 @@ impl Client {
     fn from_stream(
         stream: TcpStream,
         peer: SocketAddr,
-        config: &ClientBuilder,
-    ) -> Result<Client, ClientError> {
-        stream.set_nodelay(true)?;
-        stream.set_write_timeout(Some(config.write_timeout))?;
-        Ok(Client {
+        addrs: Vec<SocketAddr>,
+        config: ClientBuilder,
+    ) -> Client {
+        Client {
             stream,
             peer,
+            addrs,
             decoder: Decoder::new(config.max_body_len),
             encoder: Encoder::new(config.max_body_len),
+            config,
             read_buf: BytesMut::new(),
             write_buf: BytesMut::new(),
-            read_timeout: config.read_timeout,
             socket_timeout: None,
             next_id: 1,
-            outstanding: HashSet::new(),
+            outstanding: HashMap::new(),
             arrived: HashMap::new(),
+            orphaned: HashMap::new(),
             pongs: HashSet::new(),
             goaway: None,
             broken: None,
-        })
+        }
     }
 
-    /// The server's address.
+    /// The address of the server on the current connection.
     pub fn peer_addr(&self) -> SocketAddr {
         self.peer
     }
 
-    /// Sends one request and waits for its response.
+    /// Sends one request and waits for its response: [`Client::send`] then [`Client::wait`].
+    /// After the server sent GOAWAY, the request goes out on a new connection (see
+    /// [`Client`]).
     ///
     /// # Errors
-    /// Any [`ClientError`]: the server's status, a timeout, a protocol or IO error.
+    /// Any [`ClientError`]: the server's status, a timeout, a protocol or IO error, or the
+    /// connect error of a reconnection after GOAWAY.
     pub fn call<Req: Message, Resp: Message>(
         &mut self,
         method: &Method<Req, Resp>,
@@ -324,9 +407,16 @@ impl Client {
     /// Queued requests are written by [`Client::flush`], by the next wait, or when more than
     /// 64 KiB are queued.
     ///
+    /// After the server sent GOAWAY (`proto-spec/PROTOCOL.md` Section 14), this first collects
+    /// the responses the old connection still owes, then connects again and queues the request
+    /// on the new connection (see [`Client`]); it may then block up to the connect timeout, and
+    /// up to the deadlines of the requests the old connection owes.
+    ///
     /// # Errors
     /// [`ClientError::Encode`] when the request is over the size limit; the connection's
-    /// error when it is closed; UNAVAILABLE after the server sent GOAWAY.
+    /// error when it is broken (closed without GOAWAY, ERROR frame, protocol error); after a
+    /// GOAWAY, the connect error ([`ClientError::Io`] or [`ClientError::Timeout`]) when the
+    /// new connection cannot be made.
     pub fn send<Req: Message, Resp: Message>(
         &mut self,
         method: &Method<Req, Resp>,
@@ -345,10 +435,10 @@ impl Client {
         request: &Req,
         options: &CallOptions,
     ) -> Result<Pending<Resp>, ClientError> {
-        self.check_usable()?;
         if self.goaway.is_some() {
-            return Err(ClientError::Status(draining()));
+            self.reconnect()?;
         }
+        self.check_usable()?;
         let request_id = self.take_id();
         let deadline_ms = options.deadline.map_or(0, |d| {
             u32::try_from(d.as_millis() + u128::from(d.subsec_nanos() % 1_000_000 != 0))
@@ -365,13 +455,14 @@ impl Client {
                 |out| request.encode(out),
             )
             .map_err(ClientError::Encode)?;
-        self.outstanding.insert(request_id);
+        let deadline = Instant::now() + options.deadline.unwrap_or(self.config.read_timeout);
+        self.outstanding.insert(request_id, deadline);
         if self.write_buf.len() > AUTO_FLUSH {
             self.flush()?;
         }
         Ok(Pending {
             request_id,
-            deadline: Instant::now() + options.deadline.unwrap_or(self.read_timeout),
+            deadline,
             types: PhantomData,
         })
     }
@@ -398,9 +489,16 @@ impl Client {
 
     /// Waits for the response to `pending`.
     ///
+    /// After a GOAWAY (`proto-spec/PROTOCOL.md` Section 14), a request up to its last request
+    /// id is still answered, even once the client has moved to a new connection; a request
+    /// after it fails at once with UNAVAILABLE (see [`Client`]).
+    ///
     /// # Errors
-    /// The server's status ([`ClientError::Status`]), [`ClientError::Timeout`] past the
-    /// request's deadline, or the connection's error.
+    /// The server's status ([`ClientError::Status`]; UNAVAILABLE for a request after a
+    /// GOAWAY's last request id, not processed and safe to send again),
+    /// [`ClientError::Timeout`] past the request's deadline, or the connection's error (for a
+    /// request the server owed after its GOAWAY, the error that ended the old connection
+    /// before its response arrived).
     pub fn wait<Resp: Message>(&mut self, pending: Pending<Resp>) -> Result<Resp, ClientError> {
         let id = pending.request_id;
         let result = self.wait_response(id, pending.deadline);
@@ -425,6 +523,11 @@ impl Client {
             if let Some(arrived) = self.arrived.remove(&id) {
                 return Ok(arrived);
             }
+            if !self.orphaned.is_empty() {
+                if let Some(orphaned) = self.orphaned.remove(&id) {
+                    return Err(orphaned.to_error());
+                }
+            }
             if self.goaway.is_some_and(|last| id > last) {
                 return Err(ClientError::Status(draining()));
             }
@@ -433,17 +536,22 @@ impl Client {
         }
     }
 
-    /// Sends a PING and waits for its PONG; returns the round-trip time.
+    /// Sends a PING and waits for its PONG; returns the round-trip time. After a GOAWAY it
+    /// goes out on a new connection, as [`Client::send`].
     ///
     /// # Errors
-    /// [`ClientError::Timeout`] past the read timeout, or the connection's error.
+    /// [`ClientError::Timeout`] past the read timeout, or the connection's error; after a
+    /// GOAWAY, the connect error when the new connection cannot be made.
     pub fn ping(&mut self) -> Result<Duration, ClientError> {
+        if self.goaway.is_some() {
+            self.reconnect()?;
+        }
         self.check_usable()?;
         let id = self.take_id();
         self.encoder
             .encode_simple(&mut self.write_buf, FrameKind::Ping, id, Code::OK, "");
         let start = Instant::now();
-        let deadline = start + self.read_timeout;
+        let deadline = start + self.config.read_timeout;
         self.flush()?;
         while !self.pongs.remove(&id) {
             self.check_usable()?;
@@ -466,17 +574,78 @@ impl Client {
     fn check_usable(&self) -> Result<(), ClientError> {
         match &self.broken {
             None => Ok(()),
-            Some(Broken::Closed) => Err(ClientError::Closed),
-            Some(Broken::Connection(s)) => Err(ClientError::Connection(s.clone())),
-            Some(Broken::Protocol(e)) => Err(ClientError::Protocol(e.clone())),
+            Some(broken) => Err(broken.to_error()),
         }
     }
 
     fn fail(&mut self, broken: Broken) -> ClientError {
+        let err = broken.to_error();
         self.broken = Some(broken);
-        match self.check_usable() {
-            Err(err) => err,
-            Ok(()) => ClientError::Closed,
+        err
+    }
+
+    /// After a GOAWAY: collects what the old connection still owes, closes it and opens a new
+    /// one (PROTOCOL.md Section 14: no new request on the old connection). An ERROR frame or a
+    /// protocol error is not the end of a drain: the connection stays broken.
+    fn reconnect(&mut self) -> Result<(), ClientError> {
+        let Some(last) = self.goaway else {
+            return Ok(());
+        };
+        if !self.outstanding.is_empty() {
+            self.collect_owed(last);
+        }
+        if let Some(broken @ (Broken::Connection(_) | Broken::Protocol(_))) = &self.broken {
+            return Err(broken.to_error());
+        }
+        let _ = self.stream.shutdown(Shutdown::Both);
+        // On failure the old connection, shut down, stays in place with nothing outstanding,
+        // and the next request tries again.
+        let (stream, peer) = self.config.open(&self.addrs)?;
+        log::debug!("{}: reconnected after GOAWAY, now {peer}", self.peer);
+        self.stream = stream;
+        self.peer = peer;
+        self.decoder = Decoder::new(self.config.max_body_len);
+        self.read_buf.clear();
+        self.write_buf.clear();
+        self.socket_timeout = None;
+        self.pongs.clear();
+        self.goaway = None;
+        self.broken = None;
+        Ok(())
+    }
+
+    /// Reads the responses the server owes after GOAWAY(`last`) into `arrived` (until they are
+    /// all in, the connection ends or breaks, or the latest of their deadlines passes), then
+    /// moves every request still waiting to `orphaned`.
+    fn collect_owed(&mut self, last: u64) {
+        let mut unanswered = Orphaned::Lost(Broken::Closed);
+        if let Some(deadline) = self.owed(last).map(|(_, deadline)| *deadline).max() {
+            while self.owed(last).next().is_some() {
+                let read = self.check_usable().and_then(|()| self.read_some(deadline));
+                match read {
+                    Ok(()) => {}
+                    Err(ClientError::Timeout) => {
+                        unanswered = Orphaned::TimedOut;
+                        break;
+                    }
+                    Err(_) => {
+                        if let Some(broken) = &self.broken {
+                            unanswered = Orphaned::Lost(broken.clone());
+                        }
+                        break;
+                    }
+                }
+            }
+        }
+        for (id, _) in self.outstanding.drain() {
+            if !self.arrived.contains_key(&id) {
+                let why = if id > last {
+                    Orphaned::Refused
+                } else {
+                    unanswered.clone()
+                };
+                self.orphaned.insert(id, why);
+            }
         }
     }
 
@@ -566,9 +735,16 @@ impl Client {
         }
     }
 
+    /// The requests up to GOAWAY(`last`) whose response has not arrived, with their deadlines.
+    fn owed(&self, last: u64) -> impl Iterator<Item = (&u64, &Instant)> + '_ {
+        self.outstanding
+            .iter()
+            .filter(move |&(id, _)| *id <= last && !self.arrived.contains_key(id))
+    }
+
     fn stash(&mut self, id: u64, response: Result<Response, DecodeError>) {
         // A response nobody waits for any more (its wait timed out) is dropped.
-        if self.outstanding.contains(&id) {
+        if self.outstanding.contains_key(&id) {
             self.arrived.insert(id, response);
         }
     }

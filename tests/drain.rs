@@ -217,3 +217,34 @@ fn a_drain_ends_at_its_deadline_even_with_work_still_running() {
         "the 3 s call was cut off at the deadline: {frames:?}"
     );
 }
+
+#[test]
+fn a_client_of_a_drained_server_retries_safely_and_reconnects_to_its_successor() {
+    let first = start(
+        Server::builder().loops(1),
+        router(Arc::new(CountingCommit::default())),
+    );
+    let addr = first.local_addr();
+    let mut client = Client::connect(addr).expect("connect");
+    let body = Bytes::from_static(b"before");
+    assert_eq!(client.call(&HOLD, &body).expect("call"), body);
+    first.handle().drain(Duration::from_secs(5));
+    first.shutdown().expect("drained");
+    // The client learns of the GOAWAY only when it next reads: this request went out on the
+    // drained connection after the GOAWAY's last id, so it was not processed.
+    match client.call(&HOLD, &Bytes::from_static(b"lost")) {
+        Err(ClientError::Status(status)) => assert_eq!(status.code, Code::UNAVAILABLE),
+        other => panic!("expected UNAVAILABLE (safe to retry), got {other:?}"),
+    }
+    // A successor on the same address: the retry goes out on a new connection.
+    let second = Server::builder()
+        .addr(addr)
+        .loops(1)
+        .bind(router(Arc::new(CountingCommit::default())))
+        .expect("bind the drained server's address again")
+        .spawn()
+        .expect("spawn");
+    let retried = Bytes::from_static(b"retried");
+    assert_eq!(client.call(&HOLD, &retried).expect("retry"), retried);
+    second.shutdown().expect("stop");
+}

@@ -2,9 +2,9 @@
 #![allow(dead_code)] // each test file uses a different subset
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use courier::proto::{Decoder, Encoder, Frame, Metadata, Request, DEFAULT_MAX_BODY_LEN};
@@ -46,6 +46,36 @@ pub fn raw_connect(addr: SocketAddr) -> TcpStream {
     stream.set_write_timeout(Some(IO_TIMEOUT)).expect("timeout");
     stream.set_nodelay(true).expect("nodelay");
     stream
+}
+
+/// Accepts one connection on `listener` within `limit`, polling, so that a fake server never
+/// hangs on a client that does not come: `None` past the limit (`Duration::ZERO`: only a
+/// connection already waiting). The stream is blocking, with `IO_TIMEOUT` read and write
+/// timeouts and nodelay, as [`raw_connect`]'s.
+pub fn accept_within(listener: &TcpListener, limit: Duration) -> Option<TcpStream> {
+    listener
+        .set_nonblocking(true)
+        .expect("non-blocking listener");
+    let start = Instant::now();
+    loop {
+        match listener.accept() {
+            Ok((stream, _)) => {
+                stream.set_nonblocking(false).expect("blocking stream");
+                stream.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+                stream.set_write_timeout(Some(IO_TIMEOUT)).expect("timeout");
+                stream.set_nodelay(true).expect("nodelay");
+                return Some(stream);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if start.elapsed() >= limit {
+                    return None;
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => panic!("accept: {e}"),
+        }
+    }
 }
 
 /// Encodes one frame with the default limit.
