@@ -448,7 +448,14 @@ impl Log {
         // A log shorter than its header (new, or torn while being created) starts afresh.
         let fresh = keep < FILE_HEADER.len() as u64;
         let file = if fresh {
-            let mut file = File::create(&path).map_err(io_err("create", &path))?;
+            // Read too: a compaction copies from the log with `pread`.
+            let mut file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&path)
+                .map_err(io_err("create", &path))?;
             file.write_all(&FILE_HEADER)
                 .map_err(io_err("write", &path))?;
             file.sync_all().map_err(io_err("fsync", &path))?;
@@ -457,6 +464,7 @@ impl Log {
             file
         } else {
             let file = OpenOptions::new()
+                .read(true)
                 .append(true)
                 .open(&path)
                 .map_err(io_err("open", &path))?;
@@ -857,9 +865,11 @@ impl Log {
         old: &File,
         copied: &mut u64,
     ) -> Result<File, LogError> {
+        // Read too: once renamed it is the log, which the next compaction reads.
         let mut tmp = OpenOptions::new()
             .create(true)
             .truncate(true)
+            .read(true)
             .write(true)
             .open(tmp_path)
             .map_err(io_err("create", tmp_path))?;

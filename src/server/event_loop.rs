@@ -322,6 +322,9 @@ impl EventLoop {
     /// closed or `deadline` passes.
     fn begin_drain(&mut self, deadline: Instant, now: Instant) {
         self.draining_until = Some(deadline);
+        // Connections the kernel completed but the loop has not accepted yet would be reset
+        // with the listener: take them in, to be sent GOAWAY like the rest.
+        self.accept_waiting(now);
         if let Some(mut listener) = self.listener.take() {
             if let Err(err) = self.poll.registry().deregister(&mut listener) {
                 log::debug!("deregister listener: {err}");
@@ -392,6 +395,13 @@ impl EventLoop {
             turn: 0,
         });
         stats::shift(&self.stats.connections_open, 1);
+        if self.draining_until.is_some() {
+            // Accepted (or handed over) after the drain began: GOAWAY at once.
+            if let Some(conn) = self.conns.get_mut(key) {
+                conn.state.drain("server is draining", now);
+            }
+            self.serve(key, now);
+        }
     }
 
     /// Accepts until the listener would block (mio's listener is edge-triggered), dealing the
@@ -446,7 +456,12 @@ impl EventLoop {
             }
             self.shared.open.fetch_add(1, Ordering::Relaxed);
             stats::inc(&self.stats.connections_accepted);
-            let target = self.next_loop;
+            // While draining, other loops may already have finished: keep it here.
+            let target = if self.draining_until.is_some() {
+                self.index
+            } else {
+                self.next_loop
+            };
             self.next_loop = (target + 1) % self.handoff.len();
             if target == self.index {
                 self.insert(stream, peer, now);

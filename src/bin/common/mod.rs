@@ -145,10 +145,11 @@ fn serve(name: &str, addr: SocketAddr, limits: &Limits, router: Router) -> Resul
             ),
             _ => anyhow::Error::new(err).context(format!("cannot listen on {addr}")),
         })?;
+    // Handlers first: a SIGTERM sent as soon as the address is printed must drain, not kill.
+    let signals = on_signals(name, &server, drain_timeout)?;
     let mut stdout = std::io::stdout();
     writeln!(stdout, "{name} listening on {}", server.local_addr())?;
     stdout.flush()?;
-    let signals = on_signals(name, &server, drain_timeout)?;
     let result = server.run().context("server loop failed");
     signals.close();
     result
