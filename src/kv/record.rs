@@ -308,7 +308,7 @@ impl fmt::Display for Damage {
                 f,
                 "bad key length {len} (must be 1 to {MAX_KEY_LEN} and within the body)"
             ),
-            Damage::DeleteWithValue(len) => write!(f, "DELETE record with {len} value bytes"),
+            Damage::DeleteWithValue(len) => write!(f, "DELETE record with a value ({len} bytes)"),
         }
     }
 }
@@ -378,9 +378,12 @@ pub fn scan<'a>(log: &'a [u8], mut visit: impl FnMut(u64, Op<'a>)) -> Scan {
                 offset = next;
             }
             Err(Bad { damage, search }) => {
-                let later = search.is_some_and(|from| valid_record_from(&crc, log, from));
+                let corrupt = match search {
+                    None => true,
+                    Some(from) => valid_record_from(&crc, log, from),
+                };
                 let offset64 = offset as u64;
-                let end = if later {
+                let end = if corrupt {
                     End::Corrupt {
                         offset: offset64,
                         damage,
@@ -430,13 +433,16 @@ fn valid_record_from(crc: &Hasher, log: &[u8], from: usize) -> bool {
 
 /// The record at `at` and the offset just past it.
 fn record<'a>(crc: &Hasher, log: &'a [u8], at: usize) -> Result<(Op<'a>, usize), Bad> {
+    // Plain indexing after explicit length checks: this runs once per record and per
+    // candidate offset of the search, and stays cheap in unoptimised builds too.
     let rest = log.get(at..).unwrap_or_default();
-    let Some((head, after)) = split(rest, RECORD_HEADER_LEN) else {
+    if rest.len() < RECORD_HEADER_LEN {
         return Err(Bad::torn_unless_from(Damage::ShortHeader, at + 1));
-    };
-    let word = |i: usize| u32::from_be_bytes([head[i], head[i + 1], head[i + 2], head[i + 3]]);
-    let (body_len, body_crc, head_crc) = (word(0), word(4), word(8));
-    if checksum(crc, &head[..8]) != head_crc {
+    }
+    let body_len = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]);
+    let body_crc = u32::from_be_bytes([rest[4], rest[5], rest[6], rest[7]]);
+    let head_crc = u32::from_be_bytes([rest[8], rest[9], rest[10], rest[11]]);
+    if checksum(crc, &rest[..8]) != head_crc {
         return Err(Bad::torn_unless_from(Damage::HeaderCrc, at + 1));
     }
     // From here on the length is trusted.
@@ -444,50 +450,51 @@ fn record<'a>(crc: &Hasher, log: &'a [u8], at: usize) -> Result<(Op<'a>, usize),
     if len > MAX_BODY_LEN {
         return Err(Bad::corrupt(Damage::BodyTooLong(body_len)));
     }
-    let next = at + RECORD_HEADER_LEN + len;
-    let Some((body, _)) = split(after, len) else {
+    let end = RECORD_HEADER_LEN + len;
+    let next = at + end;
+    if rest.len() < end {
         let damage = Damage::ShortBody {
             needed: body_len,
             // Fewer than `body_len`, so within `u32`.
-            available: after.len() as u32,
+            available: (rest.len() - RECORD_HEADER_LEN) as u32,
         };
         return Err(Bad::torn_unless_from(damage, next));
-    };
+    }
+    let body = &rest[RECORD_HEADER_LEN..end];
     if checksum(crc, body) != body_crc {
         return Err(Bad::torn_unless_from(Damage::BodyCrc, next));
     }
-    decode_body(body, body_len)
-        .map(|op| (op, next))
-        .map_err(Bad::corrupt)
+    match decode_body(body) {
+        Ok(op) => Ok((op, next)),
+        Err(damage) => Err(Bad::corrupt(damage)),
+    }
 }
 
-/// The op of a body whose checksum matched; `body_len` is `body.len()`.
-fn decode_body(body: &[u8], body_len: u32) -> Result<Op<'_>, Damage> {
-    let Some((prefix, rest)) = split(body, BODY_PREFIX_LEN) else {
-        return Err(Damage::BodyTooShort(body_len));
-    };
-    let op = prefix[0];
-    let key_len = u16::from_be_bytes([prefix[1], prefix[2]]);
+/// The op of a body whose checksum matched.
+fn decode_body(body: &[u8]) -> Result<Op<'_>, Damage> {
+    // Shorter than a checked body len, so within `u32`.
+    let len = body.len();
+    if len < BODY_PREFIX_LEN {
+        return Err(Damage::BodyTooShort(len as u32));
+    }
+    let op = body[0];
+    let key_len = u16::from_be_bytes([body[1], body[2]]);
     if op != OP_SET && op != OP_DELETE {
         return Err(Damage::BadOp(op));
     }
-    let k = usize::from(key_len);
-    let Some((key, value)) = split(rest, k).filter(|_| (1..=MAX_KEY_LEN).contains(&k)) else {
+    let key_end = BODY_PREFIX_LEN + usize::from(key_len);
+    if key_len == 0 || usize::from(key_len) > MAX_KEY_LEN || key_end > len {
         return Err(Damage::BadKeyLength(key_len));
-    };
+    }
+    let (head, value) = body.split_at(key_end);
+    let key = &head[BODY_PREFIX_LEN..];
     if op == OP_SET {
         return Ok(Op::Set { key, value });
     }
     if !value.is_empty() {
-        // Shorter than the body, so within `u32`.
         return Err(Damage::DeleteWithValue(value.len() as u32));
     }
     Ok(Op::Delete { key })
-}
-
-/// `bytes` cut after `n` bytes, or `None` if it is shorter.
-fn split(bytes: &[u8], n: usize) -> Option<(&[u8], &[u8])> {
-    (bytes.len() >= n).then(|| bytes.split_at(n))
 }
 
 /// CRC-32 of `data`, by a clone of the scan's hasher.
