@@ -55,6 +55,8 @@
 #   RAW_DIR ()                  a directory to keep every raw tool output in
 
 set -euo pipefail
+# shellcheck source=SCRIPTDIR/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 ROUNDS=${ROUNDS:-3}
 REQUESTS=${REQUESTS:-200000}
@@ -70,8 +72,7 @@ ECHO_PIPELINE=${ECHO_PIPELINE:-2}
 CASE_TIMEOUT=${CASE_TIMEOUT:-120}
 # The server gets the cores the load generator does not use: a second event loop on a core
 # the load generator needs only makes the two fight over it.
-FREE_CORES=$(( $(nproc) - LOAD_THREADS ))
-(( FREE_CORES >= 1 )) || FREE_CORES=1
+FREE_CORES=$(free_cores "$LOAD_THREADS")
 COURIER_SERVER_ARGS=${COURIER_SERVER_ARGS:---loops $FREE_CORES}
 ECHO_SERVER_ARGS=${ECHO_SERVER_ARGS:-$COURIER_SERVER_ARGS}
 MARKDOWN=${MARKDOWN:-0}
@@ -82,7 +83,7 @@ for arg in "$@"; do
     case "$arg" in
     --markdown) MARKDOWN=1 ;;
     -h | --help)
-        sed -n '2,/^$/{s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"
+        print_help "${BASH_SOURCE[0]}"
         exit 0
         ;;
     *)
@@ -92,47 +93,11 @@ for arg in "$@"; do
     esac
 done
 
-for knob in ROUNDS REQUESTS REQUESTS_PIPELINED CLIENTS PIPELINE VALUE_SIZE KEYSPACE \
-    LOAD_THREADS ECHO_SECONDS ECHO_CLIENTS ECHO_PIPELINE CASE_TIMEOUT; do
-    if ! [[ ${!knob} =~ ^[1-9][0-9]*$ ]]; then
-        printf '%s must be a positive integer, not "%s"\n' "$knob" "${!knob}" >&2
-        exit 2
-    fi
-done
+require_positive_integers ROUNDS REQUESTS REQUESTS_PIPELINED CLIENTS PIPELINE VALUE_SIZE \
+    KEYSPACE LOAD_THREADS ECHO_SECONDS ECHO_CLIENTS ECHO_PIPELINE CASE_TIMEOUT
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-WORK=$(mktemp -d)
-STARTED_PIDS=()
-RUNNING_PID=""
-SCRIPT_START=$SECONDS
-
-cleanup() {
-    local pid
-    if [[ -n "$RUNNING_PID" ]]; then
-        kill "$RUNNING_PID" 2>/dev/null || true
-        wait "$RUNNING_PID" 2>/dev/null || true
-    fi
-    for pid in "${STARTED_PIDS[@]}"; do
-        if kill -0 "$pid" 2>/dev/null; then
-            kill "$pid" 2>/dev/null || true
-        fi
-    done
-    for pid in "${STARTED_PIDS[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done
-    if [[ -n "$RAW_DIR" ]]; then
-        { mkdir -p "$RAW_DIR" && cp -r "$WORK"/. "$RAW_DIR"/; } || true
-    fi
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-log() { printf '%s\n' "$*" >&2; }
-die() {
-    log "compare.sh: $*"
-    exit 1
-}
+init_run
 
 # --- prerequisites -------------------------------------------------------------------------
 
@@ -148,18 +113,9 @@ done
 command -v iperf3 >/dev/null 2>&1 || missing+=(iperf3)
 if ((${#missing[@]} > 0)); then
     mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
-    log "installing ${missing[*]}"
-    as_root=()
-    if ((EUID != 0)); then
-        command -v sudo >/dev/null 2>&1 || die "need root or sudo to install ${missing[*]}"
-        as_root=(sudo)
-    fi
-    "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update >&2
-    "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}" >&2
+    install_packages "${missing[@]}"
 fi
-for tool in redis-server redis-benchmark redis-cli iperf3 timeout; do
-    command -v "$tool" >/dev/null 2>&1 || die "$tool not found"
-done
+require_commands redis-server redis-benchmark redis-cli iperf3 timeout
 
 CLK_TCK=$(getconf CLK_TCK)
 read -r -a COURIER_EXTRA <<<"$COURIER_SERVER_ARGS"
@@ -172,60 +128,6 @@ REDIS_THREADS=()
 if ((LOAD_THREADS > 1)); then REDIS_THREADS=(--threads "$LOAD_THREADS"); fi
 
 # --- servers -------------------------------------------------------------------------------
-
-# Whether anything on 127.0.0.1 / 0.0.0.0 uses TCP port $1 (any state), from /proc/net/tcp.
-port_in_use() {
-    awk -v port="$(printf '%04X' "$1")" \
-        'NR > 1 { split($2, a, ":"); if (a[2] == port) found = 1 } END { exit !found }' \
-        /proc/net/tcp /proc/net/tcp6
-}
-
-# Whether something listens on TCP port $1.
-listening() {
-    awk -v port="$(printf '%04X' "$1")" \
-        'NR > 1 && $4 == "0A" { split($2, a, ":"); if (a[2] == port) found = 1 } END { exit !found }' \
-        /proc/net/tcp /proc/net/tcp6
-}
-
-free_port() {
-    local port
-    for _ in $(seq 200); do
-        port=$((20000 + RANDOM % 40000))
-        if ! port_in_use "$port"; then
-            echo "$port"
-            return 0
-        fi
-    done
-    die "no free port found"
-}
-
-wait_listening() { # pid port name
-    for _ in $(seq 100); do
-        kill -0 "$1" 2>/dev/null || die "$3 exited at start (log: $(tail -n 3 "$WORK/$3.log"))"
-        if listening "$2"; then return 0; fi
-        sleep 0.1
-    done
-    die "$3 did not start listening on port $2"
-}
-
-# CPU seconds (user + system, all threads) the process $1 has used so far, in clock ticks.
-# Field 2 of /proc/PID/stat is the command name in parentheses and may hold spaces: the
-# fields are counted after the last ')'. utime and stime are fields 14 and 15.
-cpu_ticks() {
-    local stat rest
-    stat=$(<"/proc/$1/stat") || die "process $1 is gone"
-    rest=${stat##*) }
-    read -r -a f <<<"$rest"
-    echo $((f[11] + f[12]))
-}
-
-start() { # name command... ; sets LAST_PID
-    local name=$1
-    shift
-    "$@" >"$WORK/$name.log" 2>&1 &
-    LAST_PID=$!
-    STARTED_PIDS+=("$LAST_PID")
-}
 
 KV_PORT=$(free_port)
 start kv-server "$KV_SERVER" --addr "127.0.0.1:$KV_PORT" "${COURIER_EXTRA[@]}"
@@ -255,19 +157,6 @@ log "kv-server pid $KV_PID port $KV_PORT; redis-server pid $REDIS_PID port $REDI
 # Every key of the keyspace, once, on both sides. courier-bench names keys key:NNNNNNNNNN,
 # redis-benchmark key:NNNNNNNNNNNN (-r); the values are VALUE_SIZE bytes of 'x' on both.
 
-# Runs a command with a time limit. It runs in the background and is waited for, so that an
-# interrupt stops the script (and the command, in cleanup) at once.
-bounded() { # name command...
-    local name=$1 rc=0
-    shift
-    timeout --kill-after=5 "$CASE_TIMEOUT" "$@" <&0 &
-    RUNNING_PID=$!
-    wait "$RUNNING_PID" || rc=$?
-    RUNNING_PID=""
-    if ((rc == 124 || rc == 137)); then die "$name took longer than CASE_TIMEOUT=${CASE_TIMEOUT}s"; fi
-    if ((rc != 0)); then die "$name failed (exit $rc)"; fi
-}
-
 log "prefill: $KEYSPACE keys of $VALUE_SIZE bytes on each server"
 bounded "courier prefill" "$BENCH" --addr "127.0.0.1:$KV_PORT" --workload get --prefill \
     --keyspace "$KEYSPACE" --value-size "$VALUE_SIZE" --clients 1 --threads 1 --requests 1 \
@@ -293,19 +182,8 @@ keys=$(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" dbsize)
 : >"$WORK/commands"
 WARNINGS=()
 
-note_command() { # command...: keeps the first round's command lines for the table's footer
-    if ((ROUND == 1)); then
-        printf '%q ' "$@" | sed 's/ $//' >>"$WORK/commands"
-        echo >>"$WORK/commands"
-    fi
-}
-
 log_result() { # the line just added to the results
     log "  $(tail -n 1 "$WORK/results" | awk '{ printf "%-7s throughput %s  p99 %s ms  cpu %s", $3, $4, $5, $6 }')"
-}
-
-json_number() { # file field
-    grep -o "\"$2\":[0-9.]*" "$1" | head -n 1 | cut -d: -f2
 }
 
 run_courier_kv() { # case workload pipeline requests
@@ -414,15 +292,11 @@ done
 
 # --- the table -----------------------------------------------------------------------------
 
-cpu_model=$(awk -F': *' '/^model name/ { print $2; exit }' /proc/cpuinfo)
-courier_rev=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
-if [[ -n "$(git -C "$ROOT" status --porcelain --untracked-files=no 2>/dev/null)" ]]; then
-    courier_rev="$courier_rev (with uncommitted changes)"
-fi
+courier_rev=$(courier_revision "$ROOT")
 elapsed=$((SECONDS - SCRIPT_START))
 
 {
-    echo "machine: $(nproc) cores, ${cpu_model:-unknown CPU}, Linux $(uname -r)"
+    echo "machine: $(machine_summary)"
     echo "courier: $courier_rev; $(redis-server --version | awk '{ print $1, $2, $3 }');" \
         "$(redis-benchmark --version 2>/dev/null | head -n 1 || echo redis-benchmark);" \
         "$(iperf3 --version | head -n 1 | awk '{ print $1, $2 }')"
@@ -438,19 +312,7 @@ elapsed=$((SECONDS - SCRIPT_START))
     done
 } >"$WORK/header"
 
-awk -v markdown="$MARKDOWN" -v depth="$PIPELINE" -v rounds="$ROUNDS" '
-function median(list,    n, a, i, j, t) {
-    n = split(list, a, " ")
-    for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] > t; j--) a[j + 1] = a[j]; a[j + 1] = t }
-    if (n == 0) return ""
-    return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
-}
-function group(x,    s, neg) {
-    neg = x < 0; if (neg) x = -x
-    s = sprintf("%.0f", x)
-    while (s ~ /[0-9][0-9][0-9][0-9]/) sub(/[0-9][0-9][0-9]($|,)/, ",&", s)
-    return (neg ? "-" : "") s
-}
+awk -v markdown="$MARKDOWN" -v depth="$PIPELINE" -v rounds="$ROUNDS" "$AWK_STATS"'
 function fmt(x, kind) {
     if (x == "") return "-"
     if (kind == "tput") return x >= 10000 ? group(x) : sprintf("%.1f", x)
@@ -492,12 +354,7 @@ END {
                 if (a != "" && a != "-" && b != "" && b != "-" && b + 0 > 0) ratios = ratios " " a / b
             }
             ratio = median(ratios)
-            range = ""
-            if (ratios != "") {
-                k = split(ratios, rr, " "); lo = hi = rr[1]
-                for (q = 2; q <= k; q++) { if (rr[q] < lo) lo = rr[q]; if (rr[q] > hi) hi = rr[q] }
-                range = sprintf("%.2f-%.2f", lo, hi)
-            }
+            range = span(ratios)
             target = ""
             if (c == "echo" && m == "tput") { op = ">="; goal = 0.40 }
             else if (c != "echo" && m == "tput") { op = ">="; goal = c ~ /_p1$/ ? 1.0 : 1.2 }
@@ -514,41 +371,8 @@ END {
             cell[n, 7] = target == "" ? "-" : target
         }
     }
-    for (j = 1; j <= 7; j++) {
-        w[j] = length(head[j])
-        for (i = 1; i <= n; i++) if (length(cell[i, j]) > w[j]) w[j] = length(cell[i, j])
-    }
-    if (markdown) {
-        line = "|"; sep = "|"
-        for (j = 1; j <= 7; j++) {
-            line = line " " head[j] " |"
-            sep = sep (j >= 3 && j <= 6 ? "---:|" : "---|")
-        }
-        print line; print sep
-        for (i = 1; i <= n; i++) {
-            line = "|"
-            for (j = 1; j <= 7; j++) line = line " " cell[i, j] " |"
-            print line
-        }
-    } else {
-        line = ""; sep = ""
-        for (j = 1; j <= 7; j++) {
-            f = j >= 3 && j <= 6 ? "%" w[j] "s" : j == 7 ? "%s" : "%-" w[j] "s"
-            line = line (j > 1 ? " | " : "") sprintf(f, head[j])
-            s = ""; for (k = 0; k < w[j]; k++) s = s "-"
-            sep = sep (j > 1 ? "-+-" : "") s
-        }
-        print line; print sep
-        for (i = 1; i <= n; i++) {
-            line = ""
-            for (j = 1; j <= 7; j++) {
-                f = j >= 3 && j <= 6 ? "%" w[j] "s" : j == 7 ? "%s" : "%-" w[j] "s"
-                line = line (j > 1 ? " | " : "") sprintf(f, cell[i, j])
-            }
-            print line
-            if (i % 3 == 0 && i < n) print sep
-        }
-    }
+    for (j = 3; j <= 6; j++) right[j] = 1
+    print_table(n, 7, markdown, 3)
 }' "$WORK/results" >"$WORK/table"
 
 notes=(
