@@ -301,15 +301,25 @@ impl EventLoop {
         }
         let now = Instant::now();
         for &key in &keys {
-            if let Some(conn) = self.conns.get_mut(key) {
-                conn.held_queued = false;
-                conn.state.committed(result.as_ref().map(|_| ()), now);
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue;
+            };
+            conn.held_queued = false;
+            // Only written out: the socket was read this turn, and input that came during the
+            // commit raises a new event. A connection with more to do (output left, closing)
+            // is served in full.
+            conn.state.lend_buffers(&mut self.buffers);
+            conn.state.committed(result.as_ref().map(|_| ()), now);
+            let flushed = conn.state.flush_to(&mut conn.stream, now);
+            conn.state.return_buffers(&mut self.buffers);
+            account(conn, &self.stats);
+            let settled = flushed.is_ok()
+                && !conn.state.wants_write()
+                && !conn.state.wants_write_shutdown()
+                && !conn.state.is_closed();
+            if !settled {
+                self.serve(key, now);
             }
-        }
-        // Served again to send what was released (and read what came meanwhile); responses
-        // held by that wait for the next turn's commit.
-        for &key in &keys {
-            self.serve(key, now);
         }
         keys.clear();
         if self.held.is_empty() {
