@@ -751,7 +751,10 @@ impl Log {
         let spawned = thread::Builder::new()
             .name("courier-kv-compact".into())
             .spawn(move || {
-                if let Err(err) = log.compact() {
+                let result = log.compact();
+                if result.is_err() && log.stop.load(Ordering::SeqCst) {
+                    log::info!("compaction abandoned: the server is stopping; the log is whole");
+                } else if let Err(err) = result {
                     log::error!(
                         "compaction failed: {err}; the log is unchanged; retrying in {} s",
                         COMPACT_BACKOFF.as_secs()
