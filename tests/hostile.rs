@@ -681,7 +681,11 @@ fn half_closed_client_that_never_reads_is_closed_for_write_timeout() {
         value: Bytes::from(vec![0xC3; VALUE_LEN]),
     };
     setter.call(&kv::SET, &set).expect("SET a 1 MiB value");
-    let before = hostile_stats(&mut stats_client);
+    // The SET's answer can reach us before its loop updates the gauge for that connection:
+    // wait until nothing is counted as buffered.
+    let before = hostile_wait_for_stats(&mut stats_client, STATS_LIMIT, |r| {
+        r.value("buffered_bytes") == 0
+    });
 
     let mut stream = raw_connect(addr);
     let mut wire = BytesMut::new();
