@@ -381,31 +381,4 @@ notes=(
     "Server CPU = utime + stime of the whole server process (all threads) from /proc/PID/stat over the case, per million requests (kv) or per 10^9 bytes of one-way payload (echo, iperf3); includes accepting the load generator's connections."
     "echo: courier-bench sends each 1 MiB frame to echo-server and reads it back, so every byte crosses loopback twice; the figure is one-way payload (responses x 1 MiB per second, MB = 10^6 bytes), against iperf3's receiver bandwidth for one stream, which moves the bytes one way. iperf3 reports no latency; its server CPU is for receiving only, echo-server's for receiving and sending."
 )
-{
-    if [[ "$MARKDOWN" == 1 ]]; then
-        sed 's/^/- /' "$WORK/header"
-        echo
-        cat "$WORK/table"
-        echo
-        for n in "${notes[@]}"; do echo "- $n"; done
-        for w in "${WARNINGS[@]}"; do echo "- warning: $w"; done
-        echo
-        echo "Commands (first round; ports chosen at run time):"
-        echo
-        echo '```'
-        cat "$WORK/commands"
-        echo '```'
-    else
-        cat "$WORK/header"
-        echo
-        cat "$WORK/table"
-        echo
-        for n in "${notes[@]}"; do echo "note: $n"; done
-        for w in "${WARNINGS[@]}"; do echo "warning: $w"; done
-        echo
-        echo "commands (first round; ports chosen at run time):"
-        sed 's/^/  /' "$WORK/commands"
-    fi
-    echo
-    echo "took ${elapsed}s"
-}
+print_report "$elapsed" "ports" "" "" "${notes[@]}"

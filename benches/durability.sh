@@ -405,38 +405,5 @@ notes=(
     "Log maintenance while the servers ran, summed over the rounds (kv-server compacts past --compact-min-size, 64 MiB by default, and twice the live records; redis rewrites its AOF past auto-aof-rewrite-min-size, 64 MB, and double its size after the last rewrite): $maintenance."
     "The \"kept\" table: for each server and pipeline depth, throughput with the log setting over throughput with no log (none), the median of the per-round quotients, and their range."
 )
-{
-    if [[ "$MARKDOWN" == 1 ]]; then
-        sed 's/^/- /' "$WORK/header"
-        echo
-        cat "$WORK/table"
-        echo
-        echo "Throughput kept with the log, against none:"
-        echo
-        cat "$WORK/kept"
-        echo
-        for n in "${notes[@]}"; do echo "- $n"; done
-        for w in "${WARNINGS[@]}"; do echo "- warning: $w"; done
-        echo
-        echo "Commands (first round; ports and directories chosen at run time):"
-        echo
-        echo '```'
-        cat "$WORK/commands"
-        echo '```'
-    else
-        cat "$WORK/header"
-        echo
-        cat "$WORK/table"
-        echo
-        echo "throughput kept with the log, against none:"
-        cat "$WORK/kept"
-        echo
-        for n in "${notes[@]}"; do echo "note: $n"; done
-        for w in "${WARNINGS[@]}"; do echo "warning: $w"; done
-        echo
-        echo "commands (first round; ports and directories chosen at run time):"
-        sed 's/^/  /' "$WORK/commands"
-    fi
-    echo
-    echo "took ${elapsed}s"
-}
+print_report "$elapsed" "ports and directories" \
+    "Throughput kept with the log, against none" "$WORK/kept" "${notes[@]}"

@@ -284,3 +284,49 @@ function print_table(nrows, ncols, markdown, every,    i, j, k, w, f, s, line, s
     }
 }
 '
+
+# Prints the report to stdout, as text or (MARKDOWN=1) Markdown: $WORK/header, $WORK/table,
+# an optional titled extra table ("" "" for none), the notes, the WARNINGS, the first round's
+# commands and the run time.
+print_report() { # seconds, what the run chose (e.g. "ports"), extra title, extra file, note...
+    local elapsed=$1 chosen=$2 title=$3 extra=$4
+    shift 4
+    local notes=("$@")
+    if [[ "$MARKDOWN" == 1 ]]; then
+        sed 's/^/- /' "$WORK/header"
+        echo
+        cat "$WORK/table"
+        echo
+        if [[ -n "$title" ]]; then
+            echo "$title:"
+            echo
+            cat "$extra"
+            echo
+        fi
+        for n in "${notes[@]}"; do echo "- $n"; done
+        for w in "${WARNINGS[@]}"; do echo "- warning: $w"; done
+        echo
+        echo "Commands (first round; $chosen chosen at run time):"
+        echo
+        echo '```'
+        cat "$WORK/commands"
+        echo '```'
+    else
+        cat "$WORK/header"
+        echo
+        cat "$WORK/table"
+        echo
+        if [[ -n "$title" ]]; then
+            echo "${title,}:"
+            cat "$extra"
+            echo
+        fi
+        for n in "${notes[@]}"; do echo "note: $n"; done
+        for w in "${WARNINGS[@]}"; do echo "warning: $w"; done
+        echo
+        echo "commands (first round; $chosen chosen at run time):"
+        sed 's/^/  /' "$WORK/commands"
+    fi
+    echo
+    echo "took ${elapsed}s"
+}
