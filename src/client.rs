@@ -668,7 +668,7 @@ impl Client {
         // At least READ_CHUNK of room, more while a large frame arrives (the decoder reserves
         // ahead); the read fills as much of it as the socket holds, without zero-filling.
         self.read_buf.reserve(READ_CHUNK);
-        let result = crate::sys::read_spare(&self.stream, &mut self.read_buf);
+        let result = crate::sys::read_spare(&self.stream, &mut self.read_buf, usize::MAX);
         match result {
             Ok(0) => return Err(self.fail(Broken::Closed)),
             Ok(_) => {}

@@ -10,21 +10,29 @@
 //! ```text
 //!            peer EOF                 output flushed
 //!   Open ─────────────────▶ PeerClosed ─────────────────▶ Closed
-//!     │ │ drain                                            ▲
-//!     │ ▼                                                  │
-//!     │ Draining (GOAWAY OK queued; nothing more read;     │
-//!     │ │ decoded requests still answered)                 │
-//!     │ │ all answered                                     │
-//!     │ ▼                                                  │
-//!     │  fatal error, GOAWAY,                              │
-//!     │  frame or idle timeout, flood                      │ peer EOF or
-//!     ▼                       output flushed,              │ linger deadline
-//!   Closing ─────────────────▶ Lingering ──────────────────┘
-//!   (ERROR/GOAWAY queued,      (our write side shut; input is
-//!    nothing more read)         read and discarded)
+//!     │                                                    ▲
+//!     │ drain (GOAWAY OK queued), client GOAWAY or ERROR,  │
+//!     │ connection error, frame timeout, flood             │
+//!     ▼                                                    │
+//!   Finishing (nothing more read; every request decoded    │
+//!   │ before is still answered: blocking calls, responses  │
+//!   │ held for a commit)                                   │
+//!   │ all answered: the ERROR, if any, is queued last      │
+//!   ▼                          output flushed,             │ peer EOF or
+//!   Closing ─────────────────▶ Lingering ──────────────────┘ linger deadline
+//!   (nothing more read)        (our write side shut; input is
+//!     ▲                         read and discarded)
+//!     │ idle timeout (GOAWAY UNAVAILABLE), shutdown (GOAWAY UNAVAILABLE;
+//!     │ what is still running is not answered)
+//!   Open, PeerClosed or Finishing
 //!
 //!   any phase ── write timeout, output over the hard cap ──▶ Closed (at once)
 //! ```
+//!
+//! Every request decoded before the frame that ends a connection is answered before the
+//! close (`proto-spec/PROTOCOL.md` Section 9.4): a SET whose answer waits for the log's
+//! commit is answered after that commit even when the same read carried the client's GOAWAY,
+//! and a connection error's ERROR frame comes after those answers, as the last frame.
 //!
 //! Lingering exists so that the ERROR frame reaches the peer: closing a socket that still has
 //! unread input makes the kernel send a reset, which can destroy the frame before the peer
@@ -36,8 +44,11 @@
 //! (see [`ConnectionConfig`] for the values):
 //!
 //! - **input**: at most one frame (`max_body_len` plus the 36-byte header) plus one
-//!   [`READ_CHUNK`] is buffered; a frame must be complete within `frame_timeout` of its first
-//!   byte, and a connection with nothing to do is closed after `idle_timeout`;
+//!   [`READ_CHUNK`] is buffered ([`ConnectionConfig::max_buffered_input`]): the socket is read
+//!   only while no complete frame waits in the buffer, and each read takes at most what the
+//!   frame at the front still lacks plus [`READ_CHUNK`]; a frame must be complete within
+//!   `frame_timeout` of its first byte, and a connection with nothing to do is closed after
+//!   `idle_timeout`;
 //! - **output**: above `output_high_water` queued bytes the connection is not read until the
 //!   peer drains it; above `output_hard_cap` it is closed; output that makes no progress for
 //!   `write_timeout` closes it too;
@@ -47,6 +58,15 @@
 //! - **work in flight**: at most `max_in_flight` blocking requests run at once; the
 //!   connection is not read while that many are out. More than `max_empty_frames` frames in a
 //!   row that ask for nothing (PONG) are a flood and close the connection.
+//!
+//! # Deadlines
+//!
+//! A request's deadline counts from when it was received: the `now` of the first
+//! [`Connection::process`] after the read that brought its last byte (`proto-spec/PROTOCOL.md`
+//! Section 12). A request held back by a limit above waits in the read buffer; when it is
+//! dispatched after its deadline, it is answered DEADLINE_EXCEEDED without running (counted in
+//! `deadline_expired`), inline handlers included, as gRPC servers do not start work whose
+//! deadline has passed.
 //!
 //! Every limit that trips is counted in the shared [`Stats`].
 
@@ -157,7 +177,10 @@ impl Default for ConnectionConfig {
 }
 
 impl ConnectionConfig {
-    /// Most bytes the read buffer holds: one whole frame plus one read.
+    /// Most bytes the read buffer holds: one whole frame (the 36-byte header and
+    /// `max_body_len`) plus one [`READ_CHUNK`]. The connection keeps this bound: it reads only
+    /// while no complete frame waits, and at most what the incomplete one lacks plus
+    /// [`READ_CHUNK`] per read. The `input_peak` counter shows the most any connection held.
     pub fn max_buffered_input(&self) -> usize {
         HEADER_LEN + self.max_body_len as usize + READ_CHUNK
     }
@@ -167,9 +190,11 @@ impl ConnectionConfig {
 enum Phase {
     Open,
     PeerClosed,
-    /// GOAWAY queued for a graceful drain: nothing more is read, but the requests decoded
-    /// before it are still answered; then Closing.
-    Draining,
+    /// The connection is ending (a drain's GOAWAY was queued, the client sent GOAWAY or
+    /// ERROR, or a connection error or limit ended it): nothing more is read, but the
+    /// requests decoded before are still answered; then the ERROR that ends it, if any
+    /// (kept in [`Held::last`] meanwhile), and Closing.
+    Finishing,
     Closing,
     Lingering {
         until: Instant,
@@ -293,6 +318,12 @@ pub struct Connection {
     frame_started: Option<Instant>,
     /// When the last frame arrived or blocking call finished (or the connection opened).
     last_active: Instant,
+    /// When the input now in the read buffer was received: the `now` of the first
+    /// [`Connection::process`] after the read that brought it. Every complete frame in the
+    /// buffer came with that read, since the socket is read only while none waits there.
+    input_at: Instant,
+    /// Whether bytes arrived since the last [`Connection::process`], which then stamps them.
+    fresh_input: bool,
     /// Whether the decoder needs more bytes than the read buffer holds.
     awaiting_bytes: bool,
     /// When queued output last made progress (or became non-empty).
@@ -307,15 +338,18 @@ pub struct Connection {
     held: Option<Box<Held>>,
 }
 
-/// Encoded responses that wait for a commit, and what to answer instead if it fails.
+/// Encoded responses that wait for a commit, and what to answer instead if it fails; and the
+/// ERROR frame that ends a connection once everything before it is answered.
 #[derive(Debug, Default)]
 struct Held {
     /// The response frames, in the order they were encoded.
     frames: BytesMut,
-    /// The request id of each frame in `frames`.
-    request_ids: Vec<u64>,
+    /// The request id of each frame in `frames`, and the status it answers with.
+    request_ids: Vec<(u64, Code)>,
     /// The largest ticket they wait for.
     ticket: u64,
+    /// While [`Phase::Finishing`]: the ERROR frame to send after the last answer.
+    last: BytesMut,
 }
 
 /// Held responses above this many bytes give their buffer back once sent: 64 KiB.
@@ -351,6 +385,8 @@ impl Connection {
             empty_frames: 0,
             frame_started: None,
             last_active: now,
+            input_at: now,
+            fresh_input: false,
             awaiting_bytes: false,
             write_progress_at: now,
             write_timer_armed: false,
@@ -397,17 +433,17 @@ impl Connection {
 
     /// Reads once from `src` (at most [`READ_CHUNK`] bytes) into the read buffer; while
     /// lingering, reads and discards. `Ok(0)` is the peer's end of stream and is recorded.
-    /// Call [`Connection::process`] after each successful read. This zero-fills the
-    /// [`READ_CHUNK`] it reads into first (safe `Read` gives no other way); an event loop with
-    /// the socket's descriptor uses [`Connection::read_with`] to read into the buffer's spare
-    /// capacity instead.
+    /// Call [`Connection::process`] after each successful read, and read only while
+    /// [`Connection::wants_read`]. This zero-fills the [`READ_CHUNK`] it reads into first
+    /// (safe `Read` gives no other way); an event loop with the socket's descriptor uses
+    /// [`Connection::read_with`] to read into the buffer's spare capacity instead.
     ///
     /// # Errors
     /// Whatever `src.read` returns, including `WouldBlock`; nothing is recorded then.
     pub fn read_from<R: Read>(&mut self, src: &mut R) -> io::Result<usize> {
-        self.read_with(|buf| {
+        self.read_with(|buf, limit| {
             let len = buf.len();
-            buf.resize(len + READ_CHUNK, 0);
+            buf.resize(len + READ_CHUNK.min(limit), 0);
             let result = src.read(&mut buf[len..]);
             let n = *result.as_ref().unwrap_or(&0);
             buf.truncate(len + n);
@@ -415,27 +451,34 @@ impl Connection {
         })
     }
 
-    /// Reads once through `read`, which must append the bytes it reads to the buffer it is
-    /// given (with at least [`READ_CHUNK`] bytes of spare capacity reserved) and return
-    /// their number; while lingering, they are then discarded. The bytes appended are what
-    /// counts, whatever `read` returns. `Ok(0)` is the peer's end of stream and is recorded.
-    /// Call [`Connection::process`] after each successful read.
+    /// Reads once through `read`, which is given the buffer and a limit and must append at
+    /// most `limit` bytes to it (the buffer has at least `min(limit, READ_CHUNK)` bytes of
+    /// spare capacity reserved) and return their number; while lingering, they are then
+    /// discarded. The limit is what the frame at the front of the buffer still lacks plus
+    /// [`READ_CHUNK`], so the buffer never holds more than
+    /// [`ConnectionConfig::max_buffered_input`]. The bytes appended are what counts, whatever
+    /// `read` returns. `Ok(0)` is the peer's end of stream and is recorded. Call
+    /// [`Connection::process`] after each successful read, and read only while
+    /// [`Connection::wants_read`].
     ///
     /// # Errors
     /// Whatever `read` returns, including `WouldBlock`; nothing is recorded then (bytes it
     /// appended before failing are kept).
     pub fn read_with<F>(&mut self, read: F) -> io::Result<usize>
     where
-        F: FnOnce(&mut BytesMut) -> io::Result<usize>,
+        F: FnOnce(&mut BytesMut, usize) -> io::Result<usize>,
     {
         self.read_budget = self.read_budget.saturating_sub(1);
+        let limit = READ_CHUNK.saturating_add(self.decoder.bytes_missing(self.read_buf.len()));
         self.read_buf.reserve(READ_CHUNK);
         let len = self.read_buf.len();
-        let result = read(&mut self.read_buf);
+        let result = read(&mut self.read_buf, limit);
         let n = self.read_buf.len().saturating_sub(len);
         if n > 0 {
             stats::add(&self.stats.bytes_in, n as u64);
+            self.stats.input_buffered(self.read_buf.len());
             self.awaiting_bytes = false;
+            self.fresh_input = true;
         }
         result?;
         self.awaiting_bytes = false;
@@ -454,10 +497,12 @@ impl Connection {
     /// Appends received bytes (for callers that read elsewhere, and for tests). Ignored unless
     /// the connection is open.
     pub fn receive(&mut self, bytes: &[u8]) {
-        if self.phase == Phase::Open {
+        if self.phase == Phase::Open && !bytes.is_empty() {
             stats::add(&self.stats.bytes_in, bytes.len() as u64);
             self.read_buf.extend_from_slice(bytes);
+            self.stats.input_buffered(self.read_buf.len());
             self.awaiting_bytes = false;
+            self.fresh_input = true;
         }
     }
 
@@ -497,6 +542,10 @@ impl Connection {
     /// errors as `proto-spec/PROTOCOL.md` §9 says. Blocking REQUESTs are queued for
     /// [`Connection::take_blocking`]. Returns the number of frames decoded.
     pub fn process(&mut self, now: Instant, router: &Router) -> usize {
+        if self.fresh_input {
+            self.fresh_input = false;
+            self.input_at = now;
+        }
         let mut frames = 0;
         while !self.awaiting_bytes && self.may_decode() {
             let decoded = self.decoder.decode(&mut self.read_buf);
@@ -512,7 +561,7 @@ impl Connection {
             match decoded {
                 Ok(Some(frame)) => self.on_frame(frame, now, router),
                 Ok(None) => {}
-                Err(err) => self.on_decode_error(err),
+                Err(err) => self.on_decode_error(err, now),
             }
         }
         // Counted once per turn: in the call that spent the last of the budget.
@@ -549,24 +598,28 @@ impl Connection {
         match frame {
             Frame::Request(request) => self.on_request(request, now, router),
             Frame::Ping(id) => self.queue_simple(FrameKind::Pong, id, Code::OK, ""),
-            Frame::Pong(_) => {
+            Frame::Pong(id) => {
                 self.empty_frames += 1;
                 if self.empty_frames > self.config.max_empty_frames {
                     let message = format!(
                         "more than {} frames in a row asked for nothing",
                         self.config.max_empty_frames
                     );
-                    self.send_error(0, Code::RESOURCE_EXHAUSTED, &message);
-                    self.stop_reading(CloseReason::Flood);
+                    // The PONG's header was valid, so the ERROR carries its id (Section 4.6).
+                    let error = (id, Code::RESOURCE_EXHAUSTED, message.as_str());
+                    self.end(CloseReason::Flood, Some(error), now);
                 }
             }
-            Frame::GoAway { .. } => self.stop_reading(CloseReason::PeerClosed),
+            // Section 9.4: stop reading, answer what was received before, then close.
+            Frame::GoAway { .. } => self.end(CloseReason::PeerClosed, None, now),
             Frame::Error { code, message, .. } => {
-                self.stop_reading(CloseReason::PeerError(Status::new(code, message)));
+                let reason = CloseReason::PeerError(Status::new(code, message));
+                self.end(reason, None, now);
             }
             Frame::Response(r) => {
-                self.send_error(r.request_id, Code::INVALID_ARGUMENT, "unexpected RESPONSE");
-                self.stop_reading(CloseReason::UnexpectedFrame(FrameKind::Response));
+                let error = (r.request_id, Code::INVALID_ARGUMENT, "unexpected RESPONSE");
+                let reason = CloseReason::UnexpectedFrame(FrameKind::Response);
+                self.end(reason, Some(error), now);
             }
         }
     }
@@ -580,13 +633,28 @@ impl Connection {
             metadata,
             payload,
         } = request;
+        if request_id == 0 {
+            // Section 11: id 0 is reserved, so that a GOAWAY naming 0 means "none processed".
+            let status = Status::invalid_argument(
+                "request id 0 is reserved (PROTOCOL.md Section 11): not processed",
+            );
+            self.answer_failure(0, &Failure::status(status));
+            return;
+        }
         self.last_request_id = request_id;
-        let ctx = Context::new(
-            request_id,
-            now,
-            (deadline_ms != 0).then(|| now + Duration::from_millis(u64::from(deadline_ms))),
-            metadata,
-        );
+        let received_at = self.input_at;
+        let deadline =
+            (deadline_ms != 0).then(|| received_at + Duration::from_millis(u64::from(deadline_ms)));
+        if deadline.is_some_and(|deadline| deadline <= now) {
+            stats::inc(&self.stats.deadline_expired);
+            let status = Status::deadline_exceeded(format!(
+                "deadline of {deadline_ms} ms passed before the request was dispatched; not \
+                 processed"
+            ));
+            self.answer_failure(request_id, &Failure::status(status));
+            return;
+        }
+        let ctx = Context::new(request_id, received_at, deadline, metadata);
         let start = self.write_buf.len();
         let mut outcome = None;
         let encoded = self.encoder.encode_response_with(
@@ -602,12 +670,29 @@ impl Connection {
                 stats::inc(&self.stats.frames_out);
                 return;
             }
-            (Some(Outcome::Held(ticket)), Ok(())) => {
+            (Some(Outcome::Held(ticket, Ok(()))), Ok(())) => {
                 let held = self.held.get_or_insert_with(Box::default);
                 held.frames.extend_from_slice(&self.write_buf[start..]);
-                held.request_ids.push(request_id);
+                held.request_ids.push((request_id, Code::OK));
                 held.ticket = held.ticket.max(ticket);
                 self.write_buf.truncate(start);
+                return;
+            }
+            (Some(Outcome::Held(ticket, Err(failure))), _) => {
+                // An error that shows state (NOT_FOUND after a DELETE) waits like an answer.
+                self.write_buf.truncate(start);
+                if failure.panicked {
+                    stats::inc(&self.stats.handler_panics);
+                }
+                let held = self.held.get_or_insert_with(Box::default);
+                self.encoder.encode_status(
+                    &mut held.frames,
+                    request_id,
+                    failure.status.code,
+                    &failure.status.message,
+                );
+                held.request_ids.push((request_id, failure.status.code));
+                held.ticket = held.ticket.max(ticket);
                 return;
             }
             (Some(Outcome::Blocking(call)), _) => {
@@ -617,16 +702,11 @@ impl Connection {
                 return;
             }
             (Some(Outcome::Ready(Err(failure))), _) => failure,
-            (Some(Outcome::Ready(Ok(())) | Outcome::Held(_)), Err(err)) | (None, Err(err)) => {
-                Failure {
-                    status: Status::resource_exhausted(format!("response not sent: {err}")),
-                    panicked: false,
-                }
-            }
-            (None, Ok(())) => Failure {
-                status: Status::internal("handler not called"),
-                panicked: false,
-            },
+            (Some(Outcome::Ready(Ok(())) | Outcome::Held(_, Ok(()))), Err(err))
+            | (None, Err(err)) => Failure::status(Status::resource_exhausted(format!(
+                "response not sent: {err}"
+            ))),
+            (None, Ok(())) => Failure::status(Status::internal("handler not called")),
         };
         self.write_buf.truncate(start);
         self.answer_failure(request_id, &failure);
@@ -659,17 +739,11 @@ impl Connection {
 
     /// Answers a blocking request with its response message (`Ok`) or a status; called when
     /// the worker pool returns it. Ignored, but for the in-flight count, once the connection
-    /// has stopped answering (after ERROR or a GOAWAY of [`Connection::go_away`]; a draining
-    /// connection still answers).
+    /// has stopped answering (after a shutdown's GOAWAY of [`Connection::go_away`], or once
+    /// its ERROR went out); a connection that is finishing (draining, or ended by the client's
+    /// GOAWAY or ERROR or by a connection error) still answers.
     pub fn complete(&mut self, request_id: u64, result: Result<BytesMut, Status>, now: Instant) {
-        self.complete_call(
-            request_id,
-            result.map_err(|status| Failure {
-                status,
-                panicked: false,
-            }),
-            now,
-        );
+        self.complete_call(request_id, result.map_err(Failure::status), now);
     }
 
     pub(crate) fn complete_call(
@@ -680,10 +754,7 @@ impl Connection {
     ) {
         self.in_flight = self.in_flight.saturating_sub(1);
         self.last_active = now;
-        if !matches!(
-            self.phase,
-            Phase::Open | Phase::PeerClosed | Phase::Draining
-        ) {
+        if !self.answering() {
             return;
         }
         let failure = match result {
@@ -700,23 +771,22 @@ impl Connection {
                     Ok(()) => {
                         self.stats.request(Code::OK);
                         stats::inc(&self.stats.frames_out);
-                        self.check_drained();
+                        self.check_finished();
                         self.check_output(now);
                         return;
                     }
                     Err(err) => {
                         self.write_buf.truncate(start);
-                        Failure {
-                            status: Status::resource_exhausted(format!("response not sent: {err}")),
-                            panicked: false,
-                        }
+                        Failure::status(Status::resource_exhausted(format!(
+                            "response not sent: {err}"
+                        )))
                     }
                 }
             }
             Err(failure) => failure,
         };
         self.answer_failure(request_id, &failure);
-        self.check_drained();
+        self.check_finished();
         self.check_output(now);
     }
 
@@ -734,26 +804,23 @@ impl Connection {
     /// replaced by a RESPONSE carrying the status on `Err` (so no write whose commit failed is
     /// acknowledged). The caller must have committed at least [`Connection::held_ticket`].
     pub fn committed(&mut self, result: Result<(), &Status>, now: Instant) {
+        let answering = self.answering();
         let Some(held) = self.held.as_mut() else {
             return;
         };
         if held.request_ids.is_empty() {
             return;
         }
-        let answering = matches!(
-            self.phase,
-            Phase::Open | Phase::PeerClosed | Phase::Draining
-        );
         match result {
             Ok(()) if answering => {
                 self.write_buf.extend_from_slice(&held.frames);
-                for _ in &held.request_ids {
-                    self.stats.request(Code::OK);
+                for &(_, code) in &held.request_ids {
+                    self.stats.request(code);
                     stats::inc(&self.stats.frames_out);
                 }
             }
             Err(status) if answering => {
-                for &request_id in &held.request_ids {
+                for &(request_id, _) in &held.request_ids {
                     self.stats.request(status.code);
                     stats::inc(&self.stats.frames_out);
                     self.encoder.encode_status(
@@ -774,14 +841,35 @@ impl Connection {
             held.frames.clear();
         }
         self.last_active = now;
-        self.check_drained();
+        self.check_finished();
         self.check_output(now);
     }
 
-    /// A draining connection with nothing left to answer starts closing.
-    fn check_drained(&mut self) {
-        if self.phase == Phase::Draining && self.nothing_pending() {
+    /// Whether requests decoded so far are still answered: open, half-closed or finishing
+    /// (not after a shutdown's GOAWAY, nor once the ERROR went out).
+    fn answering(&self) -> bool {
+        matches!(
+            self.phase,
+            Phase::Open | Phase::PeerClosed | Phase::Finishing
+        )
+    }
+
+    /// A finishing connection with nothing left to answer queues its last frame, if any, and
+    /// starts closing.
+    fn check_finished(&mut self) {
+        if self.phase == Phase::Finishing && self.nothing_pending() {
+            self.queue_last();
             self.phase = Phase::Closing;
+        }
+    }
+
+    /// Moves the ERROR kept for the end of a finishing connection to the output.
+    fn queue_last(&mut self) {
+        if let Some(held) = self.held.as_mut() {
+            if !held.last.is_empty() {
+                self.write_buf.extend_from_slice(&held.last);
+                held.last = BytesMut::new();
+            }
         }
     }
 
@@ -820,21 +908,17 @@ impl Connection {
         self.write_buf = BytesMut::new();
     }
 
-    fn on_decode_error(&mut self, err: DecodeError) {
+    fn on_decode_error(&mut self, err: DecodeError, now: Instant) {
         self.stats.decode_error(&err);
         if !err.is_fatal() && err.frame_kind() == Some(FrameKind::Request) {
             log::debug!("request {}: {err}", err.request_id());
-            self.answer_failure(
-                err.request_id(),
-                &Failure {
-                    status: Status::new(err.status(), err.to_string()),
-                    panicked: false,
-                },
-            );
+            let failure = Failure::status(Status::new(err.status(), err.to_string()));
+            self.answer_failure(err.request_id(), &failure);
             return;
         }
-        self.send_error(err.request_id(), err.status(), &err.to_string());
-        self.stop_reading(CloseReason::Protocol(err));
+        let message = err.to_string();
+        let error = (err.request_id(), err.status(), message.as_str());
+        self.end(CloseReason::Protocol(err), Some(error), now);
     }
 
     fn queue_simple(&mut self, kind: FrameKind, request_id: u64, code: Code, message: &str) {
@@ -843,10 +927,41 @@ impl Connection {
             .encode_simple(&mut self.write_buf, kind, request_id, code, message);
     }
 
-    fn send_error(&mut self, request_id: u64, code: Code, message: &str) {
-        self.queue_simple(FrameKind::Error, request_id, code, message);
+    /// Ends an open or half-closed connection for `reason`: nothing more is read (input not
+    /// yet decoded is dropped), every request decoded before is still answered, and then
+    /// `error` (request id, status, message), if given, goes out as the last frame before the
+    /// close (`proto-spec/PROTOCOL.md` Sections 9.1 and 9.4).
+    fn end(&mut self, reason: CloseReason, error: Option<(u64, Code, &str)>, now: Instant) {
+        if !matches!(self.phase, Phase::Open | Phase::PeerClosed) {
+            return;
+        }
+        self.close_reason = Some(reason);
+        self.read_buf = BytesMut::new();
+        self.frame_started = None;
+        if self.nothing_pending() {
+            if let Some((request_id, code, message)) = error {
+                self.queue_simple(FrameKind::Error, request_id, code, message);
+            }
+            self.phase = Phase::Closing;
+        } else {
+            if let Some((request_id, code, message)) = error {
+                stats::inc(&self.stats.frames_out);
+                let held = self.held.get_or_insert_with(Box::default);
+                self.encoder.encode_simple(
+                    &mut held.last,
+                    FrameKind::Error,
+                    request_id,
+                    code,
+                    message,
+                );
+            }
+            self.phase = Phase::Finishing;
+        }
+        self.check_output(now);
     }
 
+    /// Stops reading an open or half-closed connection for `reason` and starts closing at
+    /// once, without waiting for anything still pending.
     fn stop_reading(&mut self, reason: CloseReason) {
         if matches!(self.phase, Phase::Open | Phase::PeerClosed) {
             self.phase = Phase::Closing;
@@ -856,14 +971,17 @@ impl Connection {
         }
     }
 
-    /// Queues a GOAWAY naming the last request id decoded, and stops reading. Requests still
-    /// running on the worker pool are not answered after it.
+    /// Queues a GOAWAY naming the last request id decoded, and stops reading, for a shutdown
+    /// that does not wait: requests still running on the worker pool or waiting for a commit
+    /// are not answered after it. A connection already finishing gets its last frame (the
+    /// ERROR, if one waits) instead of a GOAWAY.
     pub fn go_away(&mut self, code: Code, message: &str) {
         if matches!(self.phase, Phase::Open | Phase::PeerClosed) {
             self.queue_simple(FrameKind::GoAway, self.last_request_id, code, message);
             self.stop_reading(CloseReason::GoAway);
-        } else if self.phase == Phase::Draining {
-            // The GOAWAY went out when the drain began; stop waiting for what is left.
+        } else if self.phase == Phase::Finishing {
+            // Stop waiting for what is left.
+            self.queue_last();
             self.phase = Phase::Closing;
         }
     }
@@ -877,11 +995,11 @@ impl Connection {
     pub fn drain(&mut self, message: &str, now: Instant) {
         if matches!(self.phase, Phase::Open | Phase::PeerClosed) {
             self.queue_simple(FrameKind::GoAway, self.last_request_id, Code::OK, message);
-            self.phase = Phase::Draining;
+            self.phase = Phase::Finishing;
             self.close_reason = Some(CloseReason::GoAway);
             self.read_buf = BytesMut::new();
             self.frame_started = None;
-            self.check_drained();
+            self.check_finished();
             self.check_output(now);
         }
     }
@@ -989,9 +1107,9 @@ impl Connection {
                     "frame not complete within {} ms of its first byte",
                     self.config.frame_timeout.as_millis()
                 );
-                self.send_error(0, Code::DEADLINE_EXCEEDED, &message);
-                self.stop_reading(CloseReason::FrameTimeout);
-                self.check_output(now);
+                // Request id 0: the late frame never arrived whole (Section 7.1).
+                let error = (0, Code::DEADLINE_EXCEEDED, message.as_str());
+                self.end(CloseReason::FrameTimeout, Some(error), now);
                 return;
             }
         }
@@ -1006,19 +1124,24 @@ impl Connection {
                 Code::UNAVAILABLE,
                 &message,
             );
+            // Idle: nothing is pending, so nothing is left to answer.
             self.stop_reading(CloseReason::IdleTimeout);
             self.check_output(now);
         }
     }
 
     /// Whether the caller should read from the socket: open (or lingering), under every
-    /// limit, with reads left this turn.
+    /// limit, with reads left this turn, and no complete frame waiting in the read buffer
+    /// (the decoder has asked for more bytes, or the buffer is empty). The last rule keeps
+    /// the read buffer within [`ConnectionConfig::max_buffered_input`] and lets every frame
+    /// in it be stamped with the time of the read that brought it (its deadline's start).
     pub fn wants_read(&self) -> bool {
         match self.phase {
             Phase::Lingering { .. } => self.read_budget > 0,
             Phase::Open => {
                 self.read_budget > 0
                     && self.frame_budget > 0
+                    && (self.awaiting_bytes || self.read_buf.is_empty())
                     && self.write_buf.len() <= self.config.output_high_water
                     && self.in_flight < self.config.max_in_flight
                     && self.read_buf.len() < self.config.max_buffered_input()
@@ -1271,8 +1394,17 @@ mod tests {
             1
         );
         assert_eq!(output(&mut conn).len(), 2);
-        assert!(conn.wants_read(), "drained: reading resumes");
+        // Drained: decoding resumes; the socket is read again once no complete frame waits.
+        assert!(conn.has_decodable_input() && !conn.wants_read());
         assert_eq!(conn.process(now, &router()), 2);
+        assert_eq!(output(&mut conn).len(), 2);
+        assert_eq!(conn.process(now, &router()), 2);
+        assert_eq!(output(&mut conn).len(), 2);
+        assert_eq!(conn.process(now, &router()), 2);
+        assert_eq!(output(&mut conn).len(), 2);
+        assert_eq!(conn.process(now, &router()), 2);
+        assert_eq!(output(&mut conn).len(), 2);
+        assert!(conn.wants_read(), "every frame decoded: reading resumes");
     }
 
     #[test]
@@ -1291,10 +1423,12 @@ mod tests {
         conn.process(Instant::now(), &router());
         assert_eq!(conn.close_reason(), Some(&CloseReason::Flood));
         let frames = output(&mut conn);
+        // The PONG that tripped the limit had a valid header: the ERROR carries its id.
         assert!(matches!(
             frames.last(),
             Some(Frame::Error {
                 code: Code::RESOURCE_EXHAUSTED,
+                request_id: 1,
                 ..
             })
         ));
@@ -1563,5 +1697,359 @@ mod tests {
         assert_eq!(ids, [4, 5]);
         assert!(conn.wants_write_shutdown(), "everything answered: closing");
         assert_eq!(conn.close_reason(), Some(&CloseReason::GoAway));
+    }
+
+    /// Held requests 1 and 2 (SET-like), an echo 3, then `ending` in the same input: every
+    /// request is answered, the held ones after their commit, before the close; returns the
+    /// frames sent.
+    fn answers_before(ending: &Frame) -> (Connection, Vec<Frame>) {
+        let router = holding_router(Arc::new(NoCommit));
+        let mut conn = new_conn(ConnectionConfig::default());
+        let mut input = encode(&hold(1));
+        input.extend_from_slice(&encode(&hold(2)));
+        input.extend_from_slice(&encode(&request(3, 1, b"echo")));
+        input.extend_from_slice(&encode(ending));
+        // A request after the ending frame is not read.
+        input.extend_from_slice(&encode(&request(4, 1, b"after")));
+        conn.receive(&input);
+        let now = Instant::now();
+        conn.process(now, &router);
+        assert!(!conn.wants_read(), "nothing more is read");
+        let mut frames = output(&mut conn);
+        assert!(!conn.wants_write_shutdown(), "two answers are still owed");
+        assert_eq!(conn.held_ticket(), Some(2));
+        conn.committed(Ok(()), now);
+        frames.extend(output(&mut conn));
+        assert!(conn.wants_write_shutdown(), "all answered: closing");
+        (conn, frames)
+    }
+
+    fn response_ids(frames: &[Frame]) -> Vec<u64> {
+        frames
+            .iter()
+            .filter_map(|f| match f {
+                Frame::Response(r) if r.code == Code::OK => Some(r.request_id),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_client_goaway_in_the_same_read_as_held_writes_still_gets_them_answered() {
+        let goaway = Frame::GoAway {
+            last_request_id: 0,
+            code: Code::OK,
+            message: String::new(),
+        };
+        let (conn, frames) = answers_before(&goaway);
+        assert_eq!(response_ids(&frames), [3, 1, 2]);
+        assert_eq!(frames.len(), 3, "no frame of our own: {frames:?}");
+        assert_eq!(conn.close_reason(), Some(&CloseReason::PeerClosed));
+    }
+
+    #[test]
+    fn a_client_error_in_the_same_read_as_held_writes_still_gets_them_answered() {
+        let error = Frame::Error {
+            request_id: 0,
+            code: Code::CANCELLED,
+            message: "bye".into(),
+        };
+        let (conn, frames) = answers_before(&error);
+        assert_eq!(response_ids(&frames), [3, 1, 2]);
+        assert_eq!(frames.len(), 3, "no frame of our own: {frames:?}");
+        assert!(matches!(
+            conn.close_reason(),
+            Some(CloseReason::PeerError(_))
+        ));
+    }
+
+    #[test]
+    fn a_connection_error_after_held_writes_sends_their_answers_then_the_error_last() {
+        // A RESPONSE from a client is a connection error (Section 9.4).
+        let response = Frame::Response(crate::proto::Response {
+            request_id: 9,
+            code: Code::OK,
+            metadata: Metadata::new(),
+            payload: Bytes::new(),
+        });
+        let (conn, frames) = answers_before(&response);
+        assert_eq!(response_ids(&frames), [3, 1, 2]);
+        assert!(
+            matches!(
+                frames.last(),
+                Some(Frame::Error {
+                    request_id: 9,
+                    code: Code::INVALID_ARGUMENT,
+                    ..
+                })
+            ),
+            "{frames:?}"
+        );
+        assert_eq!(frames.len(), 4);
+        assert!(matches!(
+            conn.close_reason(),
+            Some(CloseReason::UnexpectedFrame(_))
+        ));
+    }
+
+    #[test]
+    fn a_bad_header_after_held_writes_sends_their_answers_then_the_error_last() {
+        let router = holding_router(Arc::new(NoCommit));
+        let mut conn = new_conn(ConnectionConfig::default());
+        let mut input = encode(&hold(1));
+        input.extend_from_slice(b"GET / HTTP/1.1\r\n\r\n");
+        conn.receive(&input);
+        let now = Instant::now();
+        conn.process(now, &router);
+        assert!(
+            output(&mut conn).is_empty(),
+            "the ERROR waits for the answer"
+        );
+        conn.committed(Ok(()), now);
+        let frames = output(&mut conn);
+        assert_eq!(response_ids(&frames), [1]);
+        assert!(matches!(
+            frames.last(),
+            Some(Frame::Error {
+                code: Code::INVALID_ARGUMENT,
+                request_id: 0,
+                ..
+            })
+        ));
+        assert!(conn.wants_write_shutdown());
+    }
+
+    #[test]
+    fn a_client_goaway_waits_for_blocking_calls_in_flight() {
+        const SLOW: Method<Bytes, Bytes> = Method::new(1, 2, "echo.Slow");
+        let mut router = router();
+        router.register_blocking(SLOW, |_, body: Bytes| Ok(body));
+        let now = Instant::now();
+        let mut conn = new_conn(ConnectionConfig::default());
+        let mut input = encode(&Frame::Request(RequestFrame {
+            request_id: 1,
+            service: SLOW.service,
+            method: SLOW.method,
+            deadline_ms: 0,
+            metadata: Metadata::new(),
+            payload: Bytes::from_static(b"slow"),
+        }));
+        input.extend_from_slice(&encode(&Frame::GoAway {
+            last_request_id: 0,
+            code: Code::OK,
+            message: String::new(),
+        }));
+        conn.receive(&input);
+        conn.process(now, &router);
+        let mut calls = Vec::new();
+        conn.take_blocking(&mut calls);
+        assert_eq!(calls.len(), 1);
+        assert!(!conn.wants_write_shutdown(), "the call is still owed");
+        conn.complete(1, Ok(BytesMut::from(&b"slow"[..])), now);
+        assert_eq!(response_ids(&output(&mut conn)), [1]);
+        assert!(conn.wants_write_shutdown());
+    }
+
+    #[test]
+    fn a_shutdown_goaway_does_not_wait_but_sends_a_waiting_error() {
+        let router = holding_router(Arc::new(NoCommit));
+        let mut conn = new_conn(ConnectionConfig::default());
+        let mut input = encode(&hold(1));
+        input.extend_from_slice(b"junk");
+        conn.receive(&input);
+        conn.process(Instant::now(), &router);
+        conn.go_away(Code::UNAVAILABLE, "shutting down");
+        let frames = output(&mut conn);
+        assert!(
+            matches!(&frames[..], [Frame::Error { .. }]),
+            "the ERROR, nothing else: {frames:?}"
+        );
+        assert!(conn.wants_write_shutdown());
+    }
+
+    /// A request with `deadline_ms` for method `method` of the echo service.
+    fn with_deadline(id: u64, method: u16, deadline_ms: u32) -> Frame {
+        Frame::Request(RequestFrame {
+            request_id: id,
+            service: 1,
+            method,
+            deadline_ms,
+            metadata: Metadata::new(),
+            payload: Bytes::from_static(b"x"),
+        })
+    }
+
+    #[test]
+    fn a_request_held_back_past_its_deadline_is_answered_deadline_exceeded_without_running() {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        const SLOW: Method<Bytes, Bytes> = Method::new(1, 2, "echo.Slow");
+        const COUNTED: Method<Bytes, Bytes> = Method::new(1, 5, "test.Counted");
+        let runs = Arc::new(AtomicU32::new(0));
+        let mut router = router();
+        router.register_blocking(SLOW, |_, body: Bytes| Ok(body));
+        let counted = Arc::clone(&runs);
+        router.register(COUNTED, move |_, body: Bytes| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            Ok(body)
+        });
+        let t0 = Instant::now();
+        let mut conn = new_conn(ConnectionConfig {
+            max_in_flight: 1,
+            ..ConnectionConfig::default()
+        });
+        // A blocking call fills the in-flight limit; two requests with a 100 ms deadline and
+        // one with none wait behind it in the read buffer.
+        let mut input = encode(&with_deadline(1, 2, 0));
+        for (id, deadline_ms) in [(2, 100), (3, 0), (4, 100)] {
+            input.extend_from_slice(&encode(&with_deadline(id, 5, deadline_ms)));
+        }
+        conn.receive(&input);
+        assert_eq!(conn.process(t0, &router), 1);
+        let mut calls = Vec::new();
+        conn.take_blocking(&mut calls);
+        // The call finishes 150 ms later: the waiting requests are dispatched then.
+        let later = t0 + Duration::from_millis(150);
+        conn.complete(1, Ok(BytesMut::from(&b"x"[..])), later);
+        conn.begin_turn();
+        assert_eq!(conn.process(later, &router), 3);
+        let frames = output(&mut conn);
+        let codes: Vec<(u64, Code)> = frames
+            .iter()
+            .map(|f| match f {
+                Frame::Response(r) => (r.request_id, r.code),
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            codes,
+            [
+                (1, Code::OK),
+                (2, Code::DEADLINE_EXCEEDED),
+                (3, Code::OK),
+                (4, Code::DEADLINE_EXCEEDED)
+            ]
+        );
+        assert_eq!(
+            runs.load(Ordering::SeqCst),
+            1,
+            "only the one without a deadline ran"
+        );
+        assert_eq!(conn.stats.deadline_expired.load(Ordering::Relaxed), 2);
+        // A deadline counts from the receipt, not the dispatch: one received 50 ms ago with
+        // 100 ms runs.
+        conn.receive(&encode(&with_deadline(5, 5, 100)));
+        let received = later + Duration::from_millis(10);
+        conn.process(received, &router);
+        assert_eq!(response_ids(&output(&mut conn)), [5]);
+        assert_eq!(runs.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn the_deadline_of_a_request_held_back_counts_from_the_read_that_brought_it() {
+        let router = router();
+        let t0 = Instant::now();
+        let mut conn = new_conn(ConnectionConfig {
+            max_frames_per_turn: 1,
+            ..ConnectionConfig::default()
+        });
+        let mut input = encode(&with_deadline(1, 1, 50));
+        input.extend_from_slice(&encode(&with_deadline(2, 1, 50)));
+        conn.receive(&input);
+        assert_eq!(
+            conn.process(t0, &router),
+            1,
+            "the turn budget holds the second back"
+        );
+        conn.begin_turn();
+        // The next turn comes 60 ms after the read: its deadline has passed.
+        assert_eq!(conn.process(t0 + Duration::from_millis(60), &router), 1);
+        let frames = output(&mut conn);
+        assert!(
+            matches!(&frames[1], Frame::Response(r) if r.request_id == 2 && r.code == Code::DEADLINE_EXCEEDED)
+        );
+        assert!(
+            matches!(&frames[0], Frame::Response(r) if r.request_id == 1 && r.code == Code::OK)
+        );
+    }
+
+    #[test]
+    fn request_id_zero_is_refused_unprocessed_and_a_goaway_then_names_zero() {
+        let mut conn = new_conn(ConnectionConfig::default());
+        conn.receive(&encode(&request(0, 1, b"zero")));
+        conn.process(Instant::now(), &router());
+        conn.drain("draining", Instant::now());
+        let frames = output(&mut conn);
+        match &frames[..] {
+            [Frame::Response(r), Frame::GoAway {
+                last_request_id: 0, ..
+            }] => {
+                assert_eq!((r.request_id, r.code), (0, Code::INVALID_ARGUMENT));
+                assert!(r.message().is_some_and(|m| m.contains("reserved")));
+            }
+            other => panic!("expected the refusal and GOAWAY(0), got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn input_never_exceeds_one_frame_plus_one_read_chunk() {
+        // A 1 MiB limit, and a peer that sends 1 MiB frames back to back and faster than they
+        // are decoded: each read takes at most what the frame at the front lacks plus a
+        // chunk, and none happens while a complete frame waits.
+        let config = ConnectionConfig {
+            max_body_len: 1024 * 1024,
+            max_frames_per_turn: 1,
+            ..ConnectionConfig::default()
+        };
+        let mut conn = new_conn(config);
+        let mut wire = Vec::new();
+        for id in 1..=6 {
+            let frame = Frame::Request(RequestFrame {
+                request_id: id,
+                service: 9,
+                method: 1,
+                deadline_ms: 0,
+                metadata: Metadata::new(),
+                payload: Bytes::from(vec![id as u8; 1024 * 1024]),
+            });
+            let mut b = BytesMut::new();
+            Encoder::new(u32::MAX)
+                .encode(&frame, &mut b)
+                .expect("encodes");
+            wire.extend_from_slice(&b);
+        }
+        let mut src = &wire[..];
+        let mut most = 0;
+        let mut answered = 0;
+        for _ in 0..10_000 {
+            conn.begin_turn();
+            while conn.wants_read() {
+                // A reader that fills all the room it is given, up to the limit.
+                let n = conn
+                    .read_with(|buf, limit| {
+                        let take = limit.min(src.len()).min(256 * 1024);
+                        buf.extend_from_slice(&src[..take]);
+                        src = &src[take..];
+                        Ok(take)
+                    })
+                    .expect("reads");
+                most = most.max(conn.buffered_input());
+                conn.process(Instant::now(), &router());
+                if n == 0 {
+                    break;
+                }
+            }
+            conn.process(Instant::now(), &router());
+            answered += output(&mut conn).len();
+            if answered == 6 {
+                break;
+            }
+        }
+        assert_eq!(answered, 6);
+        assert!(
+            most <= config.max_buffered_input(),
+            "{most} bytes buffered, over the bound of {}",
+            config.max_buffered_input()
+        );
+        assert!(most > 1024 * 1024, "a whole frame was buffered: {most}");
     }
 }

@@ -17,69 +17,85 @@ use std::sync::Arc;
 
 use crate::proto::{Code, DecodeError};
 
-/// Why the server closed (or finished) a connection, one counter each.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CloseCause {
+/// Defines `CloseCause` from one list of `Variant => "name"`, so that its `ALL`, `COUNT` and
+/// `name` cannot leave a variant out: a cause added to the list is counted, named and
+/// reported with no other change.
+macro_rules! close_causes {
+    ($($(#[$doc:meta])* $variant:ident => $name:literal,)*) => {
+        /// Why the server closed (or finished) a connection, one counter each.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum CloseCause {
+            $($(#[$doc])* $variant,)*
+        }
+
+        impl CloseCause {
+            /// How many causes there are (the length of [`CloseCause::ALL`]).
+            pub const COUNT: usize = [$($name),*].len();
+
+            /// Every cause, in the order of [`Stats::snapshot`].
+            pub const ALL: [CloseCause; CloseCause::COUNT] = [$(CloseCause::$variant),*];
+
+            /// The counter's name suffix: `closed_<name>`.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(CloseCause::$variant => $name,)*
+                }
+            }
+        }
+    };
+}
+
+close_causes! {
     /// The peer ended the connection in order (end of stream or GOAWAY) and was answered.
-    Peer,
+    Peer => "peer",
     /// The peer broke the protocol (a fatal decode error or an unexpected frame).
-    Protocol,
+    Protocol => "protocol",
     /// The peer sent an ERROR frame.
-    PeerError,
+    PeerError => "peer_error",
     /// The server shut down and sent GOAWAY.
-    Shutdown,
+    Shutdown => "shutdown",
     /// A frame was not complete within the frame timeout (slowloris).
-    FrameTimeout,
+    FrameTimeout => "frame_timeout",
     /// No frame arrived within the idle timeout.
-    IdleTimeout,
+    IdleTimeout => "idle_timeout",
     /// Queued output made no progress within the write timeout (a peer that does not read).
-    WriteTimeout,
+    WriteTimeout => "write_timeout",
     /// Queued output passed the hard cap.
-    OutputCap,
+    OutputCap => "output_cap",
     /// Too many frames that ask for nothing in a row (an empty-frame flood).
-    Flood,
+    Flood => "flood",
     /// The socket failed (reset, broken pipe ...).
-    Io,
+    Io => "io",
 }
 
 impl CloseCause {
-    /// Every cause, in the order of [`Stats::snapshot`].
-    pub const ALL: [CloseCause; 10] = [
-        CloseCause::Peer,
-        CloseCause::Protocol,
-        CloseCause::PeerError,
-        CloseCause::Shutdown,
-        CloseCause::FrameTimeout,
-        CloseCause::IdleTimeout,
-        CloseCause::WriteTimeout,
-        CloseCause::OutputCap,
-        CloseCause::Flood,
-        CloseCause::Io,
-    ];
-
-    /// The counter's name suffix: `closed_<name>`.
-    pub fn name(self) -> &'static str {
-        match self {
-            CloseCause::Peer => "peer",
-            CloseCause::Protocol => "protocol",
-            CloseCause::PeerError => "peer_error",
-            CloseCause::Shutdown => "shutdown",
-            CloseCause::FrameTimeout => "frame_timeout",
-            CloseCause::IdleTimeout => "idle_timeout",
-            CloseCause::WriteTimeout => "write_timeout",
-            CloseCause::OutputCap => "output_cap",
-            CloseCause::Flood => "flood",
-            CloseCause::Io => "io",
-        }
-    }
-
+    /// Its counter's index: its place in [`CloseCause::ALL`] (the variants carry no explicit
+    /// discriminants, so `as usize` is the declaration order, which is the order of `ALL`).
     fn index(self) -> usize {
         self as usize
     }
 }
 
-const DECODE_KINDS: usize = 10;
-const CODES: usize = 17;
+/// `requests_<CODE>` counters: one per named code, indexed by the code's number.
+const CODES: usize = Code::ALL.len();
+
+// Every cause's index is its place in `ALL`, so within the `closed` array and distinct.
+const _: () = {
+    let mut i = 0;
+    while i < CloseCause::COUNT {
+        assert!(CloseCause::ALL[i] as usize == i);
+        i += 1;
+    }
+};
+
+// Code `i` is at `Code::ALL[i]`, so `Stats::request` indexes by the code's number.
+const _: () = {
+    let mut i = 0;
+    while i < CODES {
+        assert!(Code::ALL[i].0 as usize == i);
+        i += 1;
+    }
+};
 
 /// One event loop's counters and gauges (or a standalone connection's). See the
 /// [module docs](self).
@@ -99,7 +115,7 @@ pub struct Stats {
     pub connections_rejected_fd: AtomicU64,
     /// Other `accept` failures.
     pub accept_errors: AtomicU64,
-    closed: [AtomicU64; 10],
+    closed: [AtomicU64; CloseCause::COUNT],
     /// Frames decoded, including frames that failed to decode.
     pub frames_in: AtomicU64,
     /// Frames queued for peers.
@@ -108,7 +124,7 @@ pub struct Stats {
     pub bytes_in: AtomicU64,
     /// Bytes written to sockets.
     pub bytes_out: AtomicU64,
-    decode_errors: [AtomicU64; DECODE_KINDS],
+    decode_errors: [AtomicU64; DecodeError::CODE_NAMES.len()],
     requests: [AtomicU64; CODES],
     /// Handlers that panicked (each answered INTERNAL).
     pub handler_panics: AtomicU64,
@@ -129,6 +145,13 @@ pub struct Stats {
     pub blocking_rejected: AtomicU64,
     /// Blocking requests answered DEADLINE_EXCEEDED because their deadline passed in the queue.
     pub blocking_expired: AtomicU64,
+    /// Requests answered DEADLINE_EXCEEDED without running, because their deadline (counted
+    /// from when the server received the request) had passed when they were dispatched:
+    /// inline and blocking requests (the blocking ones are also in `blocking_expired`).
+    pub deadline_expired: AtomicU64,
+    /// The most input ever buffered by one connection (received and not yet decoded), in
+    /// bytes.
+    pub input_peak: AtomicU64,
 }
 
 /// Adds one to a counter.
@@ -166,21 +189,25 @@ impl Stats {
 
     /// Counts a decode error by its kind.
     pub fn decode_error(&self, err: &DecodeError) {
-        let name = err.code_name();
-        if let Some(i) = DecodeError::CODE_NAMES.iter().position(|n| *n == name) {
-            inc(&self.decode_errors[i]);
-        }
+        inc(&self.decode_errors[err.code_index()]);
     }
 
     /// Counts a request answered with `code` (codes above 16 are counted as UNKNOWN).
     pub fn request(&self, code: Code) {
-        let i = usize::try_from(code.0).map_or(2, |i| if i < CODES { i } else { 2 });
+        let unknown = Code::UNKNOWN.0 as usize;
+        let i = usize::try_from(code.0).map_or(unknown, |i| if i < CODES { i } else { unknown });
         inc(&self.requests[i]);
     }
 
     /// Raises the output peak to `queued` if it is higher.
     pub(crate) fn output_queued(&self, queued: usize) {
         self.output_peak.fetch_max(queued as u64, Ordering::Relaxed);
+    }
+
+    /// Raises the input peak to `bytes` (one connection's input received and not yet
+    /// decoded) if it is higher.
+    pub(crate) fn input_buffered(&self, bytes: usize) {
+        self.input_peak.fetch_max(bytes as u64, Ordering::Relaxed);
     }
 
     /// Every counter and gauge by name, in a fixed order:
@@ -193,7 +220,13 @@ impl Stats {
     /// - `requests_<CODE>` for each gRPC status code name (`requests_OK` ...);
     /// - `handler_panics`, `buffered_bytes`, `output_peak`, `output_paused`,
     ///   `in_flight_paused`, `turn_yields`, `blocking_in_flight`, `blocking_rejected`,
-    ///   `blocking_expired`.
+    ///   `blocking_expired`;
+    /// - `deadline_expired` (counter): requests answered DEADLINE_EXCEEDED without running,
+    ///   because their deadline, counted from when the server received the request, had
+    ///   passed when they were dispatched; inline and blocking ones (blocking ones are also
+    ///   in `blocking_expired`);
+    /// - `input_peak` (peak, bytes): the most input one connection ever held received and not
+    ///   yet decoded; like `output_peak`, a server reports the largest over its loops.
     ///
     /// Gauges that dip below zero for an instant (counted by two threads) read as 0.
     pub fn snapshot(&self) -> Vec<(String, u64)> {
@@ -258,6 +291,11 @@ impl Stats {
             ("blocking_in_flight".into(), gauge(&self.blocking_in_flight)),
             ("blocking_rejected".into(), get(&self.blocking_rejected)),
             ("blocking_expired".into(), get(&self.blocking_expired)),
+            ("deadline_expired".into(), get(&self.deadline_expired)),
+            (
+                "input_peak".into(),
+                Value::Peak(self.input_peak.load(Ordering::Relaxed)),
+            ),
         ]);
         out
     }
@@ -293,7 +331,8 @@ impl Value {
 }
 
 /// The counters of a whole server: one [`Stats`] per event loop, summed when read (the
-/// largest for `output_peak`). Cheap to clone; readable from any thread while the server runs.
+/// largest for `output_peak` and `input_peak`). Cheap to clone; readable from any thread
+/// while the server runs.
 #[derive(Clone, Debug)]
 pub struct ServerStats {
     loops: Arc<[Arc<Stats>]>,
@@ -359,7 +398,75 @@ mod tests {
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), total, "duplicate names");
-        assert_eq!(total, 5 + 10 + 4 + 10 + 17 + 9);
+        assert_eq!(total, 5 + 10 + 4 + 10 + 17 + 11);
+        let tail: Vec<&str> = snap[total - 3..].iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(tail, ["blocking_expired", "deadline_expired", "input_peak"]);
+    }
+
+    fn value(snap: &[(String, u64)], name: &str) -> u64 {
+        let found = snap.iter().find(|(n, _)| n == name);
+        found
+            .map(|(_, v)| *v)
+            .unwrap_or_else(|| panic!("{name} is not in the snapshot"))
+    }
+
+    #[test]
+    fn every_close_cause_lands_in_its_own_counter_and_is_named_once() {
+        let stats = Stats::new();
+        // Cause i is counted i + 1 times, so a cause counted in another's slot shows.
+        for (i, cause) in CloseCause::ALL.into_iter().enumerate() {
+            for _ in 0..=i {
+                stats.closed(cause);
+            }
+        }
+        let snap = stats.snapshot();
+        for (i, cause) in CloseCause::ALL.into_iter().enumerate() {
+            let name = format!("closed_{}", cause.name());
+            assert_eq!(snap.iter().filter(|(n, _)| *n == name).count(), 1, "{name}");
+            assert_eq!(value(&snap, &name), i as u64 + 1, "{name}");
+            assert_eq!(stats.closed_count(cause), i as u64 + 1, "{name}");
+        }
+        let closed = snap
+            .iter()
+            .filter(|(n, _)| n.starts_with("closed_"))
+            .count();
+        assert_eq!(closed, CloseCause::COUNT);
+    }
+
+    #[test]
+    fn every_decode_error_kind_is_counted_under_its_own_name() {
+        let stats = Stats::new();
+        let all = DecodeError::one_of_each();
+        assert_eq!(all.len(), DecodeError::CODE_NAMES.len());
+        for (i, err) in all.iter().enumerate() {
+            for _ in 0..=i {
+                stats.decode_error(err);
+            }
+        }
+        let snap = stats.snapshot();
+        for (i, err) in all.iter().enumerate() {
+            let name = format!("decode_errors_{}", err.code_name());
+            assert_eq!(value(&snap, &name), i as u64 + 1, "{name}");
+        }
+    }
+
+    #[test]
+    fn every_code_and_an_unknown_one_are_counted() {
+        let stats = Stats::new();
+        for code in 0..=16 {
+            stats.request(Code(code));
+        }
+        stats.request(Code(99));
+        stats.request(Code(u32::MAX));
+        let snap = stats.snapshot();
+        for code in 0..=16 {
+            let name = format!("requests_{}", Code(code).name().expect("named"));
+            // UNKNOWN also counts the two unknown codes.
+            let want = if Code(code) == Code::UNKNOWN { 3 } else { 1 };
+            assert_eq!(value(&snap, &name), want, "{name}");
+        }
+        let requests = snap.iter().filter(|(n, _)| n.starts_with("requests_"));
+        assert_eq!(requests.count(), 17);
     }
 
     #[test]
@@ -375,11 +482,18 @@ mod tests {
         shift(&b.blocking_in_flight, 2);
         a.output_queued(10);
         b.output_queued(7);
+        a.input_buffered(3);
+        b.input_buffered(40);
+        b.input_buffered(5);
+        inc(&a.deadline_expired);
+        inc(&b.deadline_expired);
         let server = ServerStats::new(vec![Arc::clone(&a), Arc::clone(&b)]);
         assert_eq!(server.get("frames_in"), Some(3));
         assert_eq!(server.get("connections_open"), Some(2));
         assert_eq!(server.get("blocking_in_flight"), Some(1));
         assert_eq!(server.get("output_peak"), Some(10));
+        assert_eq!(server.get("input_peak"), Some(40));
+        assert_eq!(server.get("deadline_expired"), Some(2));
         assert_eq!(server.get("no_such_counter"), None);
         assert_eq!(server.snapshot().len(), a.snapshot().len());
     }

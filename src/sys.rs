@@ -7,19 +7,22 @@ use std::os::fd::AsRawFd;
 
 use bytes::BytesMut;
 
-/// Reads once from `fd` into the spare capacity of `buf` (all of it: reserve first), and
-/// appends what was read. Returns the bytes read, 0 at end of stream.
+/// Reads once from `fd` into the spare capacity of `buf` (reserve first), at most `limit`
+/// bytes, and appends what was read. Returns the bytes read, 0 at end of stream.
 ///
 /// # Errors
 /// The `read(2)` error: `WouldBlock` for a non-blocking socket with nothing to read, or a
 /// blocking one whose read timeout passed; `Interrupted`; a socket error.
-pub(crate) fn read_spare(fd: &impl AsRawFd, buf: &mut BytesMut) -> io::Result<usize> {
+pub(crate) fn read_spare(fd: &impl AsRawFd, buf: &mut BytesMut, limit: usize) -> io::Result<usize> {
     let spare = buf.spare_capacity_mut();
-    let room = spare.len();
+    let room = spare.len().min(limit);
     // No room would read 0 bytes, which callers take for the end of stream.
-    debug_assert!(room > 0, "read_spare needs spare capacity: reserve first");
+    debug_assert!(
+        room > 0,
+        "read_spare needs spare capacity and a limit above 0"
+    );
     // SAFETY: `read(2)` writes at most `room` bytes, starting at the pointer, into memory we
-    // own: the spare capacity of `buf`, exactly `room` bytes long and borrowed mutably for
+    // own: the spare capacity of `buf`, at least `room` bytes long and borrowed mutably for
     // the call. Writing bytes into uninitialised `MaybeUninit<u8>` memory is sound. The
     // descriptor is `fd`'s own, open for as long as `fd` is borrowed.
     let read = unsafe { libc::read(fd.as_raw_fd(), spare.as_mut_ptr().cast(), room) };
@@ -47,11 +50,11 @@ mod tests {
         tx.write_all(b"hello").expect("write");
         let mut buf = BytesMut::from(&b"> "[..]);
         buf.reserve(64);
-        assert_eq!(read_spare(&rx, &mut buf).expect("read"), 5);
+        assert_eq!(read_spare(&rx, &mut buf, usize::MAX).expect("read"), 5);
         assert_eq!(&buf[..], b"> hello");
         drop(tx);
         buf.reserve(64);
-        assert_eq!(read_spare(&rx, &mut buf).expect("read"), 0);
+        assert_eq!(read_spare(&rx, &mut buf, usize::MAX).expect("read"), 0);
         assert_eq!(&buf[..], b"> hello");
     }
 
@@ -61,9 +64,19 @@ mod tests {
         tx.write_all(&[7; 100]).expect("write");
         let mut buf = BytesMut::with_capacity(10);
         let room = buf.capacity();
-        let n = read_spare(&rx, &mut buf).expect("read");
+        let n = read_spare(&rx, &mut buf, usize::MAX).expect("read");
         assert_eq!(n, room);
         assert_eq!(&buf[..], &vec![7u8; room][..]);
+    }
+
+    #[test]
+    fn a_read_takes_no_more_than_its_limit() {
+        let (mut tx, rx) = UnixStream::pair().expect("socket pair");
+        tx.write_all(&[9; 100]).expect("write");
+        let mut buf = BytesMut::with_capacity(256);
+        assert_eq!(read_spare(&rx, &mut buf, 10).expect("read"), 10);
+        assert_eq!(&buf[..], &[9u8; 10][..]);
+        assert_eq!(read_spare(&rx, &mut buf, 1000).expect("read"), 90);
     }
 
     #[test]
@@ -71,7 +84,7 @@ mod tests {
         let (_tx, rx) = UnixStream::pair().expect("socket pair");
         rx.set_nonblocking(true).expect("non-blocking");
         let mut buf = BytesMut::with_capacity(16);
-        let err = read_spare(&rx, &mut buf).expect_err("nothing to read");
+        let err = read_spare(&rx, &mut buf, usize::MAX).expect_err("nothing to read");
         assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
         assert!(buf.is_empty());
     }

@@ -456,8 +456,8 @@ fn pipelining_client_that_never_reads_is_paused_then_closed_for_write_timeout() 
 }
 
 /// An empty-frame flood: a client that sends nothing but PONG frames (which ask for nothing)
-/// is cut off after `max_empty_frames` of them with ERROR RESOURCE_EXHAUSTED
-/// (`closed_flood`).
+/// is cut off after `max_empty_frames` of them with ERROR RESOURCE_EXHAUSTED, which names
+/// the PONG that tripped the limit (`closed_flood`).
 #[test]
 fn pong_flood_is_cut_off_with_resource_exhausted() {
     let server = start(Server::builder(), bundled_router());
@@ -474,7 +474,13 @@ fn pong_flood_is_cut_off_with_resource_exhausted() {
         sent += 1;
     }
     assert!(sent > 100, "more PONGs sent than the default limit of 100");
-    expect_single_error(&read_until_close(&mut flooder), 0, Code::RESOURCE_EXHAUSTED);
+    // The 101st PONG (id 100) trips the limit; its header was valid, so the ERROR carries its
+    // id (PROTOCOL.md Section 4.6).
+    expect_single_error(
+        &read_until_close(&mut flooder),
+        100,
+        Code::RESOURCE_EXHAUSTED,
+    );
     drop(flooder);
 
     let after = hostile_wait_for_stats(&mut stats_client, STATS_LIMIT, |r| {

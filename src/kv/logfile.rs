@@ -55,13 +55,36 @@
 //!
 //! # Fail-stop
 //!
-//! When a write or an `fsync` of the log fails (disk full, EIO, a file size limit), the log
-//! is failed for the life of the process: the writes waiting for that commit and every write
-//! after it are answered UNAVAILABLE with the error, reads go on being served, and nothing is
-//! retried. A failed `fsync` is never retried as a success, because the kernel may have
-//! dropped the dirty pages it failed to write (the PostgreSQL "fsyncgate" lesson, 2018).
-//! A write whose commit failed was applied in memory before it was answered, so reads may see
-//! it until the restart, which does not; it was never acknowledged.
+//! When a write of the log fails (disk full, EIO, a file size limit), the log is failed for
+//! the life of the process, and what the failed write did is undone before anything else, as
+//! Redis does after a partial AOF write (`flushAppendOnlyFile`):
+//!
+//! - the file is cut back (`ftruncate`, then `fsync`) to the end of the last good write, so
+//!   no record of the failed batch survives a restart, though `write` may have stored a prefix
+//!   of whole records before it failed;
+//! - each write of the batch is undone in memory (the entry it replaced or removed is put
+//!   back), so reads never show it;
+//! - its answers, held for the commit, are UNAVAILABLE: not stored, safe to retry;
+//! - every later SET and DELETE is refused (UNAVAILABLE) without being applied; reads go on,
+//!   and so do `fsync`s of what was written before the failure.
+//!
+//! If the file cannot be cut back, the batch's records may be replayed by the next start: its
+//! answers say so (UNKNOWN, outcome unknown) instead of "not stored".
+//!
+//! When an `fsync` fails, the writes it covered may or may not be on stable storage: the
+//! kernel may have dropped the dirty pages it failed to write (the PostgreSQL "fsyncgate"
+//! lesson, 2018), so a failed `fsync` is never retried as a success. Under
+//! [`FsyncPolicy::Always`] the answers waiting for it are UNKNOWN (outcome unknown), writes
+//! are refused from then on, and reads that would show one of those writes are answered
+//! UNKNOWN too, until the restart.
+//!
+//! # What a reader sees
+//!
+//! A read (GET, or DELETE of an absent key) shows only writes the log has made as safe as its
+//! policy makes an acknowledged write ([`Log::visible`]): written to the file under
+//! `everysec` and `never` (a crash of the process cannot take them back), written and
+//! `fsync`ed under `always` (a power failure cannot either). A read whose key's shard holds a
+//! newer write waits for that write's commit, like the write's own answer.
 
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
@@ -75,8 +98,8 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::record::{self, Damage, End, Op, FILE_HEADER};
-use super::Store;
-use crate::proto::Status;
+use super::{Entry, Store};
+use crate::proto::{Code, Status};
 use crate::service::Commit;
 
 /// The log's file name in the data directory.
@@ -96,8 +119,12 @@ pub const DEFAULT_COMPACT_RATIO: f64 = 2.0;
 const TICK: Duration = Duration::from_millis(100);
 /// The `everysec` interval: 1 s (Redis's `appendfsync everysec`).
 const EVERYSEC: Duration = Duration::from_secs(1);
-/// Wait after a failed compaction before the next: 60 s.
-const COMPACT_BACKOFF: Duration = Duration::from_secs(60);
+/// Wait after a failed compaction before the next: 1 s, doubled after each failure in a row
+/// up to [`COMPACT_BACKOFF_MAX`]. A failure that passes (out of file descriptors for a
+/// moment) costs a second, not a minute, while the log keeps growing.
+const COMPACT_BACKOFF_FIRST: Duration = Duration::from_secs(1);
+/// Longest wait between compaction attempts that keep failing: 60 s.
+const COMPACT_BACKOFF_MAX: Duration = Duration::from_secs(60);
 /// A compaction copies the old log's new records without pausing writes until fewer than
 /// this many are left: 1 MiB.
 const CATCH_UP: u64 = 1024 * 1024;
@@ -288,6 +315,9 @@ pub struct LogStats {
 struct Inner {
     /// Records appended and not yet written.
     pending: Vec<u8>,
+    /// For each record in `pending`, in order: the entry its write replaced or removed in the
+    /// store (`None`: the key was absent), put back if the record's write fails.
+    undo: Vec<Option<Entry>>,
     /// Logical end of everything appended (tickets are logical offsets: they keep growing
     /// across compactions, which change the file).
     appended: u64,
@@ -306,14 +336,18 @@ pub struct Log {
     inner: Mutex<Inner>,
     /// Logical end of what is known durable; also serialises `fsync`s.
     synced: Mutex<u64>,
-    /// Set once a write or `fsync` failed: the first error, for every answer after it.
+    /// Logical end of what reads may show: what was written (`everysec`, `never`) or synced
+    /// (`always`). Read without a lock by every GET.
+    visible: AtomicU64,
+    /// Set once a write or `fsync` failed: writes are refused from then on.
     failed: AtomicBool,
-    failure: Mutex<Option<String>>,
+    failure: Mutex<Option<Failure>>,
     live_bytes: AtomicU64,
     compactions: AtomicU64,
     compacting: AtomicBool,
-    /// After a failed compaction: none is started before this.
-    compact_after: Mutex<Option<Instant>>,
+    /// After a failed compaction: none is started before this, and the wait after the next
+    /// failure.
+    compact_after: Mutex<(Option<Instant>, Duration)>,
     /// Stops the background thread and any compaction.
     stop: AtomicBool,
     wake: Condvar,
@@ -323,6 +357,25 @@ pub struct Log {
     store: Arc<Store>,
     /// Held for the log's life: the directory's `flock`.
     _lock: File,
+}
+
+/// How the log failed: the first error, and what is unknown since.
+#[derive(Debug)]
+struct Failure {
+    /// The first error, for every answer after it: "write /data/kv.log: No space left".
+    why: String,
+    /// A write failed and the file could not be cut back: the failed batch may be replayed.
+    cut_failed: bool,
+    /// An `fsync` failed: what was written after the last good one may or may not be durable.
+    fsync_failed: bool,
+}
+
+/// What a failed write leaves to undo in memory: the batch's records and their undo
+/// entries, for [`Log::roll_back`] once the log's lock is released.
+#[derive(Debug)]
+struct Rollback {
+    records: Vec<u8>,
+    undo: Vec<Option<Entry>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -470,7 +523,11 @@ impl Log {
                 .map_err(io_err("open", &path))?;
             if keep < bytes.len() as u64 {
                 file.set_len(keep).map_err(io_err("truncate", &path))?;
-                file.sync_all().map_err(io_err("fsync", &path))?;
+            }
+            // What was replayed may still be only in the page cache (a crash of a server
+            // under everysec): made durable before any read shows it.
+            file.sync_all().map_err(io_err("fsync", &path))?;
+            if keep < bytes.len() as u64 {
                 sync_dir(&dir)?;
             }
             file
@@ -482,18 +539,20 @@ impl Log {
             path,
             inner: Mutex::new(Inner {
                 pending: Vec::new(),
+                undo: Vec::new(),
                 appended: keep,
                 written: keep,
                 file: Arc::new(file),
                 file_len: keep,
             }),
             synced: Mutex::new(keep),
+            visible: AtomicU64::new(keep),
             failed: AtomicBool::new(false),
             failure: Mutex::new(None),
             live_bytes: AtomicU64::new(live),
             compactions: AtomicU64::new(0),
             compacting: AtomicBool::new(false),
-            compact_after: Mutex::new(None),
+            compact_after: Mutex::new((None, COMPACT_BACKOFF_FIRST)),
             stop: AtomicBool::new(false),
             wake: Condvar::new(),
             wake_lock: Mutex::new(()),
@@ -545,51 +604,132 @@ impl Log {
         }
     }
 
-    /// UNAVAILABLE with the first storage error, once the log has failed.
+    /// Where reads may look: the logical end of what the log has written (`everysec`,
+    /// `never`) or written and synced (`always`). A read that would show a write past it waits
+    /// for that write's commit (see the [module docs](self), "What a reader sees").
+    pub fn visible(&self) -> u64 {
+        self.visible.load(Ordering::Acquire)
+    }
+
+    /// UNAVAILABLE with the first storage error, once the log has failed: writes are refused
+    /// (and not applied) from then on.
+    ///
+    /// # Errors
+    /// That status.
     pub fn check(&self) -> Result<(), Status> {
         if !self.failed.load(Ordering::SeqCst) {
             return Ok(());
         }
+        Err(self.refusal())
+    }
+
+    /// The answer to a write refused because the log has failed.
+    fn refusal(&self) -> Status {
         let failure = lock(&self.failure);
-        let why = failure.as_deref().unwrap_or("storage error");
-        Err(Status::unavailable(format!(
+        let why = failure.as_ref().map_or("storage error", |f| f.why.as_str());
+        Status::unavailable(format!(
             "writes are refused: the kv log failed ({why}); reads are still served"
-        )))
+        ))
     }
 
-    /// Marks the log failed (for good) and returns the status to answer with.
-    fn fail(&self, action: &str, err: &io::Error) -> Status {
-        {
-            let mut failure = lock(&self.failure);
-            if failure.is_none() {
-                let why = format!("{action} {}: {err}", self.path.display());
-                log::error!("{why}; refusing writes from now on, serving reads");
-                *failure = Some(why);
+    /// The answer to a write whose record was in a batch whose write failed: not stored
+    /// (UNAVAILABLE), or UNKNOWN when the file could not be cut back.
+    fn lost(&self) -> Status {
+        let failure = lock(&self.failure);
+        let why = failure.as_ref().map_or("storage error", |f| f.why.as_str());
+        if failure.as_ref().is_some_and(|f| f.cut_failed) {
+            Status::new(
+                Code::UNKNOWN,
+                format!(
+                    "outcome unknown: the kv log failed ({why}) and could not be cut back, so \
+                     this write may be replayed after a restart; writes are refused from now on"
+                ),
+            )
+        } else {
+            Status::unavailable(format!(
+                "not stored: the kv log failed ({why}); the writes this answer waited for were \
+                 undone; writes are refused from now on"
+            ))
+        }
+    }
+
+    /// The answer to a write (or a read that shows one) that waited for an `fsync` that
+    /// failed, now or before: outcome unknown.
+    fn unsynced(&self) -> Status {
+        let failure = lock(&self.failure);
+        let why = failure.as_ref().map_or("storage error", |f| f.why.as_str());
+        Status::new(
+            Code::UNKNOWN,
+            format!(
+                "outcome unknown: the kv log's fsync failed ({why}); the writes it covered may \
+                 or may not survive a restart; writes are refused from now on"
+            ),
+        )
+    }
+
+    /// Records the first failure (later ones keep the first message) and fails the log.
+    fn fail(&self, action: &str, err: &io::Error, cut_failed: bool, fsync_failed: bool) {
+        let mut failure = lock(&self.failure);
+        let failure = failure.get_or_insert_with(|| {
+            let why = format!("{action} {}: {err}", self.path.display());
+            log::error!("{why}; refusing writes from now on, serving reads");
+            Failure {
+                why,
+                cut_failed: false,
+                fsync_failed: false,
             }
-        }
+        });
+        failure.cut_failed |= cut_failed;
+        failure.fsync_failed |= fsync_failed;
         self.failed.store(true, Ordering::SeqCst);
-        match self.check() {
-            Err(status) => status,
-            Ok(()) => Status::unavailable("kv log failed"),
-        }
     }
 
-    /// Appends a SET record (to be written by the next commit) and returns its ticket. Called
+    /// Whether an `fsync` has failed: nothing past `synced` can be confirmed any more.
+    fn fsync_failed(&self) -> bool {
+        lock(&self.failure).as_ref().is_some_and(|f| f.fsync_failed)
+    }
+
+    /// Appends a SET record (to be written by the next commit) and returns its ticket; `old`
+    /// is what the write replaced in the store, put back if the record's write fails. Called
     /// by the store under the key's shard lock, so that the log's order of writes to a key is
     /// the order they were applied in.
-    pub(super) fn append_set(&self, key: &[u8], value: &[u8]) -> u64 {
+    ///
+    /// # Errors
+    /// The refusal, with `old` given back, once the log has failed: the caller undoes its
+    /// write.
+    #[allow(clippy::result_large_err)]
+    pub(super) fn append_set(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        old: Option<Entry>,
+    ) -> Result<u64, (Status, Option<Entry>)> {
         let mut inner = lock(&self.inner);
+        if self.failed.load(Ordering::SeqCst) {
+            drop(inner);
+            return Err((self.refusal(), old));
+        }
         record::encode_set(&mut inner.pending, key, value);
+        inner.undo.push(old);
         inner.appended += record::set_len(key.len(), value.len()) as u64;
-        inner.appended
+        Ok(inner.appended)
     }
 
-    /// Appends a DELETE record; as [`Log::append_set`].
-    pub(super) fn append_delete(&self, key: &[u8]) -> u64 {
+    /// Appends a DELETE record of the removed entry `old`; as [`Log::append_set`].
+    ///
+    /// # Errors
+    /// As [`Log::append_set`].
+    #[allow(clippy::result_large_err)]
+    pub(super) fn append_delete(&self, key: &[u8], old: Entry) -> Result<u64, (Status, Entry)> {
         let mut inner = lock(&self.inner);
+        if self.failed.load(Ordering::SeqCst) {
+            drop(inner);
+            return Err((self.refusal(), old));
+        }
         record::encode_delete(&mut inner.pending, key);
+        inner.undo.push(Some(old));
         inner.appended += record::delete_len(key.len()) as u64;
-        inner.appended
+        Ok(inner.appended)
     }
 
     /// Adds `added` and removes `removed` bytes of live records (SET records of live keys).
@@ -603,36 +743,101 @@ impl Log {
         }
     }
 
-    /// Writes the pending records to the file.
-    fn write_pending(&self, inner: &mut Inner) -> Result<(), Status> {
+    /// Writes the pending records to the file. On failure the file is cut back to the end of
+    /// the last good write (and synced), the log is failed, and the batch is returned: the
+    /// caller must pass it to [`Log::roll_back`] once it has released `inner` (the store's
+    /// shard locks are taken before `inner`, never after).
+    fn write_pending(&self, inner: &mut Inner) -> Result<(), Rollback> {
         if inner.pending.is_empty() {
             return Ok(());
         }
         let result = (&*inner.file).write_all(&inner.pending);
-        // Whatever part was written is in the file; a failed log is never written again.
         let len = inner.pending.len() as u64;
-        inner.pending.clear();
-        if inner.pending.capacity() > 1024 * 1024 {
-            inner.pending = Vec::new();
-        }
         match result {
             Ok(()) => {
+                inner.pending.clear();
+                if inner.pending.capacity() > 1024 * 1024 {
+                    inner.pending = Vec::new();
+                }
+                // The replaced entries are freed here, under the log's lock: one `free` each.
+                inner.undo.clear();
                 inner.written = inner.appended;
                 inner.file_len += len;
+                if self.config.fsync != FsyncPolicy::Always {
+                    self.visible.fetch_max(inner.written, Ordering::Release);
+                }
                 Ok(())
             }
-            Err(err) => Err(self.fail("write", &err)),
+            Err(err) => {
+                // `write_all` may have stored a prefix of whole records before it failed: cut
+                // it off, so that recovery cannot replay a write answered "not stored".
+                let cut = inner
+                    .file
+                    .set_len(inner.file_len)
+                    .and_then(|()| inner.file.sync_data());
+                if let Err(cut_err) = &cut {
+                    log::error!(
+                        "{}: cannot cut the log back to byte {} after a failed write: {cut_err}; \
+                         the writes of that batch may be replayed by the next start",
+                        self.path.display(),
+                        inner.file_len
+                    );
+                }
+                self.fail("write", &err, cut.is_err(), false);
+                inner.appended = inner.written;
+                Err(Rollback {
+                    records: std::mem::take(&mut inner.pending),
+                    undo: std::mem::take(&mut inner.undo),
+                })
+            }
         }
     }
 
+    /// Undoes in the store, newest first, every write of a batch whose write failed: the
+    /// entry each replaced or removed is put back (a key that was absent is removed again).
+    /// Call without holding `inner`.
+    fn roll_back(&self, batch: Rollback) {
+        let durable_end = lock(&self.inner).written;
+        let mut bytes = Vec::with_capacity(FILE_HEADER.len() + batch.records.len());
+        bytes.extend_from_slice(&FILE_HEADER);
+        bytes.extend_from_slice(&batch.records);
+        let mut keys = Vec::with_capacity(batch.undo.len());
+        record::scan(&bytes, |_, op| {
+            keys.push(match op {
+                Op::Set { key, .. } | Op::Delete { key } => key,
+            })
+        });
+        debug_assert_eq!(keys.len(), batch.undo.len(), "one undo entry per record");
+        let writes = keys.len();
+        for (key, old) in keys.into_iter().zip(batch.undo).rev() {
+            self.store.restore(key, old, durable_end);
+        }
+        log::warn!(
+            "{}: undid the {writes} writes of the failed batch in memory; they are answered as \
+             not stored",
+            self.path.display()
+        );
+    }
+
     /// Writes what is pending and, if `sync`, makes everything written up to `ticket` durable.
+    ///
+    /// # Errors
+    /// UNAVAILABLE (not stored) when `ticket`'s record was in a batch whose write failed, now
+    /// or before; UNKNOWN when the outcome cannot be known (the file could not be cut back, or
+    /// an `fsync` failed).
     fn flush(&self, ticket: u64, sync: bool) -> Result<(), Status> {
-        self.check()?;
         let (file, target) = {
             let mut inner = lock(&self.inner);
             if inner.written < ticket {
-                self.check()?;
-                self.write_pending(&mut inner)?;
+                if self.failed.load(Ordering::SeqCst) {
+                    // Past what was written before the failure: its batch was undone.
+                    return Err(self.lost());
+                }
+                if let Err(batch) = self.write_pending(&mut inner) {
+                    drop(inner);
+                    self.roll_back(batch);
+                    return Err(self.lost());
+                }
             }
             if !sync {
                 return Ok(());
@@ -644,13 +849,21 @@ impl Log {
             // Another commit's fsync (or a compaction's) covered it.
             return Ok(());
         }
-        self.check()?;
+        if self.fsync_failed() {
+            return Err(self.unsynced());
+        }
         match file.sync_data() {
             Ok(()) => {
                 *synced = (*synced).max(target);
+                if self.config.fsync == FsyncPolicy::Always {
+                    self.visible.fetch_max(*synced, Ordering::Release);
+                }
                 Ok(())
             }
-            Err(err) => Err(self.fail("fsync", &err)),
+            Err(err) => {
+                self.fail("fsync", &err, false, true);
+                Err(self.unsynced())
+            }
         }
     }
 
@@ -658,7 +871,7 @@ impl Log {
     /// `everysec`.
     ///
     /// # Errors
-    /// UNAVAILABLE when the log has failed or fails now.
+    /// As a commit's ([`Commit::commit`]): UNAVAILABLE or UNKNOWN.
     pub fn sync(&self) -> Result<(), Status> {
         let appended = lock(&self.inner).appended;
         self.flush(appended, true)
@@ -669,7 +882,8 @@ impl Log {
     /// once, after the server has stopped.
     ///
     /// # Errors
-    /// UNAVAILABLE when the log had failed or the last `fsync` fails.
+    /// UNAVAILABLE (or UNKNOWN) when the log had failed at any time, or the last `fsync`
+    /// fails; what was written before a failure is synced all the same.
     pub fn close(&self) -> Result<(), Status> {
         self.stop.store(true, Ordering::SeqCst);
         {
@@ -685,7 +899,9 @@ impl Log {
         for thread in threads {
             let _ = thread.join();
         }
-        self.sync()
+        // What was written before a failure is still synced; a log that failed is reported.
+        self.sync()?;
+        self.check()
     }
 
     /// Whether a compaction is due: the log is past the minimum size and the ratio.
@@ -720,7 +936,9 @@ impl Log {
 
     /// One turn of the background thread.
     fn tick(self: &Arc<Self>, last_sync: &mut Instant) {
-        if self.stop.load(Ordering::SeqCst) || self.failed.load(Ordering::SeqCst) {
+        // After a failed write, what was written before it is still synced every second;
+        // after a failed fsync nothing more is.
+        if self.stop.load(Ordering::SeqCst) || self.fsync_failed() {
             return;
         }
         if self.config.fsync == FsyncPolicy::EverySec && last_sync.elapsed() >= EVERYSEC {
@@ -735,7 +953,9 @@ impl Log {
     /// Starts a compaction on its own thread (`courier-kv-compact`) if one is due and none
     /// is running.
     fn maybe_compact(self: &Arc<Self>) {
-        let backing_off = lock(&self.compact_after).is_some_and(|at| Instant::now() < at);
+        let backing_off = lock(&self.compact_after)
+            .0
+            .is_some_and(|at| Instant::now() < at);
         if self.stop.load(Ordering::SeqCst)
             || self.failed.load(Ordering::SeqCst)
             || self.compacting.load(Ordering::SeqCst)
@@ -755,21 +975,39 @@ impl Log {
                 if result.is_err() && log.stop.load(Ordering::SeqCst) {
                     log::info!("compaction abandoned: the server is stopping; the log is whole");
                 } else if let Err(err) = result {
+                    let wait = log.back_off_compaction();
                     log::error!(
                         "compaction failed: {err}; the log is unchanged; retrying in {} s",
-                        COMPACT_BACKOFF.as_secs()
+                        wait.as_secs()
                     );
-                    *lock(&log.compact_after) = Some(Instant::now() + COMPACT_BACKOFF);
+                } else {
+                    *lock(&log.compact_after) = (None, COMPACT_BACKOFF_FIRST);
                 }
                 log.compacting.store(false, Ordering::SeqCst);
             });
         match spawned {
             Ok(thread) => lock(&self.threads).push(thread),
             Err(err) => {
-                log::error!("cannot start a compaction: {err}");
+                let wait = self.back_off_compaction();
+                log::error!(
+                    "cannot start a compaction: {err}; retrying in {} s",
+                    wait.as_secs()
+                );
                 self.compacting.store(false, Ordering::SeqCst);
             }
         }
+    }
+
+    /// Puts off the next compaction after a failed one, and doubles the wait after the next
+    /// failure ([`COMPACT_BACKOFF_FIRST`] to [`COMPACT_BACKOFF_MAX`]); returns this wait.
+    fn back_off_compaction(&self) -> Duration {
+        let mut after = lock(&self.compact_after);
+        let wait = after.1;
+        *after = (
+            Some(Instant::now() + wait),
+            (wait * 2).min(COMPACT_BACKOFF_MAX),
+        );
+        wait
     }
 
     /// Rewrites the log as the live keys of its store (see the [module docs](self)), now,
@@ -787,12 +1025,7 @@ impl Log {
         let started = Instant::now();
         // 1. The old log's end, with everything appended before it written.
         let (old, mut copied, old_len) = {
-            let mut inner = lock(&self.inner);
-            self.write_pending(&mut inner).map_err(|s| LogError::Io {
-                action: "write",
-                path: self.path.clone(),
-                source: io::Error::other(s.message),
-            })?;
+            let inner = self.write_or_undo(lock(&self.inner))?;
             (Arc::clone(&inner.file), inner.file_len, inner.file_len)
         };
         let result = self.write_compacted(&store, &tmp_path, &old, &mut copied);
@@ -803,17 +1036,20 @@ impl Log {
                 return Err(err);
             }
         };
-        // 3. With writes paused: the last records, fsync, rename, fsync the directory.
-        let mut inner = lock(&self.inner);
-        if let Err(status) = self.write_pending(&mut inner) {
-            drop(inner);
-            let _ = fs::remove_file(&tmp_path);
-            return Err(LogError::Io {
-                action: "write",
-                path: self.path.clone(),
-                source: io::Error::other(status.message),
-            });
-        }
+        // 3. With writes paused: the last records, fsync, rename, fsync the directory. A log
+        // that failed meanwhile is not compacted: the snapshot may hold writes since undone.
+        let mut inner = match self.write_or_undo(lock(&self.inner)) {
+            Ok(inner) if !self.failed.load(Ordering::SeqCst) => inner,
+            Ok(inner) => {
+                drop(inner);
+                let _ = fs::remove_file(&tmp_path);
+                return Err(self.failed_log_error());
+            }
+            Err(err) => {
+                let _ = fs::remove_file(&tmp_path);
+                return Err(err);
+            }
+        };
         let end = inner.file_len;
         let finish = copy_range(&old, &self.path, copied, end, &tmp, &tmp_path)
             .and_then(|()| tmp.sync_all().map_err(io_err("fsync", &tmp_path)));
@@ -838,7 +1074,8 @@ impl Log {
                 LogError::Io { source, .. } => io::Error::new(source.kind(), source.to_string()),
                 _ => io::Error::other(err.to_string()),
             };
-            self.fail("fsync the directory of", &source);
+            // Whether the rename survives a crash is unknown, as after a failed fsync.
+            self.fail("fsync the directory of", &source, false, true);
             return Err(err);
         }
         let new_len = tmp.metadata().map(|m| m.len()).unwrap_or(0);
@@ -846,8 +1083,12 @@ impl Log {
         inner.file_len = new_len;
         let written = inner.written;
         {
+            // Every record written so far is in the new file, which was synced.
             let mut synced = lock(&self.synced);
             *synced = (*synced).max(written);
+            if self.config.fsync == FsyncPolicy::Always {
+                self.visible.fetch_max(*synced, Ordering::Release);
+            }
         }
         drop(inner);
         self.compactions.fetch_add(1, Ordering::Relaxed);
@@ -857,6 +1098,31 @@ impl Log {
             started.elapsed().as_millis()
         );
         Ok(())
+    }
+
+    /// [`Log::write_pending`] for a compaction: on failure, releases the lock, undoes the
+    /// batch and returns the error (the compaction is abandoned).
+    fn write_or_undo<'a>(
+        &self,
+        mut inner: MutexGuard<'a, Inner>,
+    ) -> Result<MutexGuard<'a, Inner>, LogError> {
+        match self.write_pending(&mut inner) {
+            Ok(()) => Ok(inner),
+            Err(batch) => {
+                drop(inner);
+                self.roll_back(batch);
+                Err(self.failed_log_error())
+            }
+        }
+    }
+
+    /// The error of a compaction abandoned because the log has failed.
+    fn failed_log_error(&self) -> LogError {
+        LogError::Io {
+            action: "write",
+            path: self.path.clone(),
+            source: io::Error::other(self.refusal().message),
+        }
     }
 
     /// Steps 1 and 2 of a compaction: the snapshot, then the old log's records from `copied`
@@ -905,11 +1171,7 @@ impl Log {
             });
         }
         loop {
-            let end = {
-                let mut inner = lock(&self.inner);
-                let _ = self.write_pending(&mut inner);
-                inner.file_len
-            };
+            let end = self.write_or_undo(lock(&self.inner))?.file_len;
             if end.saturating_sub(*copied) < CATCH_UP {
                 break;
             }

@@ -20,6 +20,7 @@ pub mod record;
 use std::borrow::Borrow;
 use std::collections::HashSet;
 use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -218,6 +219,11 @@ impl Eq for Entry {}
 #[repr(align(128))]
 struct Shard {
     map: RwLock<HashSet<Entry>>,
+    /// The log ticket of the last logged write applied to this shard (0: none since start),
+    /// set under the write lock. A read of the shard waits for the commit of this ticket
+    /// before it answers, so that it never shows a write that a crash could take back
+    /// ([`register_logged`]).
+    last_write: AtomicU64,
 }
 
 impl Shard {
@@ -324,37 +330,98 @@ impl Store {
     /// lock (so the log orders a key's writes as they were applied); returns the record's
     /// commit ticket, which the response must wait for
     /// ([`Context::hold_until_committed`](crate::service::Context::hold_until_committed)).
+    /// The entry it replaces goes to the log, which gives it back if the record's write fails
+    /// ([`logfile`]'s fail-stop), so that memory never holds a write the log does not.
     ///
     /// # Errors
     /// UNAVAILABLE, without storing anything, once the log has failed.
     pub fn set_logged(&self, key: &[u8], value: &[u8], log: &Log) -> Result<u64, Status> {
         log.check()?;
         let entry = Entry::new(key, value);
-        let added = record::set_len(entry.key().len(), value.len()) as u64;
-        let mut shard = self.shard(entry.key()).write();
-        let ticket = log.append_set(entry.key(), value);
-        let old = shard.replace(entry);
-        drop(shard);
-        log.account(added, old.as_ref().map_or(0, Entry::record_len));
-        Ok(ticket)
+        let key = &key[..entry.key().len()];
+        let added = entry.record_len();
+        let shard = self.shard(key);
+        let mut map = shard.write();
+        let old = map.replace(entry);
+        let removed = old.as_ref().map_or(0, Entry::record_len);
+        match log.append_set(key, value, old) {
+            Ok(ticket) => {
+                shard.last_write.store(ticket, Ordering::Relaxed);
+                drop(map);
+                log.account(added, removed);
+                Ok(ticket)
+            }
+            Err((status, old)) => {
+                // The log failed before this record: undo the replace under the same lock.
+                match old {
+                    Some(old) => map.replace(old),
+                    None => map.take(key),
+                };
+                Err(status)
+            }
+        }
     }
 
     /// Removes `key` and appends a DELETE record to `log` if it was there; returns whether
-    /// it was, and the record's commit ticket (0, no record, when it was not). As
+    /// it was, and the ticket to wait for: the record's, or when the key was absent the
+    /// shard's last logged write (its absence may be that write's doing). As
     /// [`Store::set_logged`].
     ///
     /// # Errors
     /// UNAVAILABLE, without removing anything, once the log has failed.
     pub fn delete_logged(&self, key: &[u8], log: &Log) -> Result<(bool, u64), Status> {
         log.check()?;
-        let mut shard = self.shard(key).write();
-        let Some(old) = shard.take(key) else {
-            return Ok((false, 0));
+        let shard = self.shard(key);
+        let mut map = shard.write();
+        let Some(old) = map.take(key) else {
+            return Ok((false, shard.last_write.load(Ordering::Relaxed)));
         };
-        let ticket = log.append_delete(key);
-        drop(shard);
-        log.account(0, old.record_len());
-        Ok((true, ticket))
+        let removed = old.record_len();
+        match log.append_delete(key, old) {
+            Ok(ticket) => {
+                shard.last_write.store(ticket, Ordering::Relaxed);
+                drop(map);
+                log.account(0, removed);
+                Ok((true, ticket))
+            }
+            Err((status, old)) => {
+                map.insert(old);
+                Err(status)
+            }
+        }
+    }
+
+    /// Appends the value of `key` to `out` as [`Store::get_into`] does, and returns with it
+    /// the ticket of the shard's last logged write, read under the same lock: what a reader
+    /// must wait for before it shows the answer.
+    pub fn get_into_logged(&self, key: &[u8], out: &mut BytesMut) -> (bool, u64) {
+        let shard = self.shard(key);
+        let map = shard.read();
+        let found = match map.get(key) {
+            Some(entry) => {
+                out.extend_from_slice(entry.value());
+                true
+            }
+            None => false,
+        };
+        (found, shard.last_write.load(Ordering::Relaxed))
+    }
+
+    /// Puts back what a logged write replaced or removed, after the log failed to write its
+    /// record ([`logfile`]'s rollback): `old` under `key`, or no entry when `old` is `None`
+    /// (the key was absent). `durable_end` is where the log's surviving records end: the
+    /// shard's last write ticket is lowered to it, so reads do not wait for a write that is
+    /// gone.
+    fn restore(&self, key: &[u8], old: Option<Entry>, durable_end: u64) {
+        let shard = self.shard(key);
+        let mut map = shard.write();
+        let undone = match old {
+            Some(old) => map.replace(old),
+            None => map.take(key),
+        };
+        shard.last_write.fetch_min(durable_end, Ordering::Relaxed);
+        drop(map);
+        drop(undone);
     }
 
     /// Bytes the live keys take as SET records in the log.
@@ -384,8 +451,25 @@ impl Store {
 /// appends a record, and its response waits for the end-of-turn commit of the record (written,
 /// and under `--fsync always` synced). Once the log has failed, writes are answered
 /// UNAVAILABLE and reads go on. `store` must be the one the log was opened with.
+///
+/// Reads tell no more than the log keeps: a GET (and a DELETE that finds no key) whose shard
+/// holds a write the log has not yet made safe ([`Log::visible`]: written, or under `always`
+/// synced) waits for the same commit, on whichever event loop it runs, so that no answer
+/// shows a write that a crash could take back. A GET pipelined after a SET on one connection
+/// sees that SET.
 pub fn register_logged(router: &mut Router, store: Arc<Store>, log: Arc<Log>) {
-    register_get(router, Arc::clone(&store));
+    let (s, l) = (Arc::clone(&store), Arc::clone(&log));
+    router.register_encoded(GET, move |ctx, key: Key, out| {
+        let (found, ticket) = s.get_into_logged(&key.0, out);
+        if ticket > l.visible() {
+            ctx.hold_until_committed(ticket);
+        }
+        if found {
+            Ok(())
+        } else {
+            Err(Status::not_found("key not found"))
+        }
+    });
     let (s, l) = (Arc::clone(&store), Arc::clone(&log));
     router.register(SET, move |ctx, req: SetRequest| {
         let ticket = s.set_logged(&req.key, &req.value, &l)?;
@@ -395,7 +479,9 @@ pub fn register_logged(router: &mut Router, store: Arc<Store>, log: Arc<Log>) {
     let l = Arc::clone(&log);
     router.register(DELETE, move |ctx, key: Key| {
         let (deleted, ticket) = store.delete_logged(&key.0, &l)?;
-        ctx.hold_until_committed(ticket);
+        if ticket > l.visible() {
+            ctx.hold_until_committed(ticket);
+        }
         Ok(Deleted(deleted))
     });
     router.set_commit(log);

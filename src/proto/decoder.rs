@@ -107,6 +107,21 @@ impl Decoder {
         matches!(self.state, State::Head)
     }
 
+    /// Bytes still missing from the frame at the front of a buffer that holds `buffered`
+    /// bytes, as far as the decoder knows: the rest of the 36-byte header while no header has
+    /// been accepted, the rest of the whole frame (header and body) once one has, and 0 when
+    /// poisoned. A reader that reads at most this plus a fixed chunk per read never buffers
+    /// more than one frame plus that chunk.
+    pub fn bytes_missing(&self, buffered: usize) -> usize {
+        match &self.state {
+            State::Head => HEADER_LEN.saturating_sub(buffered),
+            State::Body(header) => HEADER_LEN
+                .saturating_add(header.body_len as usize)
+                .saturating_sub(buffered),
+            State::Poisoned(_) => 0,
+        }
+    }
+
     /// Decodes the next frame from the front of `src`.
     ///
     /// On `Ok(Some(_))` and on a frame error, exactly the frame's `36 + body length` bytes have

@@ -111,20 +111,28 @@ impl DecodeError {
         "INVALID_UTF8",
     ];
 
-    /// The spec's name for this error (`"HEADER_CHECKSUM"` ...).
-    pub fn code_name(&self) -> &'static str {
+    /// The index of this error's code in [`DecodeError::CODE_NAMES`] (0 for `BAD_MAGIC` ...
+    /// 9 for `INVALID_UTF8`): one per variant, distinct, below `CODE_NAMES.len()`. Counters
+    /// kept per kind index an array of `CODE_NAMES.len()` by it.
+    pub fn code_index(&self) -> usize {
         match self {
-            DecodeError::BadMagic { .. } => "BAD_MAGIC",
-            DecodeError::UnsupportedVersion { .. } => "UNSUPPORTED_VERSION",
-            DecodeError::UnknownKind { .. } => "UNKNOWN_KIND",
-            DecodeError::HeaderChecksum { .. } => "HEADER_CHECKSUM",
-            DecodeError::FrameTooLarge { .. } => "FRAME_TOO_LARGE",
-            DecodeError::InvalidFlags { .. } => "INVALID_FLAGS",
-            DecodeError::ReservedNotZero { .. } => "RESERVED_NOT_ZERO",
-            DecodeError::BodyChecksum { .. } => "BODY_CHECKSUM",
-            DecodeError::InvalidMetadata { .. } => "INVALID_METADATA",
-            DecodeError::InvalidUtf8 { .. } => "INVALID_UTF8",
+            DecodeError::BadMagic { .. } => 0,
+            DecodeError::UnsupportedVersion { .. } => 1,
+            DecodeError::UnknownKind { .. } => 2,
+            DecodeError::HeaderChecksum { .. } => 3,
+            DecodeError::FrameTooLarge { .. } => 4,
+            DecodeError::InvalidFlags { .. } => 5,
+            DecodeError::ReservedNotZero { .. } => 6,
+            DecodeError::BodyChecksum { .. } => 7,
+            DecodeError::InvalidMetadata { .. } => 8,
+            DecodeError::InvalidUtf8 { .. } => 9,
         }
+    }
+
+    /// The spec's name for this error (`"HEADER_CHECKSUM"` ...): its entry in
+    /// [`DecodeError::CODE_NAMES`].
+    pub fn code_name(&self) -> &'static str {
+        Self::CODE_NAMES[self.code_index()]
     }
 
     /// `true` for header errors, after which the connection must be closed.
@@ -253,3 +261,78 @@ impl fmt::Display for EncodeError {
 }
 
 impl std::error::Error for EncodeError {}
+
+#[cfg(test)]
+impl DecodeError {
+    /// One value of every variant, in the order of [`DecodeError::CODE_NAMES`] (for tests).
+    ///
+    /// Built by walking `next`, an exhaustive match: a new variant does not compile until it
+    /// is given an arm there, which is where it joins the walk.
+    pub(crate) fn one_of_each() -> Vec<DecodeError> {
+        fn next(err: &DecodeError) -> Option<DecodeError> {
+            let (request_id, kind) = (7, FrameKind::Request);
+            Some(match err {
+                DecodeError::BadMagic { .. } => DecodeError::UnsupportedVersion { version: 2 },
+                DecodeError::UnsupportedVersion { .. } => DecodeError::UnknownKind { kind: 9 },
+                DecodeError::UnknownKind { .. } => DecodeError::HeaderChecksum {
+                    expected: 1,
+                    actual: 2,
+                },
+                DecodeError::HeaderChecksum { .. } => DecodeError::FrameTooLarge {
+                    request_id,
+                    len: 10,
+                    max: 5,
+                },
+                DecodeError::FrameTooLarge { .. } => DecodeError::InvalidFlags {
+                    request_id,
+                    kind,
+                    flags: 0x8000,
+                },
+                DecodeError::InvalidFlags { .. } => DecodeError::ReservedNotZero {
+                    request_id,
+                    kind,
+                    field: "deadline",
+                },
+                DecodeError::ReservedNotZero { .. } => DecodeError::BodyChecksum {
+                    request_id,
+                    kind,
+                    expected: 1,
+                    actual: 2,
+                },
+                DecodeError::BodyChecksum { .. } => DecodeError::InvalidMetadata {
+                    request_id,
+                    kind,
+                    reason: MetadataError::EmptyKey,
+                },
+                DecodeError::InvalidMetadata { .. } => DecodeError::InvalidUtf8 {
+                    request_id,
+                    kind: FrameKind::Error,
+                },
+                DecodeError::InvalidUtf8 { .. } => return None,
+            })
+        }
+        let mut all = vec![DecodeError::BadMagic {
+            offset: 0,
+            found: b'X',
+        }];
+        while let Some(err) = all.last().and_then(next) {
+            all.push(err);
+        }
+        all
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_variant_has_its_own_code_index_below_the_number_of_names() {
+        let all = DecodeError::one_of_each();
+        assert_eq!(all.len(), DecodeError::CODE_NAMES.len());
+        for (i, err) in all.iter().enumerate() {
+            assert_eq!(err.code_index(), i, "{err:?}");
+            assert_eq!(err.code_name(), DecodeError::CODE_NAMES[i]);
+        }
+    }
+}

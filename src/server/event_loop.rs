@@ -24,6 +24,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
+use super::log_limit::{limited, LogLimit, INTERVAL};
 use super::mailbox::{Accepted, Mailbox};
 use super::workers::{Completed, Origin, WorkerPool};
 use super::{Conn, ServerConfig};
@@ -386,7 +387,7 @@ impl EventLoop {
             .registry()
             .register(&mut stream, token_of(key), READ_INTEREST)
         {
-            log::error!("cannot register {peer}: {err}");
+            limited!(REGISTER_FAILED, now, "cannot register {peer}: {err}");
             self.shared.open.fetch_sub(1, Ordering::Relaxed);
             return;
         }
@@ -437,7 +438,9 @@ impl EventLoop {
                     // connection raises a new event.
                     FdRefusal::NothingWaiting => return,
                     FdRefusal::NoSpare => {
-                        log::error!(
+                        limited!(
+                            ACCEPTS_PAUSED,
+                            now,
                             "accept: {err}; pausing accepts for {} ms",
                             ACCEPT_BACKOFF.as_millis()
                         );
@@ -447,7 +450,7 @@ impl EventLoop {
                 },
                 Err(err) => {
                     stats::inc(&self.stats.accept_errors);
-                    log::error!("accept failed: {err}");
+                    limited!(ACCEPT_FAILED, now, "accept failed: {err}");
                     self.accept_paused_until = Some(now + ACCEPT_BACKOFF);
                     return;
                 }
@@ -455,7 +458,11 @@ impl EventLoop {
             let open = self.shared.open.load(Ordering::Relaxed);
             if open >= max_connections {
                 stats::inc(&self.stats.connections_rejected);
-                log::warn!("rejecting {peer}: {open} connections open, the limit");
+                limited!(
+                    REJECTED_AT_LIMIT,
+                    now,
+                    "rejecting {peer}: {open} connections open, the limit"
+                );
                 let message =
                     format!("server has reached its limit of {max_connections} connections");
                 reject(&mut stream, &message);
@@ -499,7 +506,11 @@ impl EventLoop {
         let outcome = match listener.accept() {
             Ok((mut stream, peer)) => {
                 stats::inc(&self.stats.connections_rejected_fd);
-                log::warn!("rejecting {peer}: out of file descriptors");
+                limited!(
+                    REJECTED_WITHOUT_FD,
+                    Instant::now(),
+                    "rejecting {peer}: out of file descriptors"
+                );
                 reject(&mut stream, "server is out of file descriptors");
                 FdRefusal::Refused
             }
@@ -561,7 +572,7 @@ impl EventLoop {
         };
         conn.state.return_buffers(&mut self.buffers);
         if !had_reason {
-            log_close_reason(conn);
+            log_close_reason(conn, now);
         }
         account(conn, &self.stats);
         if let Err(err) = served {
@@ -594,7 +605,12 @@ impl EventLoop {
             {
                 Ok(()) => conn.interest = wanted,
                 Err(err) => {
-                    log::error!("cannot reregister {}: {err}", conn.peer);
+                    limited!(
+                        REREGISTER_FAILED,
+                        now,
+                        "cannot reregister {}: {err}",
+                        conn.peer
+                    );
                     self.close(key, true);
                 }
             }
@@ -628,7 +644,8 @@ impl EventLoop {
     }
 
     /// Checks every connection's timers; serves those that fired (to flush what they queued,
-    /// or to close them).
+    /// or to close them). Then writes the counts of log lines suppressed by rate limits, once
+    /// a limit's interval has passed, so that a burst followed by silence still reports them.
     fn sweep(&mut self, now: Instant) {
         let mut keys = std::mem::take(&mut self.scratch_keys);
         keys.extend(
@@ -645,6 +662,9 @@ impl EventLoop {
         }
         keys.clear();
         self.scratch_keys = keys;
+        for limit in LOG_LIMITS {
+            limit.flush(now);
+        }
     }
 
     /// The one close path: deregister, count, remove from the slab, drop (which closes the
@@ -734,24 +754,88 @@ fn is_out_of_fds(err: &io::Error) -> bool {
     matches!(err.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
 }
 
+/// A [`LogLimit`] of one line per [`INTERVAL`] for one kind of this module's lines.
+const fn limit(level: log::Level, what: &'static str) -> LogLimit {
+    LogLimit::new(level, module_path!(), what, INTERVAL)
+}
+
+// One limit per kind of line that a peer can trigger once per connection or per frame, so
+// that a flood of them writes about one line a second of each (with the count of the rest).
+static REJECTED_AT_LIMIT: LogLimit = limit(
+    log::Level::Warn,
+    "rejecting connections at the connection limit",
+);
+static REJECTED_WITHOUT_FD: LogLimit = limit(
+    log::Level::Warn,
+    "rejecting connections: out of file descriptors",
+);
+static ACCEPT_FAILED: LogLimit = limit(log::Level::Error, "accept failed");
+static ACCEPTS_PAUSED: LogLimit = limit(
+    log::Level::Error,
+    "accept: out of file descriptors; pausing accepts",
+);
+static REGISTER_FAILED: LogLimit = limit(log::Level::Error, "cannot register connections");
+static REREGISTER_FAILED: LogLimit = limit(log::Level::Error, "cannot reregister connections");
+static CLOSED_PROTOCOL: LogLimit =
+    limit(log::Level::Warn, "closing connections on protocol errors");
+static CLOSED_UNEXPECTED: LogLimit =
+    limit(log::Level::Warn, "closing connections on unexpected frames");
+static PEER_ERROR: LogLimit = limit(log::Level::Info, "peers sent ERROR");
+static CLOSED_FRAME_TIMEOUT: LogLimit =
+    limit(log::Level::Warn, "closing connections: FrameTimeout");
+static CLOSED_WRITE_TIMEOUT: LogLimit =
+    limit(log::Level::Warn, "closing connections: WriteTimeout");
+static CLOSED_OUTPUT_CAP: LogLimit = limit(log::Level::Warn, "closing connections: OutputCap");
+static CLOSED_FLOOD: LogLimit = limit(log::Level::Warn, "closing connections: Flood");
+
+/// Every limit, for the sweep to flush.
+static LOG_LIMITS: [&LogLimit; 13] = [
+    &REJECTED_AT_LIMIT,
+    &REJECTED_WITHOUT_FD,
+    &ACCEPT_FAILED,
+    &ACCEPTS_PAUSED,
+    &REGISTER_FAILED,
+    &REREGISTER_FAILED,
+    &CLOSED_PROTOCOL,
+    &CLOSED_UNEXPECTED,
+    &PEER_ERROR,
+    &CLOSED_FRAME_TIMEOUT,
+    &CLOSED_WRITE_TIMEOUT,
+    &CLOSED_OUTPUT_CAP,
+    &CLOSED_FLOOD,
+];
+
 /// Tells the operator why a connection stopped reading, with the peer's address: a broken
-/// protocol or a tripped limit is a warning, an orderly end is debug.
-fn log_close_reason(conn: &Conn) {
+/// protocol or a tripped limit is a warning, an orderly end is debug. The lines a peer can
+/// repeat are rate-limited, one limit per kind.
+fn log_close_reason(conn: &Conn, now: Instant) {
+    let peer = conn.peer;
     match conn.state.close_reason() {
-        Some(CloseReason::Protocol(err)) => log::warn!("{}: closing: {err}", conn.peer),
-        Some(CloseReason::UnexpectedFrame(kind)) => {
-            log::warn!("{}: closing: unexpected {} frame", conn.peer, kind.name())
+        Some(CloseReason::Protocol(err)) => {
+            limited!(CLOSED_PROTOCOL, now, "{peer}: closing: {err}")
         }
+        Some(CloseReason::UnexpectedFrame(kind)) => limited!(
+            CLOSED_UNEXPECTED,
+            now,
+            "{peer}: closing: unexpected {} frame",
+            kind.name()
+        ),
         Some(CloseReason::PeerError(status)) => {
-            log::info!("{}: peer sent ERROR {status}", conn.peer)
+            limited!(PEER_ERROR, now, "{peer}: peer sent ERROR {status}")
         }
-        Some(
-            reason @ (CloseReason::FrameTimeout
-            | CloseReason::WriteTimeout
-            | CloseReason::OutputCap
-            | CloseReason::Flood),
-        ) => log::warn!("{}: closing: {reason:?}", conn.peer),
-        Some(reason) => log::debug!("{}: {reason:?}", conn.peer),
+        Some(reason @ CloseReason::FrameTimeout) => {
+            limited!(CLOSED_FRAME_TIMEOUT, now, "{peer}: closing: {reason:?}")
+        }
+        Some(reason @ CloseReason::WriteTimeout) => {
+            limited!(CLOSED_WRITE_TIMEOUT, now, "{peer}: closing: {reason:?}")
+        }
+        Some(reason @ CloseReason::OutputCap) => {
+            limited!(CLOSED_OUTPUT_CAP, now, "{peer}: closing: {reason:?}")
+        }
+        Some(reason @ CloseReason::Flood) => {
+            limited!(CLOSED_FLOOD, now, "{peer}: closing: {reason:?}")
+        }
+        Some(reason) => log::debug!("{peer}: {reason:?}"),
         None => {}
     }
 }
@@ -775,14 +859,19 @@ fn serve_io(conn: &mut Conn, router: &Router, now: Instant) -> io::Result<()> {
     loop {
         let queued = conn.state.queued_output();
         let mut frames = 0;
-        // Flush first: output drained below the high-water mark lets reading resume.
+        // Flush first: output drained below the high-water mark lets decoding resume.
+        conn.state.flush_to(&mut conn.stream, now)?;
+        // Then the frames already buffered (held back by a limit or last turn's budget): the
+        // socket is read only once none is left, and only then does the decoder say it
+        // needs more bytes. Reading first would find `wants_read` false and, the socket not
+        // being drained, wait for an edge that never comes.
+        frames += conn.state.process(now, router);
         conn.state.flush_to(&mut conn.stream, now)?;
         while !drained && conn.state.wants_read() {
             let stream = &conn.stream;
-            match conn
-                .state
-                .read_with(|buf| read_spare(stream, buf, short_read_drains, &mut drained))
-            {
+            match conn.state.read_with(|buf, limit| {
+                read_spare(stream, buf, limit, short_read_drains, &mut drained)
+            }) {
                 Ok(0) => break,
                 Ok(_) => {
                     frames += conn.state.process(now, router);
@@ -813,17 +902,19 @@ fn serve_io(conn: &mut Conn, router: &Router, now: Instant) -> io::Result<()> {
     }
 }
 
-/// Reads from `stream` into the spare capacity of `buf` ([`crate::sys::read_spare`]), and
-/// sets `drained` when the socket has nothing more: `WouldBlock`, end of stream, or (if
-/// `short_read_drains`) fewer bytes than there was room for.
+/// Reads at most `limit` bytes from `stream` into the spare capacity of `buf`
+/// ([`crate::sys::read_spare`]), and sets `drained` when the socket has nothing more:
+/// `WouldBlock`, end of stream, or (if `short_read_drains`) fewer bytes than there was room
+/// for.
 fn read_spare(
     stream: &TcpStream,
     buf: &mut BytesMut,
+    limit: usize,
     short_read_drains: bool,
     drained: &mut bool,
 ) -> io::Result<usize> {
-    let room = buf.capacity() - buf.len();
-    match crate::sys::read_spare(stream, buf) {
+    let room = (buf.capacity() - buf.len()).min(limit);
+    match crate::sys::read_spare(stream, buf, limit) {
         Ok(n) => {
             if n == 0 || (short_read_drains && n < room) {
                 *drained = true;

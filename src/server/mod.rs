@@ -40,6 +40,7 @@
 
 mod config;
 mod event_loop;
+mod log_limit;
 mod mailbox;
 mod workers;
 

@@ -115,6 +115,7 @@ fn work(rx: &Mutex<Receiver<Job>>, loops: &[Arc<Mailbox>]) {
         let result = match job.call.deadline() {
             Some(deadline) if deadline <= Instant::now() => {
                 stats::inc(&mailbox.stats.blocking_expired);
+                stats::inc(&mailbox.stats.deadline_expired);
                 Err(Failure {
                     status: Status::deadline_exceeded("deadline passed before the request ran"),
                     panicked: false,

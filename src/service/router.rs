@@ -46,9 +46,11 @@ impl Context {
         }
     }
 
-    /// Holds this request's response until the router's [`Commit`] has made `ticket` durable
-    /// (group commit): the server sends the response once a [`Commit::commit`] covering
-    /// `ticket` returns `Ok`, and replaces it with that call's status when it returns `Err`.
+    /// Holds this request's answer until the router's [`Commit`] has made `ticket` durable
+    /// (group commit): the server sends the answer (the response message, or the handler's
+    /// error status) once a [`Commit::commit`] covering `ticket` returns `Ok`, and replaces it
+    /// with that call's status when it returns `Err`. A read that shows a write not yet
+    /// durable holds its answer for that write's ticket.
     ///
     /// Only inline handlers ([`Router::register`], [`Router::register_encoded`]) can hold
     /// their response; the call is ignored for blocking ones, which can wait for their commit
@@ -101,7 +103,7 @@ pub(crate) struct Failure {
 }
 
 impl Failure {
-    fn status(status: Status) -> Self {
+    pub(crate) fn status(status: Status) -> Self {
         Failure {
             status,
             panicked: false,
@@ -114,8 +116,9 @@ impl Failure {
 pub(crate) enum Outcome {
     /// An inline handler ran: `Ok` when it appended its response message to the buffer.
     Ready(Result<(), Failure>),
-    /// An inline handler appended its response message, which waits for this commit ticket.
-    Held(u64),
+    /// An inline handler ran and its answer waits for this commit ticket: `Ok` when it
+    /// appended its response message to the buffer, else the status to answer with.
+    Held(u64, Result<(), Failure>),
     /// The method is blocking: run this call on a worker thread.
     Blocking(BlockingCall),
 }
@@ -402,7 +405,7 @@ impl Router {
                 payload,
             }),
             Ok(route) => match (route.call(&ctx, payload, out), ctx.commit_ticket()) {
-                (Ok(()), Some(ticket)) if self.commit.is_some() => Outcome::Held(ticket),
+                (result, Some(ticket)) if self.commit.is_some() => Outcome::Held(ticket, result),
                 (result, _) => Outcome::Ready(result),
             },
         }

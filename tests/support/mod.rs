@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests: servers on 127.0.0.1:0 and raw-socket utilities.
 #![allow(dead_code)] // each test file uses a different subset
 
+pub mod kv_process;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
@@ -372,6 +374,21 @@ pub fn hostile_set_linger_zero(stream: &TcpStream) {
         "setsockopt(SO_LINGER): {}",
         std::io::Error::last_os_error()
     );
+}
+
+/// A new store and its kv log in `dir`, opened with `fsync` and every other default.
+pub fn open_kv_log(
+    dir: &std::path::Path,
+    fsync: kv::logfile::FsyncPolicy,
+) -> (Arc<kv::Store>, Arc<kv::logfile::Log>) {
+    let store = Arc::new(kv::Store::new());
+    let config = kv::logfile::LogConfig {
+        dir: dir.to_owned(),
+        fsync,
+        ..kv::logfile::LogConfig::default()
+    };
+    let (log, _) = kv::logfile::Log::open(config, &store).expect("open the kv log");
+    (store, log)
 }
 
 /// A fresh directory under the system's temporary directory, removed (with its contents)

@@ -1,0 +1,151 @@
+//! What a kv reader is shown, over real sockets, in process: no GET answer shows a write
+//! before the log has made it as safe as an acknowledgement (written under `everysec` and
+//! `never`, written and synced under `always`), on whichever event loop the GET runs; a GET
+//! pipelined after a SET on the same connection sees it. The log's commit is slowed down
+//! (200 ms before each) so that a GET sent while a SET waits for its commit would be answered
+//! first if it did not wait too.
+
+mod support;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use courier::client::Client;
+use courier::kv::logfile::{FsyncPolicy, Log};
+use courier::kv::{self, Key, SetRequest};
+use courier::proto::Status;
+use courier::server::Server;
+use courier::service::{Commit, Router};
+use support::{start, TempDir};
+
+/// The log's own commit, 200 ms late, counted.
+struct SlowCommit(Arc<Log>, AtomicU64);
+
+impl Commit for SlowCommit {
+    fn commit(&self, ticket: u64) -> Result<(), Status> {
+        self.1.fetch_add(1, Ordering::SeqCst);
+        thread::sleep(Duration::from_millis(200));
+        self.0.commit(ticket)
+    }
+}
+
+fn set(key: &'static [u8], value: &'static [u8]) -> SetRequest {
+    SetRequest {
+        key: Bytes::from_static(key),
+        value: Bytes::from_static(value),
+    }
+}
+
+/// Waits until the server has applied a write that waits for its commit (its record is
+/// appended, not yet written); returns where the log's records then end.
+fn applied(log: &Log) -> u64 {
+    loop {
+        let stats = log.stats();
+        if stats.appended > stats.written {
+            return stats.appended;
+        }
+        thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Runs the readers' checks under `fsync`: the log's end that a reader may be shown must
+/// cover everything appended when a GET that shows a new write returns.
+fn reads_wait_for_the_commit(fsync: FsyncPolicy) {
+    let dir = TempDir::new("kv-reads");
+    let (store, log) = support::open_kv_log(dir.path(), fsync);
+    let mut router = Router::new();
+    kv::register_logged(&mut router, Arc::clone(&store), Arc::clone(&log));
+    let commit = Arc::new(SlowCommit(Arc::clone(&log), AtomicU64::new(0)));
+    router.set_commit(Arc::clone(&commit) as Arc<dyn Commit>);
+    // Two loops: the writer's connection goes to the first, the reader's to the second.
+    let server = start(Server::builder().loops(2), router);
+    let addr = server.local_addr();
+    let mut writer = Client::connect(addr).expect("connect the writer");
+    let mut reader = Client::connect(addr).expect("connect the reader");
+    let safe = |log: &Log| {
+        let stats = log.stats();
+        match fsync {
+            FsyncPolicy::Always => stats.synced,
+            _ => stats.written,
+        }
+    };
+
+    // Another loop: the SET is applied at once and waits 200 ms for its commit; a GET sent
+    // meanwhile on the other loop must not be answered before that commit.
+    let pending = writer.send(&kv::SET, &set(b"k", b"v1")).expect("send SET");
+    writer.flush().expect("flush");
+    let appended = applied(&log);
+    let sent = Instant::now();
+    let value = reader
+        .call(&kv::GET, &Key(Bytes::from_static(b"k")))
+        .expect("GET");
+    assert_eq!(&value.0[..], b"v1", "{fsync}: the GET sees the SET");
+    assert!(
+        safe(&log) >= appended,
+        "{fsync}: the GET showed a write the log had not yet made safe (safe to {}, the write \
+         ends at {appended}); answered after {:?}",
+        safe(&log),
+        sent.elapsed()
+    );
+    writer.wait(pending).expect("the SET's answer");
+
+    // The same connection: a GET pipelined after a SET sees it, after its commit.
+    let set_pending = writer.send(&kv::SET, &set(b"k", b"v2")).expect("send SET");
+    let get_pending = writer
+        .send(&kv::GET, &Key(Bytes::from_static(b"k")))
+        .expect("send GET");
+    let value = writer.wait(get_pending).expect("GET");
+    assert_eq!(
+        &value.0[..],
+        b"v2",
+        "{fsync}: a pipelined GET sees the SET before it"
+    );
+    let appended = log.stats().appended;
+    assert!(safe(&log) >= appended, "{fsync}: answered after the commit");
+    writer.wait(set_pending).expect("SET");
+
+    // A read of a key whose writes are all safe is not held: it runs no commit.
+    let commits = commit.1.load(Ordering::SeqCst);
+    reader
+        .call(&kv::GET, &Key(Bytes::from_static(b"k")))
+        .expect("GET");
+    assert_eq!(
+        commit.1.load(Ordering::SeqCst),
+        commits,
+        "{fsync}: a GET with nothing to wait for waited for a commit"
+    );
+
+    // A DELETE that finds nothing, after a DELETE on the other loop that is not yet
+    // committed, waits too: its "absent" shows the first DELETE.
+    let deleting = writer
+        .send(&kv::DELETE, &Key(Bytes::from_static(b"k")))
+        .expect("send DELETE");
+    writer.flush().expect("flush");
+    let appended = applied(&log);
+    let deleted = reader
+        .call(&kv::DELETE, &Key(Bytes::from_static(b"k")))
+        .expect("DELETE");
+    assert!(!deleted.0, "{fsync}: already deleted by the writer");
+    assert!(safe(&log) >= appended, "{fsync}: answered after the commit");
+    assert!(writer.wait(deleting).expect("DELETE").0);
+    drop(server);
+    log.close().expect("close the log");
+}
+
+#[test]
+fn under_always_no_answer_shows_a_write_before_it_is_synced() {
+    reads_wait_for_the_commit(FsyncPolicy::Always);
+}
+
+#[test]
+fn under_everysec_no_answer_shows_a_write_before_it_is_written() {
+    reads_wait_for_the_commit(FsyncPolicy::EverySec);
+}
+
+#[test]
+fn under_never_no_answer_shows_a_write_before_it_is_written() {
+    reads_wait_for_the_commit(FsyncPolicy::Never);
+}
