@@ -396,9 +396,8 @@ fn a_full_disk_in_the_middle_of_group_commits_keeps_no_refused_write() {
         server.kill9();
 
         // Restart with room.
-        match &tmpfs {
-            Some(tmpfs) => tmpfs.resize("64m"),
-            None => {}
+        if let Some(tmpfs) = &tmpfs {
+            tmpfs.resize("64m");
         }
         let server = Server::start(&dir, &["--fsync", "always"]);
         let mut client = server.client();
