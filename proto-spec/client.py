@@ -6,6 +6,7 @@ PROTOCOL.md and SERVICES.md alone: an example of an interoperable client in anot
     python3 proto-spec/client.py [--addr HOST:PORT] echo TEXT
     python3 proto-spec/client.py [--addr HOST:PORT] set KEY VALUE | get KEY | del KEY
     python3 proto-spec/client.py [--addr HOST:PORT] pipeline N   # N echoes in one write
+    python3 proto-spec/client.py [--addr HOST:PORT] [--deadline SECONDS] echo|set|get|del ...
 
 Exit status: 0 on success, 1 when a key is missing (get, del), 2 on any error.
 """
@@ -17,7 +18,7 @@ import zlib
 
 MAGIC, VERSION, HEADER_LEN = b"COUR", 1, 36
 REQUEST, RESPONSE, PING, PONG, GOAWAY, ERROR = 1, 2, 3, 4, 5, 6
-OK, NOT_FOUND = 0, 5
+OK, NOT_FOUND, UNAVAILABLE = 0, 5, 14
 ECHO = (1, 1)                               # SERVICES.md: echo service 1, method 1
 KV_GET, KV_SET, KV_DELETE = (2, 1), (2, 2), (2, 3)
 
@@ -36,6 +37,13 @@ def crc32(data):
     return zlib.crc32(data) & 0xFFFFFFFF
 
 
+def deadline_ms(seconds):
+    """PROTOCOL.md section 12: whole milliseconds rounded up, never 0 (0 means none), at most
+    0xFFFFFFFF. A deadline already passed is sent as 1."""
+    ms = -(-int(seconds * 1_000_000) // 1000)  # ceil of microseconds / 1000
+    return min(max(ms, 1), 0xFFFFFFFF)
+
+
 def encode_frame(kind, request_id, word=0, deadline_ms=0, body=b""):
     """PROTOCOL.md section 3: 32 header bytes, their CRC-32, then the body. No metadata."""
     head = MAGIC + struct.pack(">BBHQIIII", VERSION, kind, 0, request_id, word, deadline_ms,
@@ -49,8 +57,9 @@ class Client:
         self.sock = socket.create_connection((host, int(port)), timeout=timeout)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.buf = b""
-        self.next_id = 1
+        self.next_id = 1  # section 11: never 0, increasing
         self.arrived = {}  # request id -> (kind, word, body) that came before it was asked for
+        self.goaway = None  # the last request id a GOAWAY said the server will process
 
     def send(self, service_method, body, deadline_ms=0):
         service, method = service_method
@@ -79,15 +88,21 @@ class Client:
                     return kind, request_id, word, body
             chunk = self.sock.recv(65536)
             if not chunk:
-                raise ProtocolError("server closed the connection")
+                # Section 15: a request without a response at a close has an unknown outcome.
+                raise ProtocolError("server closed the connection: outcome unknown")
             self.buf += chunk
 
     def wait(self, request_id):
         """The OK response body for request_id; responses may arrive in any order."""
         while request_id not in self.arrived:
+            if self.goaway is not None and request_id > self.goaway:
+                # Section 14: sent after the last id the server will process: not processed.
+                raise StatusError(UNAVAILABLE, "not processed (GOAWAY); safe to retry")
             kind, rid, word, body = self.read_frame()
             if kind == RESPONSE:
                 self.arrived[rid] = (word, body)
+            elif kind == GOAWAY:
+                self.goaway = rid  # 0: none was processed
             elif kind == ERROR:
                 raise StatusError(word, body.decode("utf-8"))
             elif kind == PING:
@@ -97,8 +112,8 @@ class Client:
             raise StatusError(word, body.decode("utf-8"))
         return body
 
-    def call(self, service_method, body=b""):
-        return self.wait(self.send(service_method, body))
+    def call(self, service_method, body=b"", deadline_ms=0):
+        return self.wait(self.send(service_method, body, deadline_ms))
 
     def ping(self, ping_id=0xC0FFEE):
         self.sock.sendall(encode_frame(PING, ping_id))
@@ -109,9 +124,13 @@ class Client:
 
 
 def main(argv):
-    addr = "127.0.0.1:7878"
-    if len(argv) >= 2 and argv[0] == "--addr":
-        addr, argv = argv[1], argv[2:]
+    addr, deadline = "127.0.0.1:7878", 0
+    while len(argv) >= 2 and argv[0] in ("--addr", "--deadline"):
+        if argv[0] == "--addr":
+            addr = argv[1]
+        else:
+            deadline = deadline_ms(float(argv[1]))
+        argv = argv[2:]
     if not argv:
         print(__doc__.strip(), file=sys.stderr)
         return 2
@@ -122,15 +141,15 @@ def main(argv):
             client.ping()
             print("PONG")
         elif command == "echo":
-            sys.stdout.buffer.write(client.call(ECHO, args[0].encode()) + b"\n")
+            sys.stdout.buffer.write(client.call(ECHO, args[0].encode(), deadline) + b"\n")
         elif command == "set":
             key = args[0].encode()
-            client.call(KV_SET, struct.pack(">H", len(key)) + key + args[1].encode())
+            client.call(KV_SET, struct.pack(">H", len(key)) + key + args[1].encode(), deadline)
             print("OK")
         elif command == "get":
-            sys.stdout.buffer.write(client.call(KV_GET, args[0].encode()) + b"\n")
+            sys.stdout.buffer.write(client.call(KV_GET, args[0].encode(), deadline) + b"\n")
         elif command == "del":
-            if client.call(KV_DELETE, args[0].encode()) != b"\x01":
+            if client.call(KV_DELETE, args[0].encode(), deadline) != b"\x01":
                 print(f"key not found: {args[0]}", file=sys.stderr)
                 return 1
             print("deleted")

@@ -338,8 +338,10 @@ def build():
                     "REQUEST with two metadata entries, the second with an empty value, then a payload.",
                     "REQUEST", 7, service=1, method=1, deadline_ms=1000,
                     metadata=md(("trace-id", b"4bf92f3577b34da6"), ("x-empty", b"")), payload=b"ping?")
-    valid("request_id_zero", "Request id 0 is an ordinary id.", "REQUEST", 0, service=1, method=1,
-          payload=b"\x00")
+    valid("request_id_zero",
+          "Request id 0 decodes as a frame, but the id is reserved (PROTOCOL.md Section 11): a "
+          "client MUST NOT send it, and a server answers it with response_request_id_zero_refused "
+          "without processing it.", "REQUEST", 0, service=1, method=1, payload=b"\x00")
     valid("request_id_max", "Request id 2^64-1 (all ones) is an ordinary id.", "REQUEST",
           2**64 - 1, service=1, method=1, payload=b"x")
     valid("request_max_route_and_deadline",
@@ -416,6 +418,37 @@ def build():
     valid("error_unsupported_version",
           "The v1 ERROR UNIMPLEMENTED sent to a peer that spoke another version (request id 0).",
           "ERROR", 0, status=12, payload=b"unsupported version 2; this endpoint speaks version 1")
+
+    # ----- valid: what a server sends at its limits (PROTOCOL.md 7.1, 10, 12, 14) --------
+    valid("goaway_none_processed",
+          "GOAWAY OK naming request id 0: no request was processed on this connection (0 is "
+          "never a request's id, Section 11), so every request sent was not processed.",
+          "GOAWAY", 0, status=0, payload=b"server is draining")
+    valid("error_flood_names_the_pong",
+          "ERROR RESOURCE_EXHAUSTED after more than 100 PONGs in a row; it carries the id of the "
+          "PONG that passed the limit (its header was valid, Section 4.6).", "ERROR", 100,
+          status=8, payload=b"more than 100 frames in a row asked for nothing")
+    valid("error_frame_timeout",
+          "ERROR DEADLINE_EXCEEDED for a frame not complete within the frame time: request id 0, "
+          "since the late frame never arrived whole (Section 7.1).", "ERROR", 0, status=4,
+          payload=b"frame not complete within 30000 ms of its first byte")
+    valid("response_request_id_zero_refused",
+          "The answer to a REQUEST with the reserved id 0: INVALID_ARGUMENT, not processed.",
+          "RESPONSE", 0, status=3,
+          payload=b"request id 0 is reserved (PROTOCOL.md Section 11): not processed")
+    valid("response_deadline_exceeded_at_dispatch",
+          "A request whose deadline passed before it was dispatched: DEADLINE_EXCEEDED, not "
+          "processed (Section 12).", "RESPONSE", 24, status=4,
+          payload=b"deadline of 100 ms passed before the request was dispatched; not processed")
+    valid("response_too_large",
+          "A response that would exceed the server's maximum body length is replaced by "
+          "RESOURCE_EXHAUSTED; the method ran (Section 10).", "RESPONSE", 25, status=8,
+          payload=b"response not sent: frame body of 5000 bytes exceeds the limit of 4096 bytes")
+    valid("response_outcome_unknown",
+          "UNKNOWN: the outcome of a write is unknown (its log's fsync failed, SERVICES.md 2.5).",
+          "RESPONSE", 26, status=2,
+          payload=b"outcome unknown: the kv log's fsync failed (fsync kv.log: Input/output error); "
+                  b"the writes it covered may or may not survive a restart")
 
     # ----- invalid: BAD_MAGIC ---------------------------------------------
     invalid("bad_magic_http_request", "A plain HTTP/1.1 request: rejected on its first byte 'G'.",

@@ -69,7 +69,9 @@ pub enum ClientError {
     Encode(EncodeError),
     /// The connection is closed: by the server without a GOAWAY first, or after an earlier
     /// fatal error. Also a request the server still owed after its GOAWAY whose response
-    /// never came before the connection ended.
+    /// never came before the connection ended. A request sent before the close and not
+    /// answered has an unknown outcome: the server may have processed it
+    /// (`proto-spec/PROTOCOL.md` Section 15).
     Closed,
     /// A socket error.
     Io(io::Error),
@@ -138,8 +140,9 @@ impl std::error::Error for ProtocolError {}
 #[derive(Clone, Debug, Default)]
 pub struct CallOptions {
     /// How long the client waits; sent to the server as the frame's deadline in milliseconds
-    /// (rounded up, capped at `u32::MAX`). `None`: no deadline is sent and the client waits
-    /// up to its read timeout.
+    /// (rounded up, at least 1, capped at `u32::MAX`: `proto-spec/PROTOCOL.md` Section 12),
+    /// so the server does not start the request once it has passed. `None`: no deadline is
+    /// sent and the client waits up to its read timeout.
     pub deadline: Option<Duration>,
     /// Metadata entries sent with the request.
     pub metadata: Metadata,
@@ -440,10 +443,7 @@ impl Client {
         }
         self.check_usable()?;
         let request_id = self.take_id();
-        let deadline_ms = options.deadline.map_or(0, |d| {
-            u32::try_from(d.as_millis() + u128::from(d.subsec_nanos() % 1_000_000 != 0))
-                .unwrap_or(u32::MAX)
-        });
+        let deadline_ms = options.deadline.map_or(0, deadline_ms);
         self.encoder
             .encode_request_with(
                 &mut self.write_buf,
@@ -750,9 +750,39 @@ impl Client {
     }
 }
 
+/// A deadline as the frame carries it (`proto-spec/PROTOCOL.md` Section 12): whole
+/// milliseconds rounded up, so that a remainder under a millisecond is never sent as 0
+/// ("none"); a deadline already passed (zero) is sent as 1; capped at `u32::MAX`.
+fn deadline_ms(deadline: Duration) -> u32 {
+    let ms = deadline.as_millis() + u128::from(deadline.subsec_nanos() % 1_000_000 != 0);
+    u32::try_from(ms.max(1)).unwrap_or(u32::MAX)
+}
+
 fn draining() -> Status {
     Status::new(
         Code::UNAVAILABLE,
         "server is draining (GOAWAY): request not processed, retry on a new connection",
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deadlines_round_up_to_whole_milliseconds_and_never_to_zero() {
+        assert_eq!(deadline_ms(Duration::from_millis(1500)), 1500);
+        assert_eq!(deadline_ms(Duration::from_micros(1500)), 2);
+        assert_eq!(
+            deadline_ms(Duration::from_micros(300)),
+            1,
+            "not 0, which means none"
+        );
+        assert_eq!(
+            deadline_ms(Duration::ZERO),
+            1,
+            "already passed: 1, not none"
+        );
+        assert_eq!(deadline_ms(Duration::from_secs(u64::MAX)), u32::MAX);
+    }
 }
