@@ -203,20 +203,21 @@ enum Phase {
     Closed,
 }
 
-/// Why a connection stopped reading requests.
+/// Why a connection stopped reading requests. Where an ERROR frame is named, it goes out
+/// after the answers to every request received before (see the [module docs](self)).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CloseReason {
     /// The peer closed its write side (or sent GOAWAY).
     PeerClosed,
-    /// The peer's bytes broke the protocol; an ERROR frame was queued.
+    /// The peer's bytes broke the protocol; an ERROR frame is sent.
     Protocol(DecodeError),
-    /// The peer sent a frame a server never receives (RESPONSE).
+    /// The peer sent a frame a server never receives (RESPONSE); an ERROR frame is sent.
     UnexpectedFrame(FrameKind),
     /// The peer sent an ERROR frame with this status.
     PeerError(Status),
-    /// The server is shutting down; a GOAWAY was queued.
+    /// The server is shutting down or draining; a GOAWAY was queued.
     GoAway,
-    /// A frame was not complete within the frame timeout; ERROR DEADLINE_EXCEEDED was queued.
+    /// A frame was not complete within the frame timeout; ERROR DEADLINE_EXCEEDED is sent.
     FrameTimeout,
     /// Nothing happened within the idle timeout; GOAWAY was queued.
     IdleTimeout,
@@ -224,7 +225,8 @@ pub enum CloseReason {
     WriteTimeout,
     /// Queued output passed the hard cap; closed at once.
     OutputCap,
-    /// Too many frames in a row asked for nothing; ERROR RESOURCE_EXHAUSTED was queued.
+    /// Too many frames in a row asked for nothing; ERROR RESOURCE_EXHAUSTED is sent, naming
+    /// the PONG that passed the limit.
     Flood,
 }
 

@@ -17,10 +17,13 @@ use crate::proto::{Metadata, Status};
 pub struct Context {
     /// The request id the client chose.
     pub request_id: u64,
-    /// When the server decoded the request.
+    /// When the server received the request: the turn of its event loop that read the
+    /// request's last byte (a request held back by a limit is dispatched later than this).
     pub received_at: Instant,
     /// When the client stops waiting: `received_at` plus the frame's deadline, or `None` when
     /// the client set none. Time in flight is not subtracted (the protocol carries no clock).
+    /// The server does not call a handler once this has passed (it answers
+    /// DEADLINE_EXCEEDED instead); a handler that works long may check it itself.
     pub deadline: Option<Instant>,
     /// The request's metadata entries (empty when none were sent).
     pub metadata: Metadata,
@@ -77,8 +80,9 @@ pub trait Commit: Send + Sync {
     /// are the implementor's own, increasing numbers (a log offset, say).
     ///
     /// # Errors
-    /// The status every held response covered by this call is answered with instead of OK,
-    /// typically UNAVAILABLE after a storage error.
+    /// The status every held response covered by this call is answered with instead of its
+    /// own: UNAVAILABLE when the writes were not made durable (not done), UNKNOWN when
+    /// whether they were cannot be known (a failed `fsync`), as the kv log does.
     fn commit(&self, ticket: u64) -> Result<(), Status>;
 }
 
