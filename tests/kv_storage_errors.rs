@@ -132,7 +132,7 @@ fn a_full_disk_fails_writes_but_serves_reads() {
         server.stderr_tail()
     );
     assert!(
-        server.count_lines("could not be flushed") > 0,
+        server.count_lines("the kv log failed during this run") > 0,
         "the exit says why:\n{}",
         server.stderr_tail()
     );

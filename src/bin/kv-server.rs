@@ -77,7 +77,9 @@ fn main() -> ExitCode {
     common::run("kv-server", args.addr, &args.limits, router, move || {
         log.close()
             .map_err(|status| anyhow::anyhow!("{}", status.message))
-            .context("the log could not be flushed at exit")?;
+            .context(
+                "the kv log failed during this run or at its last fsync; exiting with an error",
+            )?;
         log::info!("kv-server: log flushed and synced; bye");
         Ok(())
     })
