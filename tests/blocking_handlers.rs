@@ -447,7 +447,7 @@ fn a_panicking_blocking_handler_is_answered_internal_and_its_worker_survives() {
 /// request 1 completes, the loop reads again and finds the end of stream (`PeerClosed`), then
 /// decodes request 2. When request 2 completes, `serve_io` starts with `flush_to`, which sees
 /// `PeerClosed`, `in_flight == 0` and no call waiting to be handed out, and moves the
-/// connection to `Closed` (src/connection.rs, end of `flush_to`) although requests 3 and 4
+/// connection to `Closed` (src/connection/mod.rs, end of `flush_to`) although requests 3 and 4
 /// are still in the read buffer, never decoded: they are never answered (nor run), and the
 /// client sees EOF after 2 of its 4 responses.
 #[test]
