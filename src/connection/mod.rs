@@ -124,7 +124,8 @@ pub struct Connection {
     read_buf: BytesMut,
     write_buf: BytesMut,
     phase: Phase,
-    close_reason: Option<CloseReason>,
+    /// Boxed: set once per connection, and 8 bytes instead of 40 in every idle connection.
+    close_reason: Option<Box<CloseReason>>,
     last_request_id: u64,
     /// Blocking requests handed out and not yet completed.
     in_flight: usize,
@@ -332,7 +333,8 @@ impl Connection {
         match self.phase {
             Phase::Open => {
                 self.phase = Phase::PeerClosed;
-                self.close_reason.get_or_insert(CloseReason::PeerClosed);
+                self.close_reason
+                    .get_or_insert_with(|| Box::new(CloseReason::PeerClosed));
             }
             Phase::Lingering { .. } => self.phase = Phase::Closed,
             _ => {}
@@ -721,8 +723,11 @@ impl Connection {
     fn close_now(&mut self, reason: CloseReason) {
         // A half-closed peer that stops reading is closed for that, not for its end of stream;
         // a protocol error stays the reason even if its ERROR frame could not be delivered.
-        if matches!(self.close_reason, None | Some(CloseReason::PeerClosed)) {
-            self.close_reason = Some(reason);
+        if matches!(
+            self.close_reason.as_deref(),
+            None | Some(CloseReason::PeerClosed)
+        ) {
+            self.close_reason = Some(Box::new(reason));
         }
         self.phase = Phase::Closed;
         self.read_buf = BytesMut::new();
@@ -756,7 +761,7 @@ impl Connection {
         if !matches!(self.phase, Phase::Open | Phase::PeerClosed) {
             return;
         }
-        self.close_reason = Some(reason);
+        self.close_reason = Some(Box::new(reason));
         self.read_buf = BytesMut::new();
         self.frame_started = None;
         if self.nothing_pending() {
@@ -786,7 +791,7 @@ impl Connection {
     fn stop_reading(&mut self, reason: CloseReason) {
         if matches!(self.phase, Phase::Open | Phase::PeerClosed) {
             self.phase = Phase::Closing;
-            self.close_reason = Some(reason);
+            self.close_reason = Some(Box::new(reason));
             self.read_buf = BytesMut::new();
             self.frame_started = None;
         }
@@ -817,7 +822,7 @@ impl Connection {
         if matches!(self.phase, Phase::Open | Phase::PeerClosed) {
             self.queue_simple(FrameKind::GoAway, self.last_request_id, Code::OK, message);
             self.phase = Phase::Finishing;
-            self.close_reason = Some(CloseReason::GoAway);
+            self.close_reason = Some(Box::new(CloseReason::GoAway));
             self.read_buf = BytesMut::new();
             self.frame_started = None;
             self.check_finished();
@@ -1003,7 +1008,7 @@ impl Connection {
 
     /// Why the connection stopped reading, once it has.
     pub fn close_reason(&self) -> Option<&CloseReason> {
-        self.close_reason.as_ref()
+        self.close_reason.as_deref()
     }
 
     /// The id of the last REQUEST decoded (0 before any).
