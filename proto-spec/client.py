@@ -128,6 +128,10 @@ def main(argv):
     while len(argv) >= 2 and argv[0] in ("--addr", "--deadline"):
         if argv[0] == "--addr":
             addr = argv[1]
+        elif float(argv[1]) <= 0:
+            # Section 12: a deadline already passed is not sent.
+            print("client.py: the deadline has already passed; nothing sent", file=sys.stderr)
+            return 2
         else:
             deadline = deadline_ms(float(argv[1]))
         argv = argv[2:]

@@ -141,8 +141,9 @@ impl std::error::Error for ProtocolError {}
 pub struct CallOptions {
     /// How long the client waits; sent to the server as the frame's deadline in milliseconds
     /// (rounded up, at least 1, capped at `u32::MAX`: `proto-spec/PROTOCOL.md` Section 12),
-    /// so the server does not start the request once it has passed. `None`: no deadline is
-    /// sent and the client waits up to its read timeout.
+    /// so the server does not start the request once it has passed. `Some(Duration::ZERO)`
+    /// has passed already: the request is not sent, and fails with [`ClientError::Timeout`].
+    /// `None`: no deadline is sent and the client waits up to its read timeout.
     pub deadline: Option<Duration>,
     /// Metadata entries sent with the request.
     pub metadata: Metadata,
@@ -438,6 +439,10 @@ impl Client {
         request: &Req,
         options: &CallOptions,
     ) -> Result<Pending<Resp>, ClientError> {
+        if options.deadline == Some(Duration::ZERO) {
+            // PROTOCOL.md Section 12: a deadline already passed is not sent.
+            return Err(ClientError::Timeout);
+        }
         if self.goaway.is_some() {
             self.reconnect()?;
         }

@@ -64,6 +64,38 @@ fn deadline_and_metadata_reach_the_handler() {
 }
 
 #[test]
+fn a_deadline_under_a_millisecond_is_sent_as_one_and_a_passed_one_is_not_sent() {
+    let server = support::start(Server::builder(), inspect_router());
+    let mut client = Client::connect(server.local_addr()).expect("connect");
+    let soon = CallOptions {
+        deadline: Some(Duration::from_micros(300)),
+        metadata: Metadata::new(),
+    };
+    // 0.3 ms is sent as 1 ms, not 0 (none); the handler may or may not run in time.
+    match client.call_with(&INSPECT, &(), &soon) {
+        Ok(seen) => assert_eq!(seen, "1;"),
+        Err(ClientError::Timeout) => {}
+        Err(ClientError::Status(s)) => assert_eq!(s.code, Code::DEADLINE_EXCEEDED),
+        Err(other) => panic!("unexpected {other}"),
+    }
+    let before = support::stats(server.local_addr()).value("frames_in");
+    let passed = CallOptions {
+        deadline: Some(Duration::ZERO),
+        metadata: Metadata::new(),
+    };
+    assert!(matches!(
+        client.call_with(&INSPECT, &(), &passed),
+        Err(ClientError::Timeout)
+    ));
+    let after = support::stats(server.local_addr()).value("frames_in");
+    assert_eq!(
+        after - before,
+        1,
+        "only the STATS request arrived: the call was not sent"
+    );
+}
+
+#[test]
 fn responses_are_matched_by_request_id_when_waited_in_reverse() {
     let server = support::start_default();
     let mut client = Client::connect(server.local_addr()).expect("connect");

@@ -149,3 +149,47 @@ fn under_everysec_no_answer_shows_a_write_before_it_is_written() {
 fn under_never_no_answer_shows_a_write_before_it_is_written() {
     reads_wait_for_the_commit(FsyncPolicy::Never);
 }
+
+#[test]
+fn reads_held_for_a_commit_stay_under_the_output_high_water_mark() {
+    // A SET of a 1 MiB value, then 40 GETs of it in the same write: every GET shows the SET,
+    // so each waits for its commit. Held answers count toward the 1 MiB high-water mark, so
+    // decoding pauses after about one of them instead of holding 40 MiB (over the 32 MiB
+    // hard cap, which would close the connection with nothing answered).
+    let dir = TempDir::new("kv-reads-held");
+    let (store, log) = support::open_kv_log(dir.path(), FsyncPolicy::Always);
+    let mut router = Router::new();
+    kv::register_logged(&mut router, Arc::clone(&store), Arc::clone(&log));
+    let server = start(Server::builder(), router);
+    let addr = server.local_addr();
+    let mut client = Client::connect(addr).expect("connect");
+    let value = Bytes::from(vec![0x5A; 1024 * 1024]);
+    let set_pending = client
+        .send(
+            &kv::SET,
+            &SetRequest {
+                key: Bytes::from_static(b"big"),
+                value: value.clone(),
+            },
+        )
+        .expect("send SET");
+    let gets: Vec<_> = (0..40)
+        .map(|_| {
+            client
+                .send(&kv::GET, &Key(Bytes::from_static(b"big")))
+                .expect("send GET")
+        })
+        .collect();
+    client.wait(set_pending).expect("the SET is answered");
+    for get in gets {
+        assert_eq!(client.wait(get).expect("every GET is answered").0, value);
+    }
+    let report = support::stats(addr);
+    assert_eq!(report.value("closed_output_cap"), 0, "{report:?}");
+    assert!(
+        report.value("output_peak") < 4 * 1024 * 1024,
+        "output stayed near the high-water mark: {report:?}"
+    );
+    drop(server);
+    log.close().expect("close the log");
+}

@@ -540,3 +540,101 @@ fn a_compaction_out_of_descriptors_is_retried_within_seconds() {
         "the key survives the compaction"
     );
 }
+
+// ---- a failed fsync ----
+
+/// A preloaded library that makes `fdatasync` fail with EIO while the file named by
+/// `COURIER_FAIL_FSYNC_IF` exists, and calls the real one otherwise.
+const FAIL_FSYNC_SHIM: &str = r#"
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <unistd.h>
+int fdatasync(int fd) {
+    const char *flag = getenv("COURIER_FAIL_FSYNC_IF");
+    if (flag != NULL && access(flag, F_OK) == 0) {
+        errno = EIO;
+        return -1;
+    }
+    int (*real)(int) = (int (*)(int))dlsym(RTLD_NEXT, "fdatasync");
+    return real(fd);
+}
+"#;
+
+#[test]
+fn a_failed_fsync_answers_outcome_unknown_and_refuses_writes() {
+    // Under `always`, an fsync that fails may have lost what it covered (the kernel may drop
+    // the pages it could not write): the writes waiting for it are answered UNKNOWN, not
+    // UNAVAILABLE, a read of them shows nothing, and no later fsync is trusted.
+    let data = TempDir::new("kv-failed-fsync");
+    let shim_dir = TempDir::new("kv-failed-fsync-shim");
+    let source = shim_dir.path().join("failfsync.c");
+    std::fs::write(&source, FAIL_FSYNC_SHIM).expect("write the shim's source");
+    let shim = shim_dir.path().join("libfailfsync.so");
+    let built = std::process::Command::new("cc")
+        .args(["-shared", "-fPIC", "-o"])
+        .arg(&shim)
+        .arg(&source)
+        .arg("-ldl")
+        .status()
+        .expect("run cc (the C compiler every Rust build on Linux links with)");
+    assert!(built.success(), "cc built the shim");
+    let flag = shim_dir.path().join("fail-now");
+    let dir = data.path().join("data");
+    let mut command = Server::command(&dir, &["--fsync", "always"]);
+    command
+        .env("LD_PRELOAD", &shim)
+        .env("COURIER_FAIL_FSYNC_IF", &flag);
+    let mut server = Server::launch(command).unwrap_or_else(|exited| {
+        panic!(
+            "kv-server exited with {}:\n{}",
+            exited.status,
+            exited.stderr.join("\n")
+        )
+    });
+    let mut client = server.client();
+    for k in ["a", "b"] {
+        set(&mut client, k, k.as_bytes()).expect("SET before the failure");
+    }
+    std::fs::write(&flag, b"").expect("create the flag");
+    let unknown = status_of("the SET whose fsync fails", set(&mut client, "c", b"c"));
+    assert_eq!(unknown.code, Code::UNKNOWN, "{unknown}");
+    assert!(unknown.message.starts_with("outcome unknown"), "{unknown}");
+    assert_refused("a SET after the failure", set(&mut client, "d", b"d"));
+    // A read of the key whose outcome is unknown shows nothing.
+    let read = client.call(&kv::GET, &key("c"));
+    match read {
+        Err(courier::client::ClientError::Status(s)) => assert_eq!(s.code, Code::UNKNOWN, "{s}"),
+        other => panic!("GET c: expected UNKNOWN, got {other:?}"),
+    }
+    // Reads of the durable keys answer their value, or UNKNOWN where they share a shard of
+    // the store with c; never anything else.
+    for k in ["a", "b"] {
+        match client.call(&kv::GET, &key(k)) {
+            Ok(value) => assert_eq!(&value.0[..], k.as_bytes()),
+            Err(courier::client::ClientError::Status(s)) if s.code == Code::UNKNOWN => {}
+            other => panic!("GET {k}: {other:?}"),
+        }
+    }
+    std::fs::remove_file(&flag).expect("remove the flag");
+    drop(client);
+    let status = server.terminate_and_wait();
+    assert_eq!(status.code(), Some(1), "{}", server.stderr_tail());
+
+    // Restarted without the shim: the acknowledged writes are there, the refused one is not;
+    // c may be either.
+    let server = Server::start(&dir, &["--fsync", "always"]);
+    let mut client = server.client();
+    assert_eq!(get(&mut client, "a").as_deref(), Some(&b"a"[..]));
+    assert_eq!(get(&mut client, "b").as_deref(), Some(&b"b"[..]));
+    assert_eq!(
+        get(&mut client, "d"),
+        None,
+        "the refused SET was not applied"
+    );
+    println!(
+        "failed fsync: c after the restart: {:?}",
+        get(&mut client, "c")
+    );
+}

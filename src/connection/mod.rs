@@ -347,7 +347,8 @@ impl Connection {
         if !matches!(self.phase, Phase::Open | Phase::PeerClosed) || self.frame_budget == 0 {
             return false;
         }
-        let over = self.write_buf.len() > self.config.output_high_water;
+        // Responses held for a commit count: they go out at the end of the turn.
+        let over = self.queued_output() > self.config.output_high_water;
         if over && !self.output_paused {
             stats::inc(&self.stats.output_paused);
         }
@@ -690,6 +691,7 @@ impl Connection {
     fn queue_last(&mut self) {
         if let Some(held) = self.held.as_mut() {
             if !held.last.is_empty() {
+                stats::inc(&self.stats.frames_out);
                 self.write_buf.extend_from_slice(&held.last);
                 held.last = BytesMut::new();
             }
@@ -771,7 +773,7 @@ impl Connection {
             self.phase = Phase::Closing;
         } else {
             if let Some((request_id, code, message)) = error {
-                stats::inc(&self.stats.frames_out);
+                // Counted in `frames_out` when it goes out (`queue_last`).
                 let held = self.held.get_or_insert_with(Box::default);
                 self.encoder.encode_simple(
                     &mut held.last,
@@ -888,7 +890,7 @@ impl Connection {
             .then(|| self.write_progress_at + self.config.write_timeout);
         let frame = self
             .frame_started
-            .filter(|_| self.phase == Phase::Open)
+            .filter(|_| self.phase == Phase::Open && self.awaiting_bytes)
             .map(|t| t + self.config.frame_timeout);
         let idle = self
             .is_idle()
@@ -927,7 +929,9 @@ impl Connection {
         if self.phase != Phase::Open {
             return;
         }
-        if let Some(started) = self.frame_started {
+        // Only while the decoder waits for the peer's bytes: a frame that sits whole in the
+        // buffer while a limit holds decoding back is not late.
+        if let Some(started) = self.frame_started.filter(|_| self.awaiting_bytes) {
             if now >= started + self.config.frame_timeout {
                 let message = format!(
                     "frame not complete within {} ms of its first byte",
@@ -968,7 +972,7 @@ impl Connection {
                 self.read_budget > 0
                     && self.frame_budget > 0
                     && (self.awaiting_bytes || self.read_buf.is_empty())
-                    && self.write_buf.len() <= self.config.output_high_water
+                    && self.queued_output() <= self.config.output_high_water
                     && self.in_flight < self.config.max_in_flight
                     && self.read_buf.len() < self.config.max_buffered_input()
             }
@@ -1016,9 +1020,18 @@ impl Connection {
         self.last_request_id
     }
 
-    /// Bytes queued for the peer.
+    /// Bytes queued for the peer, responses held for a commit included (what the output
+    /// high-water mark is compared with).
     pub fn queued_output(&self) -> usize {
-        self.write_buf.len()
+        self.write_buf.len() + self.held.as_ref().map_or(0, |held| held.frames.len())
+    }
+
+    /// Whether decoding stopped, the last time it was tried, because the queued output
+    /// (responses held for a commit included) was above the high-water mark. The caller
+    /// serves the connection again once that output has gone out: the socket was not read
+    /// dry, and no new readiness event may come.
+    pub fn paused_for_output(&self) -> bool {
+        self.output_paused
     }
 
     /// Bytes received and not yet decoded.

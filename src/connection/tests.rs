@@ -841,3 +841,49 @@ fn input_never_exceeds_one_frame_plus_one_read_chunk() {
     );
     assert!(most > 1024 * 1024, "a whole frame was buffered: {most}");
 }
+
+#[test]
+fn responses_held_for_a_commit_count_toward_the_high_water_mark() {
+    let router = holding_router(Arc::new(NoCommit));
+    let mut conn = new_conn(ConnectionConfig {
+        output_high_water: 100,
+        ..ConnectionConfig::default()
+    });
+    let hold_big = |id| {
+        Frame::Request(RequestFrame {
+            request_id: id,
+            service: 1,
+            method: 3,
+            deadline_ms: 0,
+            metadata: Metadata::new(),
+            payload: Bytes::from_static(&[9; 60]),
+        })
+    };
+    let mut input = BytesMut::new();
+    for id in 1..=6 {
+        input.extend_from_slice(&encode(&hold_big(id)));
+    }
+    conn.receive(&input);
+    let now = Instant::now();
+    // Each held answer is 36 + 60 bytes: the second passes the 100-byte mark.
+    assert_eq!(conn.process(now, &router), 2);
+    assert!(conn.paused_for_output() && !conn.wants_read());
+    assert_eq!(
+        conn.queued_output(),
+        2 * 96,
+        "held answers are queued output"
+    );
+    assert!(
+        output(&mut conn).is_empty(),
+        "nothing goes out before the commit"
+    );
+    conn.committed(Ok(()), now);
+    assert_eq!(response_ids(&output(&mut conn)), [1, 2]);
+    assert!(conn.has_decodable_input());
+    assert_eq!(
+        conn.process(now, &router),
+        2,
+        "decoding resumes after the commit"
+    );
+    assert_eq!(conn.held_ticket(), Some(4));
+}

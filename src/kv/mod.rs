@@ -409,19 +409,24 @@ impl Store {
 
     /// Puts back what a logged write replaced or removed, after the log failed to write its
     /// record ([`logfile`]'s rollback): `old` under `key`, or no entry when `old` is `None`
-    /// (the key was absent). `durable_end` is where the log's surviving records end: the
-    /// shard's last write ticket is lowered to it, so reads do not wait for a write that is
-    /// gone.
-    fn restore(&self, key: &[u8], old: Option<Entry>, durable_end: u64) {
-        let shard = self.shard(key);
-        let mut map = shard.write();
+    /// (the key was absent).
+    fn restore(&self, key: &[u8], old: Option<Entry>) {
+        let mut map = self.shard(key).write();
         let undone = match old {
             Some(old) => map.replace(old),
             None => map.take(key),
         };
-        shard.last_write.fetch_min(durable_end, Ordering::Relaxed);
         drop(map);
         drop(undone);
+    }
+
+    /// Lowers the last-write ticket of `key`'s shard to `durable_end`, where the log's
+    /// surviving records end, once a rollback has undone every write past it: reads of the
+    /// shard no longer wait for writes that are gone.
+    fn lower_last_write(&self, key: &[u8], durable_end: u64) {
+        let shard = self.shard(key);
+        let _map = shard.write();
+        shard.last_write.fetch_min(durable_end, Ordering::Relaxed);
     }
 
     /// Bytes the live keys take as SET records in the log.

@@ -314,10 +314,14 @@ impl EventLoop {
             let flushed = conn.state.flush_to(&mut conn.stream, now);
             conn.state.return_buffers(&mut self.buffers);
             account(conn, &self.stats);
+            // Decoding that stopped for output over the high-water mark (held responses
+            // count) resumes now that they went out: no readiness event would bring it back.
             let settled = flushed.is_ok()
                 && !conn.state.wants_write()
                 && !conn.state.wants_write_shutdown()
-                && !conn.state.is_closed();
+                && !conn.state.is_closed()
+                && !conn.state.paused_for_output()
+                && !conn.state.has_decodable_input();
             if !settled {
                 self.serve(key, now);
             }

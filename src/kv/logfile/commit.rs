@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::{lock, Failure, FsyncPolicy, Inner, Log, Rollback};
-use crate::kv::record::{self, Op, FILE_HEADER};
+use crate::kv::record;
 use crate::kv::Entry;
 use crate::proto::{Code, Status};
 use crate::service::Commit;
@@ -112,8 +112,9 @@ impl Log {
             drop(inner);
             return Err((self.refusal(), old));
         }
+        let at = inner.pending.len();
         record::encode_set(&mut inner.pending, key, value);
-        inner.undo.push(old);
+        inner.undo.push((at, old));
         inner.appended += record::set_len(key.len(), value.len()) as u64;
         Ok(inner.appended)
     }
@@ -133,8 +134,9 @@ impl Log {
             drop(inner);
             return Err((self.refusal(), old));
         }
+        let at = inner.pending.len();
         record::encode_delete(&mut inner.pending, key);
-        inner.undo.push(Some(old));
+        inner.undo.push((at, Some(old)));
         inner.appended += record::delete_len(key.len()) as u64;
         Ok(inner.appended)
     }
@@ -153,10 +155,20 @@ impl Log {
     /// Writes the pending records to the file. On failure the file is cut back to the end of
     /// the last good write (and synced), the log is failed, and the batch is returned: the
     /// caller must pass it to [`Log::roll_back`] once it has released `inner` (the store's
-    /// shard locks are taken before `inner`, never after).
+    /// shard locks are taken before `inner`, never after). Records appended before the log
+    /// failed some other way (an `fsync`, on another thread) are not written: they are
+    /// returned the same way, to be undone.
     pub(super) fn write_pending(&self, inner: &mut Inner) -> Result<(), Rollback> {
         if inner.pending.is_empty() {
             return Ok(());
+        }
+        if self.failed.load(Ordering::SeqCst) {
+            // A failed log is never written again.
+            inner.appended = inner.written;
+            return Err(Rollback {
+                records: std::mem::take(&mut inner.pending),
+                undo: std::mem::take(&mut inner.undo),
+            });
         }
         let result = (&*inner.file).write_all(&inner.pending);
         let len = inner.pending.len() as u64;
@@ -177,12 +189,16 @@ impl Log {
             }
             Err(err) => {
                 // `write_all` may have stored a prefix of whole records before it failed: cut
-                // it off, so that recovery cannot replay a write answered "not stored".
-                let cut = inner
-                    .file
-                    .set_len(inner.file_len)
-                    .and_then(|()| inner.file.sync_data());
-                if let Err(cut_err) = &cut {
+                // it off, so that recovery cannot replay a write answered "not stored". A cut
+                // that is not synced may not survive a power failure; an fsync that fails is
+                // an fsync failure like any other (nothing past `synced` is durable for sure).
+                let cut = inner.file.set_len(inner.file_len);
+                let sync = cut.as_ref().ok().map(|()| inner.file.sync_data());
+                let cut_err = match (&cut, &sync) {
+                    (Err(err), _) | (Ok(()), Some(Err(err))) => Some(err),
+                    _ => None,
+                };
+                if let Some(cut_err) = cut_err {
                     log::error!(
                         "{}: cannot cut the log back to byte {} after a failed write: {cut_err}; \
                          the writes of that batch may be replayed by the next start",
@@ -190,7 +206,8 @@ impl Log {
                         inner.file_len
                     );
                 }
-                self.fail("write", &err, cut.is_err(), false);
+                let fsync_failed = matches!(sync, Some(Err(_)));
+                self.fail("write", &err, cut_err.is_some(), fsync_failed);
                 inner.appended = inner.written;
                 Err(Rollback {
                     records: std::mem::take(&mut inner.pending),
@@ -202,22 +219,22 @@ impl Log {
 
     /// Undoes in the store, newest first, every write of a batch whose write failed: the
     /// entry each replaced or removed is put back (a key that was absent is removed again).
-    /// Call without holding `inner`.
+    /// Only once all are undone are the shards' last-write tickets lowered, so that until then
+    /// a read of a key not yet undone still waits (and fails with the batch). Call without
+    /// holding `inner`.
     pub(super) fn roll_back(&self, batch: Rollback) {
         let durable_end = lock(&self.inner).written;
-        let mut bytes = Vec::with_capacity(FILE_HEADER.len() + batch.records.len());
-        bytes.extend_from_slice(&FILE_HEADER);
-        bytes.extend_from_slice(&batch.records);
-        let mut keys = Vec::with_capacity(batch.undo.len());
-        record::scan(&bytes, |_, op| {
-            keys.push(match op {
-                Op::Set { key, .. } | Op::Delete { key } => key,
-            })
-        });
-        debug_assert_eq!(keys.len(), batch.undo.len(), "one undo entry per record");
-        let writes = keys.len();
-        for (key, old) in keys.into_iter().zip(batch.undo).rev() {
-            self.store.restore(key, old, durable_end);
+        let writes = batch.undo.len();
+        let keys: Vec<&[u8]> = batch
+            .undo
+            .iter()
+            .map(|(at, _)| record::key_at(&batch.records, *at).unwrap_or_default())
+            .collect();
+        for (key, (_, old)) in keys.iter().zip(batch.undo).rev() {
+            self.store.restore(key, old);
+        }
+        for key in &keys {
+            self.store.lower_last_write(key, durable_end);
         }
         log::warn!(
             "{}: undid the {writes} writes of the failed batch in memory; they are answered as \
@@ -236,13 +253,15 @@ impl Log {
         let (file, target) = {
             let mut inner = lock(&self.inner);
             if inner.written < ticket {
-                if self.failed.load(Ordering::SeqCst) {
-                    // Past what was written before the failure: its batch was undone.
-                    return Err(self.lost());
-                }
                 if let Err(batch) = self.write_pending(&mut inner) {
                     drop(inner);
                     self.roll_back(batch);
+                    return Err(self.lost());
+                }
+                if inner.written < ticket && self.failed.load(Ordering::SeqCst) {
+                    // Past what was written before the log failed: its batch was undone. (On
+                    // a healthy log everything appended is written now; a larger ticket, as
+                    // `u64::MAX`, just means all of it.)
                     return Err(self.lost());
                 }
             }

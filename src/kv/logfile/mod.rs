@@ -158,9 +158,10 @@ pub struct LogStats {
 struct Inner {
     /// Records appended and not yet written.
     pending: Vec<u8>,
-    /// For each record in `pending`, in order: the entry its write replaced or removed in the
-    /// store (`None`: the key was absent), put back if the record's write fails.
-    undo: Vec<Option<Entry>>,
+    /// For each record in `pending`, in order: where it starts in `pending`, and the entry
+    /// its write replaced or removed in the store (`None`: the key was absent), put back if
+    /// the record's write fails.
+    undo: Vec<(usize, Option<Entry>)>,
     /// Logical end of everything appended (tickets are logical offsets: they keep growing
     /// across compactions, which change the file).
     appended: u64,
@@ -218,7 +219,7 @@ struct Failure {
 #[derive(Debug)]
 struct Rollback {
     records: Vec<u8>,
-    undo: Vec<Option<Entry>>,
+    undo: Vec<(usize, Option<Entry>)>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
