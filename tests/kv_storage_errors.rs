@@ -20,22 +20,18 @@ use support::TempDir;
 /// The file size limit of the full-disk test: 64 KiB.
 const FSIZE_LIMIT: libc::rlim_t = 64 * 1024;
 
-#[test]
-fn a_full_disk_fails_writes_but_serves_reads() {
-    let started = Instant::now();
-    let data = TempDir::new("kv-full-disk");
-    let dir = data.path();
-    let mut command = Server::command(dir, &["--fsync", "always"]);
+/// Makes writes of the server's files past `bytes` fail with EFBIG (`RLIMIT_FSIZE`, with
+/// SIGXFSZ ignored so that it is an error, not a kill): a full disk without a filesystem.
+fn limit_file_size(command: &mut std::process::Command, bytes: libc::rlim_t) {
     // SAFETY: the closure runs in the child between fork and exec, where only
     // async-signal-safe calls are allowed: it makes two system calls, `setrlimit` and
     // `signal`, on values on its stack, and allocates nothing (`last_os_error` only reads
-    // errno). With SIGXFSZ ignored, a write past the limit fails with EFBIG instead of
-    // killing the server; both settings survive the exec.
+    // errno). Both settings survive the exec.
     unsafe {
-        command.pre_exec(|| {
+        command.pre_exec(move || {
             let limit = libc::rlimit {
-                rlim_cur: FSIZE_LIMIT,
-                rlim_max: FSIZE_LIMIT,
+                rlim_cur: bytes,
+                rlim_max: bytes,
             };
             if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0 {
                 return Err(io::Error::last_os_error());
@@ -46,13 +42,16 @@ fn a_full_disk_fails_writes_but_serves_reads() {
             Ok(())
         });
     }
-    let mut server = Server::launch(command).unwrap_or_else(|exited| {
-        panic!(
-            "kv-server exited with {}:\n{}",
-            exited.status,
-            exited.stderr.join("\n")
-        )
-    });
+}
+
+#[test]
+fn a_full_disk_fails_writes_but_serves_reads() {
+    let started = Instant::now();
+    let data = TempDir::new("kv-full-disk");
+    let dir = data.path();
+    let mut command = Server::command(dir, &["--fsync", "always"]);
+    limit_file_size(&mut command, FSIZE_LIMIT);
+    let mut server = Server::launch_or_panic(command);
     let mut client = server.client();
     let value_of = |i: usize| -> Vec<u8> {
         let mut value = format!("value of full-{i:05}: ").into_bytes();
@@ -332,31 +331,9 @@ fn a_full_disk_in_the_middle_of_group_commits_keeps_no_refused_write() {
         let dir = data.path().join("data");
         let mut command = Server::command(&dir, &["--fsync", "always"]);
         if tmpfs.is_none() {
-            // SAFETY: as in `a_full_disk_fails_writes_but_serves_reads`: two system calls on
-            // values on the stack, between fork and exec.
-            unsafe {
-                command.pre_exec(|| {
-                    let limit = libc::rlimit {
-                        rlim_cur: SMALL_DISK,
-                        rlim_max: SMALL_DISK,
-                    };
-                    if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0 {
-                        return Err(io::Error::last_os_error());
-                    }
-                    if libc::signal(libc::SIGXFSZ, libc::SIG_IGN) == libc::SIG_ERR {
-                        return Err(io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
-            }
+            limit_file_size(&mut command, SMALL_DISK);
         }
-        let mut server = Server::launch(command).unwrap_or_else(|exited| {
-            panic!(
-                "kv-server exited with {}:\n{}",
-                exited.status,
-                exited.stderr.join("\n")
-            )
-        });
+        let mut server = Server::launch_or_panic(command);
         let clients: Vec<_> = (0..16)
             .map(|id| {
                 let client = server.client();
@@ -482,13 +459,7 @@ fn a_compaction_out_of_descriptors_is_retried_within_seconds() {
             Ok(())
         });
     }
-    let server = Server::launch(command).unwrap_or_else(|exited| {
-        panic!(
-            "kv-server exited with {}:\n{}",
-            exited.status,
-            exited.stderr.join("\n")
-        )
-    });
+    let server = Server::launch_or_panic(command);
     let mut writer = server.client();
     // Take every descriptor the server has left (the ones past its limit are refused).
     let mut held = Vec::new();
@@ -586,13 +557,7 @@ fn a_failed_fsync_answers_outcome_unknown_and_refuses_writes() {
     command
         .env("LD_PRELOAD", &shim)
         .env("COURIER_FAIL_FSYNC_IF", &flag);
-    let mut server = Server::launch(command).unwrap_or_else(|exited| {
-        panic!(
-            "kv-server exited with {}:\n{}",
-            exited.status,
-            exited.stderr.join("\n")
-        )
-    });
+    let mut server = Server::launch_or_panic(command);
     let mut client = server.client();
     for k in ["a", "b"] {
         set(&mut client, k, k.as_bytes()).expect("SET before the failure");

@@ -365,13 +365,18 @@ impl crate::service::Commit for NoCommit {
 }
 
 fn hold(id: u64) -> Frame {
+    hold_with(id, b"held")
+}
+
+/// A request to the holding method 1/3 that answers with `payload`.
+fn hold_with(id: u64, payload: &'static [u8]) -> Frame {
     Frame::Request(RequestFrame {
         request_id: id,
         service: 1,
         method: 3,
         deadline_ms: 0,
         metadata: Metadata::new(),
-        payload: Bytes::from_static(b"held"),
+        payload: Bytes::from_static(payload),
     })
 }
 
@@ -849,19 +854,9 @@ fn responses_held_for_a_commit_count_toward_the_high_water_mark() {
         output_high_water: 100,
         ..ConnectionConfig::default()
     });
-    let hold_big = |id| {
-        Frame::Request(RequestFrame {
-            request_id: id,
-            service: 1,
-            method: 3,
-            deadline_ms: 0,
-            metadata: Metadata::new(),
-            payload: Bytes::from_static(&[9; 60]),
-        })
-    };
     let mut input = BytesMut::new();
     for id in 1..=6 {
-        input.extend_from_slice(&encode(&hold_big(id)));
+        input.extend_from_slice(&encode(&hold_with(id, &[9; 60])));
     }
     conn.receive(&input);
     let now = Instant::now();

@@ -156,6 +156,17 @@ impl Server {
         })
     }
 
+    /// Spawns `command` (from [`Server::command`], adjusted); panics unless it listens.
+    pub fn launch_or_panic(command: Command) -> Server {
+        Server::launch(command).unwrap_or_else(|exited| {
+            panic!(
+                "kv-server exited with {}:\n{}",
+                exited.status,
+                exited.stderr.join("\n")
+            )
+        })
+    }
+
     /// Starts a server on `dir` that must exit before it listens.
     pub fn start_failing(dir: &Path, args: &[&str]) -> Exited {
         match Server::launch(Server::command(dir, args)) {
