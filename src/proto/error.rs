@@ -114,7 +114,7 @@ impl DecodeError {
     /// The index of this error's code in [`DecodeError::CODE_NAMES`] (0 for `BAD_MAGIC` ...
     /// 9 for `INVALID_UTF8`): one per variant, distinct, below `CODE_NAMES.len()`. Counters
     /// kept per kind index an array of `CODE_NAMES.len()` by it.
-    pub fn code_index(&self) -> usize {
+    pub(crate) fn code_index(&self) -> usize {
         match self {
             DecodeError::BadMagic { .. } => 0,
             DecodeError::UnsupportedVersion { .. } => 1,
