@@ -196,7 +196,9 @@ impl EventLoop {
         if !self.ready.is_empty() || !self.held.is_empty() {
             return Some(Duration::ZERO);
         }
-        let sweep = (!self.conns.is_empty()).then_some(self.next_sweep);
+        // The sweep also reports suppressed log lines, so it runs while any wait.
+        let pending_lines = LOG_LIMITS.iter().any(|limit| limit.has_pending());
+        let sweep = (!self.conns.is_empty() || pending_lines).then_some(self.next_sweep);
         [sweep, self.accept_paused_until, self.draining_until]
             .into_iter()
             .flatten()

@@ -130,6 +130,11 @@ impl LogLimit {
         }
     }
 
+    /// Whether lines were suppressed that no line has reported yet ([`LogLimit::flush`] will).
+    pub(crate) fn has_pending(&self) -> bool {
+        self.suppressed.load(Ordering::Relaxed) > 0
+    }
+
     /// The suppressed lines [`LogLimit::flush`] reports at `now`, if there are any and an
     /// interval has passed since the last line written; they count as a line written.
     fn take_pending(&self, now: Instant) -> Option<Suppressed> {
