@@ -1,6 +1,8 @@
 //! The sans-IO server connection fed an arbitrary sequence of input chunks, ends of stream,
-//! turns, flushes (whole, partial or refused) and time steps never panics; its buffers stay
-//! within the configured limits; and its output is always a valid stream of frames.
+//! turns, flushes (whole, partial or refused), time steps, commits (kept or failed) of the
+//! responses it holds, and drains never panics; its buffers stay within the configured limits
+//! (held responses included); a commit releases everything held; and its output is always a
+//! valid stream of frames.
 #![no_main]
 
 use std::io::{self, Write};
@@ -16,6 +18,17 @@ use libfuzzer_sys::fuzz_target;
 
 const ECHO: Method<Bytes, Bytes> = Method::new(1, 1, "echo.Echo");
 const SLOW: Method<Bytes, Bytes> = Method::new(1, 2, "echo.Slow");
+/// Answers with its body once commit ticket = its request id is committed.
+const HOLD: Method<Bytes, Bytes> = Method::new(1, 3, "test.Hold");
+
+/// A commit that does nothing: the target decides whether it succeeds.
+struct NoCommit;
+
+impl courier::service::Commit for NoCommit {
+    fn commit(&self, _ticket: u64) -> Result<(), courier::proto::Status> {
+        Ok(())
+    }
+}
 
 /// A socket that accepts at most `room` bytes, then would block.
 struct Sink<'a> {
@@ -42,6 +55,11 @@ fuzz_target!(|input: &[u8]| {
     let mut router = Router::new();
     router.register(ECHO, |_, body: Bytes| Ok(body));
     router.register_blocking(SLOW, |_, body: Bytes| Ok(body));
+    router.register(HOLD, |ctx, body: Bytes| {
+        ctx.hold_until_committed(ctx.request_id);
+        Ok(body)
+    });
+    router.set_commit(Arc::new(NoCommit));
     let config = ConnectionConfig {
         max_body_len: 4096,
         output_high_water: 8192,
@@ -62,7 +80,7 @@ fuzz_target!(|input: &[u8]| {
     let mut rest = input;
     while let Some((&op, tail)) = rest.split_first() {
         rest = tail;
-        match op % 8 {
+        match op % 11 {
             0 | 1 => {
                 let n = rest
                     .first()
@@ -88,7 +106,19 @@ fuzz_target!(|input: &[u8]| {
                 }
             }
             6 => conn.lend_buffers(&mut pool),
-            _ => conn.return_buffers(&mut pool),
+            7 => conn.return_buffers(&mut pool),
+            8 | 9 => {
+                // The end of a loop turn: the held responses' commit, kept or failed.
+                let failed = courier::proto::Status::unavailable("disk full");
+                let result = if op % 11 == 8 { Ok(()) } else { Err(&failed) };
+                conn.committed(result, now);
+                assert_eq!(
+                    conn.held_ticket(),
+                    None,
+                    "a commit releases everything held"
+                );
+            }
+            _ => conn.drain("draining", now),
         }
         conn.process(now, &router);
         conn.take_blocking(&mut calls);
@@ -103,6 +133,7 @@ fuzz_target!(|input: &[u8]| {
             conn.write_closed(now);
         }
         assert!(conn.buffered_input() <= HEADER_LEN + 4096 + READ_CHUNK);
+        // Held responses included: they count toward the high-water mark like the rest.
         assert!(conn.queued_output() <= config.output_hard_cap);
         assert!(conn.in_flight() <= config.max_in_flight);
         assert!(pool.len() <= BufferPool::MAX_BUFFERS);
