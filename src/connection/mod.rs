@@ -174,6 +174,15 @@ struct Held {
     last: BytesMut,
 }
 
+impl Held {
+    /// Records one held answer, already encoded into `frames`, for request `request_id`,
+    /// answering with `code`, waiting for commit `ticket`.
+    fn push(&mut self, request_id: u64, code: Code, ticket: u64) {
+        self.request_ids.push((request_id, code));
+        self.ticket = self.ticket.max(ticket);
+    }
+}
+
 /// Held responses above this many bytes give their buffer back once sent: 64 KiB.
 const HELD_KEEP_CAPACITY: usize = 64 * 1024;
 
@@ -497,8 +506,7 @@ impl Connection {
             (Some(Outcome::Held(ticket, Ok(()))), Ok(())) => {
                 let held = self.held.get_or_insert_with(Box::default);
                 held.frames.extend_from_slice(&self.write_buf[start..]);
-                held.request_ids.push((request_id, Code::OK));
-                held.ticket = held.ticket.max(ticket);
+                held.push(request_id, Code::OK, ticket);
                 self.write_buf.truncate(start);
                 return;
             }
@@ -515,8 +523,7 @@ impl Connection {
                     failure.status.code,
                     &failure.status.message,
                 );
-                held.request_ids.push((request_id, failure.status.code));
-                held.ticket = held.ticket.max(ticket);
+                held.push(request_id, failure.status.code, ticket);
                 return;
             }
             (Some(Outcome::Blocking(call)), _) => {
@@ -763,16 +770,12 @@ impl Connection {
         if !matches!(self.phase, Phase::Open | Phase::PeerClosed) {
             return;
         }
-        self.close_reason = Some(Box::new(reason));
-        self.read_buf = BytesMut::new();
-        self.frame_started = None;
-        if self.nothing_pending() {
-            if let Some((request_id, code, message)) = error {
-                self.queue_simple(FrameKind::Error, request_id, code, message);
-            }
-            self.phase = Phase::Closing;
-        } else {
-            if let Some((request_id, code, message)) = error {
+        self.stop_reading(reason);
+        if !self.nothing_pending() {
+            self.phase = Phase::Finishing;
+        }
+        if let Some((request_id, code, message)) = error {
+            if self.phase == Phase::Finishing {
                 // Counted in `frames_out` when it goes out (`queue_last`).
                 let held = self.held.get_or_insert_with(Box::default);
                 self.encoder.encode_simple(
@@ -782,8 +785,9 @@ impl Connection {
                     code,
                     message,
                 );
+            } else {
+                self.queue_simple(FrameKind::Error, request_id, code, message);
             }
-            self.phase = Phase::Finishing;
         }
         self.check_output(now);
     }
@@ -823,12 +827,7 @@ impl Connection {
     pub fn drain(&mut self, message: &str, now: Instant) {
         if matches!(self.phase, Phase::Open | Phase::PeerClosed) {
             self.queue_simple(FrameKind::GoAway, self.last_request_id, Code::OK, message);
-            self.phase = Phase::Finishing;
-            self.close_reason = Some(Box::new(CloseReason::GoAway));
-            self.read_buf = BytesMut::new();
-            self.frame_started = None;
-            self.check_finished();
-            self.check_output(now);
+            self.end(CloseReason::GoAway, None, now);
         }
     }
 

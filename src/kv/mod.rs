@@ -292,14 +292,7 @@ impl Store {
     /// nothing appended) when the key is absent. Allocates nothing but what `out` needs to
     /// grow.
     pub fn get_into(&self, key: &[u8], out: &mut BytesMut) -> bool {
-        let shard = self.shard(key).read();
-        match shard.get(key) {
-            Some(entry) => {
-                out.extend_from_slice(entry.value());
-                true
-            }
-            None => false,
-        }
+        self.get_into_logged(key, out).0
     }
 
     /// Stores `value` under `key`, replacing any value. Key and value are copied into one
@@ -353,10 +346,7 @@ impl Store {
             }
             Err((status, old)) => {
                 // The log failed before this record: undo the replace under the same lock.
-                match old {
-                    Some(old) => map.replace(old),
-                    None => map.take(key),
-                };
+                put_back(&mut map, key, old);
                 Err(status)
             }
         }
@@ -412,10 +402,7 @@ impl Store {
     /// (the key was absent).
     fn restore(&self, key: &[u8], old: Option<Entry>) {
         let mut map = self.shard(key).write();
-        let undone = match old {
-            Some(old) => map.replace(old),
-            None => map.take(key),
-        };
+        let undone = put_back(&mut map, key, old);
         drop(map);
         drop(undone);
     }
@@ -451,6 +438,23 @@ impl Store {
     }
 }
 
+/// Undoes a write to `key` in a shard's map: `old` goes back (or, `None`, the key is removed).
+/// Returns the entry the write had put there, to be freed once the lock is released.
+fn put_back(map: &mut HashSet<Entry>, key: &[u8], old: Option<Entry>) -> Option<Entry> {
+    match old {
+        Some(old) => map.replace(old),
+        None => map.take(key),
+    }
+}
+
+/// Holds a read's answer (a GET, or a DELETE that found no key) for `ticket`, the last write
+/// to its shard, unless `log` has already made that write visible.
+fn hold_unless_visible(ctx: &crate::service::Context, log: &Log, ticket: u64) {
+    if ticket > log.visible() {
+        ctx.hold_until_committed(ticket);
+    }
+}
+
 /// Registers GET, SET and DELETE over `store` and its `log` on `router`, and the log as the
 /// router's [`Commit`](crate::service::Commit): each SET and DELETE that changes the store
 /// appends a record, and its response waits for the end-of-turn commit of the record (written,
@@ -466,9 +470,7 @@ pub fn register_logged(router: &mut Router, store: Arc<Store>, log: Arc<Log>) {
     let (s, l) = (Arc::clone(&store), Arc::clone(&log));
     router.register_encoded(GET, move |ctx, key: Key, out| {
         let (found, ticket) = s.get_into_logged(&key.0, out);
-        if ticket > l.visible() {
-            ctx.hold_until_committed(ticket);
-        }
+        hold_unless_visible(ctx, &l, ticket);
         if found {
             Ok(())
         } else {
@@ -484,9 +486,7 @@ pub fn register_logged(router: &mut Router, store: Arc<Store>, log: Arc<Log>) {
     let l = Arc::clone(&log);
     router.register(DELETE, move |ctx, key: Key| {
         let (deleted, ticket) = store.delete_logged(&key.0, &l)?;
-        if ticket > l.visible() {
-            ctx.hold_until_committed(ticket);
-        }
+        hold_unless_visible(ctx, &l, ticket);
         Ok(Deleted(deleted))
     });
     router.set_commit(log);

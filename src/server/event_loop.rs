@@ -196,9 +196,10 @@ impl EventLoop {
         if !self.ready.is_empty() || !self.held.is_empty() {
             return Some(Duration::ZERO);
         }
-        // The sweep also reports suppressed log lines, so it runs while any wait.
-        let pending_lines = LOG_LIMITS.iter().any(|limit| limit.has_pending());
-        let sweep = (!self.conns.is_empty() || pending_lines).then_some(self.next_sweep);
+        // The sweep also reports suppressed log lines, so it runs while any wait (looked at
+        // only when no connection keeps it running anyway).
+        let sweep = (!self.conns.is_empty() || LOG_LIMITS.iter().any(|limit| limit.has_pending()))
+            .then_some(self.next_sweep);
         [sweep, self.accept_paused_until, self.draining_until]
             .into_iter()
             .flatten()
@@ -668,7 +669,7 @@ impl EventLoop {
         }
         keys.clear();
         self.scratch_keys = keys;
-        for limit in LOG_LIMITS {
+        for limit in LOG_LIMITS.iter() {
             limit.flush(now);
         }
     }
@@ -760,56 +761,36 @@ fn is_out_of_fds(err: &io::Error) -> bool {
     matches!(err.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
 }
 
-/// A [`LogLimit`] of one line per [`INTERVAL`] for one kind of this module's lines.
-const fn limit(level: log::Level, what: &'static str) -> LogLimit {
-    LogLimit::new(level, module_path!(), what, INTERVAL)
+/// Declares one `static` [`LogLimit`] (one line per [`INTERVAL`]) per kind of this module's
+/// lines, and `LOG_LIMITS`, every one of them, from one list, so that no limit can be left out
+/// of the sweep that reports what it suppressed.
+macro_rules! log_limits {
+    ($($name:ident: $level:ident, $what:literal;)*) => {
+        $(static $name: LogLimit =
+            LogLimit::new(log::Level::$level, module_path!(), $what, INTERVAL);)*
+
+        /// Every limit, for the sweep to flush.
+        static LOG_LIMITS: &[&LogLimit] = &[$(&$name),*];
+    };
 }
 
 // One limit per kind of line that a peer can trigger once per connection or per frame, so
 // that a flood of them writes about one line a second of each (with the count of the rest).
-static REJECTED_AT_LIMIT: LogLimit = limit(
-    log::Level::Warn,
-    "rejecting connections at the connection limit",
-);
-static REJECTED_WITHOUT_FD: LogLimit = limit(
-    log::Level::Warn,
-    "rejecting connections: out of file descriptors",
-);
-static ACCEPT_FAILED: LogLimit = limit(log::Level::Error, "accept failed");
-static ACCEPTS_PAUSED: LogLimit = limit(
-    log::Level::Error,
-    "accept: out of file descriptors; pausing accepts",
-);
-static REGISTER_FAILED: LogLimit = limit(log::Level::Error, "cannot register connections");
-static REREGISTER_FAILED: LogLimit = limit(log::Level::Error, "cannot reregister connections");
-static CLOSED_PROTOCOL: LogLimit =
-    limit(log::Level::Warn, "closing connections on protocol errors");
-static CLOSED_UNEXPECTED: LogLimit =
-    limit(log::Level::Warn, "closing connections on unexpected frames");
-static PEER_ERROR: LogLimit = limit(log::Level::Info, "peers sent ERROR");
-static CLOSED_FRAME_TIMEOUT: LogLimit =
-    limit(log::Level::Warn, "closing connections: FrameTimeout");
-static CLOSED_WRITE_TIMEOUT: LogLimit =
-    limit(log::Level::Warn, "closing connections: WriteTimeout");
-static CLOSED_OUTPUT_CAP: LogLimit = limit(log::Level::Warn, "closing connections: OutputCap");
-static CLOSED_FLOOD: LogLimit = limit(log::Level::Warn, "closing connections: Flood");
-
-/// Every limit, for the sweep to flush.
-static LOG_LIMITS: [&LogLimit; 13] = [
-    &REJECTED_AT_LIMIT,
-    &REJECTED_WITHOUT_FD,
-    &ACCEPT_FAILED,
-    &ACCEPTS_PAUSED,
-    &REGISTER_FAILED,
-    &REREGISTER_FAILED,
-    &CLOSED_PROTOCOL,
-    &CLOSED_UNEXPECTED,
-    &PEER_ERROR,
-    &CLOSED_FRAME_TIMEOUT,
-    &CLOSED_WRITE_TIMEOUT,
-    &CLOSED_OUTPUT_CAP,
-    &CLOSED_FLOOD,
-];
+log_limits! {
+    REJECTED_AT_LIMIT: Warn, "rejecting connections at the connection limit";
+    REJECTED_WITHOUT_FD: Warn, "rejecting connections: out of file descriptors";
+    ACCEPT_FAILED: Error, "accept failed";
+    ACCEPTS_PAUSED: Error, "accept: out of file descriptors; pausing accepts";
+    REGISTER_FAILED: Error, "cannot register connections";
+    REREGISTER_FAILED: Error, "cannot reregister connections";
+    CLOSED_PROTOCOL: Warn, "closing connections on protocol errors";
+    CLOSED_UNEXPECTED: Warn, "closing connections on unexpected frames";
+    PEER_ERROR: Info, "peers sent ERROR";
+    CLOSED_FRAME_TIMEOUT: Warn, "closing connections: FrameTimeout";
+    CLOSED_WRITE_TIMEOUT: Warn, "closing connections: WriteTimeout";
+    CLOSED_OUTPUT_CAP: Warn, "closing connections: OutputCap";
+    CLOSED_FLOOD: Warn, "closing connections: Flood";
+}
 
 /// Tells the operator why a connection stopped reading, with the peer's address: a broken
 /// protocol or a tripped limit is a warning, an orderly end is debug. The lines a peer can
@@ -829,17 +810,19 @@ fn log_close_reason(conn: &Conn, now: Instant) {
         Some(CloseReason::PeerError(status)) => {
             limited!(PEER_ERROR, now, "{peer}: peer sent ERROR {status}")
         }
-        Some(reason @ CloseReason::FrameTimeout) => {
-            limited!(CLOSED_FRAME_TIMEOUT, now, "{peer}: closing: {reason:?}")
-        }
-        Some(reason @ CloseReason::WriteTimeout) => {
-            limited!(CLOSED_WRITE_TIMEOUT, now, "{peer}: closing: {reason:?}")
-        }
-        Some(reason @ CloseReason::OutputCap) => {
-            limited!(CLOSED_OUTPUT_CAP, now, "{peer}: closing: {reason:?}")
-        }
-        Some(reason @ CloseReason::Flood) => {
-            limited!(CLOSED_FLOOD, now, "{peer}: closing: {reason:?}")
+        Some(
+            reason @ (CloseReason::FrameTimeout
+            | CloseReason::WriteTimeout
+            | CloseReason::OutputCap
+            | CloseReason::Flood),
+        ) => {
+            let limit: &LogLimit = match reason {
+                CloseReason::FrameTimeout => &CLOSED_FRAME_TIMEOUT,
+                CloseReason::WriteTimeout => &CLOSED_WRITE_TIMEOUT,
+                CloseReason::OutputCap => &CLOSED_OUTPUT_CAP,
+                _ => &CLOSED_FLOOD,
+            };
+            limited!(limit, now, "{peer}: closing: {reason:?}")
         }
         Some(reason) => log::debug!("{peer}: {reason:?}"),
         None => {}

@@ -202,12 +202,7 @@ impl fmt::Display for Suppressed {
         if self.count == 0 {
             return Ok(());
         }
-        write!(
-            f,
-            " ({} more like this suppressed in the last {:.1} s)",
-            self.count,
-            self.span_ms as f64 / 1000.0
-        )
+        write!(f, " ({})", self.flushed())
     }
 }
 

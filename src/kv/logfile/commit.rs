@@ -26,10 +26,19 @@ impl Log {
         Err(self.refusal())
     }
 
+    /// The first storage error, for the answers ("storage error" before any), and whether the
+    /// file could not be cut back after it.
+    fn why(&self) -> (String, bool) {
+        let failure = lock(&self.failure);
+        match failure.as_ref() {
+            Some(f) => (f.why.clone(), f.cut_failed),
+            None => ("storage error".to_owned(), false),
+        }
+    }
+
     /// The answer to a write refused because the log has failed.
     pub(super) fn refusal(&self) -> Status {
-        let failure = lock(&self.failure);
-        let why = failure.as_ref().map_or("storage error", |f| f.why.as_str());
+        let (why, _) = self.why();
         Status::unavailable(format!(
             "writes are refused: the kv log failed ({why}); reads are still served"
         ))
@@ -38,9 +47,8 @@ impl Log {
     /// The answer to a write whose record was in a batch whose write failed: not stored
     /// (UNAVAILABLE), or UNKNOWN when the file could not be cut back.
     pub(super) fn lost(&self) -> Status {
-        let failure = lock(&self.failure);
-        let why = failure.as_ref().map_or("storage error", |f| f.why.as_str());
-        if failure.as_ref().is_some_and(|f| f.cut_failed) {
+        let (why, cut_failed) = self.why();
+        if cut_failed {
             Status::new(
                 Code::UNKNOWN,
                 format!(
@@ -59,8 +67,7 @@ impl Log {
     /// The answer to a write (or a read that shows one) that waited for an `fsync` that
     /// failed, now or before: outcome unknown.
     pub(super) fn unsynced(&self) -> Status {
-        let failure = lock(&self.failure);
-        let why = failure.as_ref().map_or("storage error", |f| f.why.as_str());
+        let (why, _) = self.why();
         Status::new(
             Code::UNKNOWN,
             format!(
@@ -107,16 +114,11 @@ impl Log {
         value: &[u8],
         old: Option<Entry>,
     ) -> Result<u64, (Status, Option<Entry>)> {
-        let mut inner = lock(&self.inner);
-        if self.failed.load(Ordering::SeqCst) {
-            drop(inner);
-            return Err((self.refusal(), old));
-        }
-        let at = inner.pending.len();
-        record::encode_set(&mut inner.pending, key, value);
-        inner.undo.push((at, old));
-        inner.appended += record::set_len(key.len(), value.len()) as u64;
-        Ok(inner.appended)
+        self.append(
+            old,
+            |old| old,
+            |pending| record::encode_set(pending, key, value),
+        )
     }
 
     /// Appends a DELETE record of the removed entry `old`; as [`Log::append_set`].
@@ -129,15 +131,27 @@ impl Log {
         key: &[u8],
         old: Entry,
     ) -> Result<u64, (Status, Entry)> {
+        self.append(old, Some, |pending| record::encode_delete(pending, key))
+    }
+
+    /// Appends the record `encode` writes, with `old` (through `undo`) as what to put back if
+    /// its write fails; its ticket is the logical end of the log after it.
+    #[allow(clippy::result_large_err)]
+    fn append<T>(
+        &self,
+        old: T,
+        undo: impl FnOnce(T) -> Option<Entry>,
+        encode: impl FnOnce(&mut Vec<u8>),
+    ) -> Result<u64, (Status, T)> {
         let mut inner = lock(&self.inner);
         if self.failed.load(Ordering::SeqCst) {
             drop(inner);
             return Err((self.refusal(), old));
         }
         let at = inner.pending.len();
-        record::encode_delete(&mut inner.pending, key);
-        inner.undo.push((at, Some(old)));
-        inner.appended += record::delete_len(key.len()) as u64;
+        encode(&mut inner.pending);
+        inner.undo.push((at, undo(old)));
+        inner.appended += (inner.pending.len() - at) as u64;
         Ok(inner.appended)
     }
 
