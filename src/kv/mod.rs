@@ -323,8 +323,8 @@ impl Store {
     /// lock (so the log orders a key's writes as they were applied); returns the record's
     /// commit ticket, which the response must wait for
     /// ([`Context::hold_until_committed`](crate::service::Context::hold_until_committed)).
-    /// The entry it replaces goes to the log, which gives it back if the record's write fails
-    /// ([`logfile`]'s fail-stop), so that memory never holds a write the log does not.
+    /// If the record's write fails, the log undoes the write in memory ([`logfile`]'s
+    /// fail-stop), so that memory never holds a write the log does not.
     ///
     /// # Errors
     /// UNAVAILABLE, without storing anything, once the log has failed.
@@ -336,17 +336,20 @@ impl Store {
         let shard = self.shard(key);
         let mut map = shard.write();
         let old = map.replace(entry);
-        let removed = old.as_ref().map_or(0, Entry::record_len);
-        match log.append_set(key, value, old) {
+        match log.append_set(key, value) {
             Ok(ticket) => {
                 shard.last_write.store(ticket, Ordering::Relaxed);
                 drop(map);
-                log.account(added, removed);
+                // The replaced entry is freed after the lock is released.
+                log.account(added, old.as_ref().map_or(0, Entry::record_len));
+                drop(old);
                 Ok(ticket)
             }
-            Err((status, old)) => {
+            Err(status) => {
                 // The log failed before this record: undo the replace under the same lock.
-                put_back(&mut map, key, old);
+                let undone = put_back(&mut map, key, old);
+                drop(map);
+                drop(undone);
                 Err(status)
             }
         }
@@ -366,15 +369,15 @@ impl Store {
         let Some(old) = map.take(key) else {
             return Ok((false, shard.last_write.load(Ordering::Relaxed)));
         };
-        let removed = old.record_len();
-        match log.append_delete(key, old) {
+        match log.append_delete(key) {
             Ok(ticket) => {
                 shard.last_write.store(ticket, Ordering::Relaxed);
                 drop(map);
-                log.account(0, removed);
+                log.account(0, old.record_len());
+                drop(old);
                 Ok((true, ticket))
             }
-            Err((status, old)) => {
+            Err(status) => {
                 map.insert(old);
                 Err(status)
             }
@@ -397,10 +400,10 @@ impl Store {
         (found, shard.last_write.load(Ordering::Relaxed))
     }
 
-    /// Puts back what a logged write replaced or removed, after the log failed to write its
-    /// record ([`logfile`]'s rollback): `old` under `key`, or no entry when `old` is `None`
-    /// (the key was absent).
-    fn restore(&self, key: &[u8], old: Option<Entry>) {
+    /// Gives `key` back the state the log holds for it, after the log failed to write a
+    /// batch that wrote it ([`logfile`]'s rollback): `value`, or no entry when `None`.
+    fn restore(&self, key: &[u8], value: Option<&[u8]>) {
+        let old = value.map(|value| Entry::new(key, value));
         let mut map = self.shard(key).write();
         let undone = put_back(&mut map, key, old);
         drop(map);

@@ -137,6 +137,15 @@ pub enum Op<'a> {
     },
 }
 
+impl<'a> Op<'a> {
+    /// The key the operation writes.
+    pub fn key(&self) -> &'a [u8] {
+        match self {
+            Op::Set { key, .. } | Op::Delete { key } => key,
+        }
+    }
+}
+
 /// Appends one SET record for `key` and `value` to `out`: [`set_len`]`(key.len(), value.len())`
 /// bytes.
 ///
@@ -165,15 +174,6 @@ pub fn encode_set<B: BufMut>(out: &mut B, key: &[u8], value: &[u8]) {
 /// [`BufMut::put_slice`] does. A `Vec<u8>` or a `BytesMut` grows.
 pub fn encode_delete<B: BufMut>(out: &mut B, key: &[u8]) {
     encode(out, OP_DELETE, key, &[]);
-}
-
-/// The key of the record that starts at offset `at` of `records` (bytes this module
-/// encoded), read from its body without checking the checksums; `None` when the bytes there
-/// are too short to hold the key they claim.
-pub fn key_at(records: &[u8], at: usize) -> Option<&[u8]> {
-    let body = records.get(at.checked_add(RECORD_HEADER_LEN)?..)?;
-    let key_len = usize::from(u16::from_be_bytes([*body.get(1)?, *body.get(2)?]));
-    body.get(BODY_PREFIX_LEN..BODY_PREFIX_LEN.checked_add(key_len)?)
 }
 
 /// Bytes that one SET record of a `key_len`-byte key and a `value_len`-byte value takes,
@@ -535,21 +535,6 @@ mod tests {
         let mut ops = Vec::new();
         let scan = scan(log, |offset, op| ops.push((offset, op)));
         (ops, scan)
-    }
-
-    #[test]
-    fn key_at_reads_the_key_of_the_record_at_an_offset() {
-        let mut records = set(b"first", b"value");
-        let second = records.len();
-        encode_delete(&mut records, b"second");
-        let third = records.len();
-        encode_set(&mut records, &[0xFF; 1024], b"");
-        assert_eq!(key_at(&records, 0), Some(&b"first"[..]));
-        assert_eq!(key_at(&records, second), Some(&b"second"[..]));
-        assert_eq!(key_at(&records, third), Some(&[0xFF; 1024][..]));
-        assert_eq!(key_at(&records, records.len()), None);
-        assert_eq!(key_at(&records[..third + 20], third), None, "cut short");
-        assert_eq!(key_at(&records, usize::MAX), None);
     }
 
     #[test]

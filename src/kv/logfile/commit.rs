@@ -3,13 +3,14 @@
 //! `fsync` leaves: the file cut back, the batch undone, the answers "not stored" or "outcome
 //! unknown".
 
+use std::collections::HashMap;
 use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::{lock, Failure, FsyncPolicy, Inner, Log, Rollback};
-use crate::kv::record;
-use crate::kv::Entry;
+use crate::kv::record::{self, Op, FILE_HEADER};
 use crate::proto::{Code, Status};
 use crate::service::Commit;
 
@@ -99,58 +100,33 @@ impl Log {
         lock(&self.failure).as_ref().is_some_and(|f| f.fsync_failed)
     }
 
-    /// Appends a SET record (to be written by the next commit) and returns its ticket; `old`
-    /// is what the write replaced in the store, put back if the record's write fails. Called
-    /// by the store under the key's shard lock, so that the log's order of writes to a key is
-    /// the order they were applied in.
+    /// Appends a SET record (to be written by the next commit) and returns its ticket.
+    /// Called by the store under the key's shard lock, so that the log's order of writes to a
+    /// key is the order they were applied in.
     ///
     /// # Errors
-    /// The refusal, with `old` given back, once the log has failed: the caller undoes its
-    /// write.
-    #[allow(clippy::result_large_err)]
-    pub(in crate::kv) fn append_set(
-        &self,
-        key: &[u8],
-        value: &[u8],
-        old: Option<Entry>,
-    ) -> Result<u64, (Status, Option<Entry>)> {
-        self.append(
-            old,
-            |old| old,
-            |pending| record::encode_set(pending, key, value),
-        )
+    /// The refusal, once the log has failed: the caller undoes its write.
+    pub(in crate::kv) fn append_set(&self, key: &[u8], value: &[u8]) -> Result<u64, Status> {
+        self.append(|pending| record::encode_set(pending, key, value))
     }
 
-    /// Appends a DELETE record of the removed entry `old`; as [`Log::append_set`].
+    /// Appends a DELETE record; as [`Log::append_set`].
     ///
     /// # Errors
     /// As [`Log::append_set`].
-    #[allow(clippy::result_large_err)]
-    pub(in crate::kv) fn append_delete(
-        &self,
-        key: &[u8],
-        old: Entry,
-    ) -> Result<u64, (Status, Entry)> {
-        self.append(old, Some, |pending| record::encode_delete(pending, key))
+    pub(in crate::kv) fn append_delete(&self, key: &[u8]) -> Result<u64, Status> {
+        self.append(|pending| record::encode_delete(pending, key))
     }
 
-    /// Appends the record `encode` writes, with `old` (through `undo`) as what to put back if
-    /// its write fails; its ticket is the logical end of the log after it.
-    #[allow(clippy::result_large_err)]
-    fn append<T>(
-        &self,
-        old: T,
-        undo: impl FnOnce(T) -> Option<Entry>,
-        encode: impl FnOnce(&mut Vec<u8>),
-    ) -> Result<u64, (Status, T)> {
+    /// Appends the record `encode` writes; its ticket is the logical end of the log after it.
+    fn append(&self, encode: impl FnOnce(&mut Vec<u8>)) -> Result<u64, Status> {
         let mut inner = lock(&self.inner);
         if self.failed.load(Ordering::SeqCst) {
             drop(inner);
-            return Err((self.refusal(), old));
+            return Err(self.refusal());
         }
         let at = inner.pending.len();
         encode(&mut inner.pending);
-        inner.undo.push((at, undo(old)));
         inner.appended += (inner.pending.len() - at) as u64;
         Ok(inner.appended)
     }
@@ -179,10 +155,7 @@ impl Log {
         if self.failed.load(Ordering::SeqCst) {
             // A failed log is never written again.
             inner.appended = inner.written;
-            return Err(Rollback {
-                records: std::mem::take(&mut inner.pending),
-                undo: std::mem::take(&mut inner.undo),
-            });
+            return Err(Rollback::of(inner));
         }
         let result = (&*inner.file).write_all(&inner.pending);
         let len = inner.pending.len() as u64;
@@ -192,8 +165,6 @@ impl Log {
                 if inner.pending.capacity() > 1024 * 1024 {
                     inner.pending = Vec::new();
                 }
-                // The replaced entries are freed here, under the log's lock: one `free` each.
-                inner.undo.clear();
                 inner.written = inner.appended;
                 inner.file_len += len;
                 if self.config.fsync != FsyncPolicy::Always {
@@ -223,32 +194,49 @@ impl Log {
                 let fsync_failed = matches!(sync, Some(Err(_)));
                 self.fail("write", &err, cut_err.is_some(), fsync_failed);
                 inner.appended = inner.written;
-                Err(Rollback {
-                    records: std::mem::take(&mut inner.pending),
-                    undo: std::mem::take(&mut inner.undo),
-                })
+                Err(Rollback::of(inner))
             }
         }
     }
 
-    /// Undoes in the store, newest first, every write of a batch whose write failed: the
-    /// entry each replaced or removed is put back (a key that was absent is removed again).
-    /// Only once all are undone are the shards' last-write tickets lowered, so that until then
-    /// a read of a key not yet undone still waits (and fails with the batch). Call without
-    /// holding `inner`.
+    /// Undoes in the store every write of a batch whose write failed: each key it wrote goes
+    /// back to its last state in the log before the batch (read from the file once: failures
+    /// are rare, and this keeps the writes' own path free of any undo bookkeeping). Only once
+    /// all are back are the shards' last-write tickets lowered, so that until then a read of a
+    /// key not yet undone still waits (and fails with the batch). Call without holding
+    /// `inner`. If the log cannot be read, the tickets stay up: reads of those shards go on
+    /// failing with the batch rather than show its writes.
     pub(super) fn roll_back(&self, batch: Rollback) {
-        let durable_end = lock(&self.inner).written;
-        let writes = batch.undo.len();
-        let keys: Vec<&[u8]> = batch
-            .undo
-            .iter()
-            .map(|(at, _)| record::key_at(&batch.records, *at).unwrap_or_default())
-            .collect();
-        for (key, (_, old)) in keys.iter().zip(batch.undo).rev() {
-            self.store.restore(key, old);
+        let mut failed = Vec::with_capacity(FILE_HEADER.len() + batch.records.len());
+        failed.extend_from_slice(&FILE_HEADER);
+        failed.extend_from_slice(&batch.records);
+        let mut states: HashMap<&[u8], Option<&[u8]>> = HashMap::new();
+        let writes = record::scan(&failed, |_, op| {
+            states.insert(op.key(), None);
+        })
+        .records;
+        let mut before = vec![0; usize::try_from(batch.file_len).unwrap_or(usize::MAX)];
+        if let Err(err) = batch.file.read_exact_at(&mut before, 0) {
+            log::error!(
+                "{}: cannot read the log to undo the {writes} writes of the failed batch: {err}; \
+                 reads of their keys' shards fail until the restart",
+                self.path.display()
+            );
+            return;
         }
-        for key in &keys {
-            self.store.lower_last_write(key, durable_end);
+        record::scan(&before, |_, op| {
+            if let Some(state) = states.get_mut(op.key()) {
+                *state = match op {
+                    Op::Set { value, .. } => Some(value),
+                    Op::Delete { .. } => None,
+                };
+            }
+        });
+        for (key, value) in &states {
+            self.store.restore(key, *value);
+        }
+        for key in states.keys() {
+            self.store.lower_last_write(key, batch.written);
         }
         log::warn!(
             "{}: undid the {writes} writes of the failed batch in memory; they are answered as \
@@ -349,5 +337,18 @@ impl Commit for Log {
     /// Writes the pending records and, under [`FsyncPolicy::Always`], `fsync`s them.
     fn commit(&self, ticket: u64) -> Result<(), Status> {
         self.flush(ticket, self.config.fsync == FsyncPolicy::Always)
+    }
+}
+
+impl Rollback {
+    /// Takes the pending records of `inner` as a batch to undo, with the log as it stands
+    /// before them.
+    fn of(inner: &mut Inner) -> Rollback {
+        Rollback {
+            records: std::mem::take(&mut inner.pending),
+            file: Arc::clone(&inner.file),
+            file_len: inner.file_len,
+            written: inner.written,
+        }
     }
 }

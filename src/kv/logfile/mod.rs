@@ -104,7 +104,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::{Entry, Store};
+use super::Store;
 
 /// The log's file name in the data directory.
 pub const LOG_FILE: &str = "kv.log";
@@ -158,10 +158,6 @@ pub struct LogStats {
 struct Inner {
     /// Records appended and not yet written.
     pending: Vec<u8>,
-    /// For each record in `pending`, in order: where it starts in `pending`, and the entry
-    /// its write replaced or removed in the store (`None`: the key was absent), put back if
-    /// the record's write fails.
-    undo: Vec<(usize, Option<Entry>)>,
     /// Logical end of everything appended (tickets are logical offsets: they keep growing
     /// across compactions, which change the file).
     appended: u64,
@@ -214,12 +210,15 @@ struct Failure {
     fsync_failed: bool,
 }
 
-/// What a failed write leaves to undo in memory: the batch's records and their undo
-/// entries, for [`Log::roll_back`] once the log's lock is released.
+/// What a failed write leaves to undo in memory, for [`Log::roll_back`] once the log's lock
+/// is released: the batch's records, and the log as it was before them (the file, its
+/// length, and the logical end of what was written), which holds what their keys go back to.
 #[derive(Debug)]
 struct Rollback {
     records: Vec<u8>,
-    undo: Vec<(usize, Option<Entry>)>,
+    file: Arc<File>,
+    file_len: u64,
+    written: u64,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {

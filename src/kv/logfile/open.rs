@@ -185,7 +185,6 @@ impl Log {
             path,
             inner: Mutex::new(Inner {
                 pending: Vec::new(),
-                undo: Vec::new(),
                 appended: keep,
                 written: keep,
                 file: Arc::new(file),
