@@ -62,8 +62,9 @@
 //! - the file is cut back (`ftruncate`, then `fsync`) to the end of the last good write, so
 //!   no record of the failed batch survives a restart, though `write` may have stored a prefix
 //!   of whole records before it failed;
-//! - each write of the batch is undone in memory (the entry it replaced or removed is put
-//!   back), so reads never show it;
+//! - each write of the batch is undone in memory: every key it wrote goes back to its last
+//!   state in the log before the batch (read from the file once, at the failure), so reads
+//!   never show it and memory matches what a restart replays;
 //! - its answers, held for the commit, are UNAVAILABLE: not stored, safe to retry;
 //! - every later SET and DELETE is refused (UNAVAILABLE) without being applied; reads go on,
 //!   and so do `fsync`s of what was written before the failure.
