@@ -22,6 +22,7 @@
 #![doc(test(attr(deny(warnings))))]
 
 pub mod admin;
+pub mod auth;
 pub mod client;
 pub mod connection;
 pub mod echo;
@@ -31,6 +32,7 @@ pub mod server;
 pub mod service;
 pub mod stats;
 mod sys;
+pub mod tls;
 
 /// README.md's examples, compiled and run as doc tests.
 #[cfg(doctest)]

@@ -1,0 +1,1 @@
+//! Identities, authentication (tokens, client certificates) and access control.
