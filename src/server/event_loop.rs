@@ -438,7 +438,7 @@ impl EventLoop {
                 Ok(accepted) => accepted,
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-                Err(err) if is_out_of_fds(&err) => match self.refuse_without_fd() {
+                Err(err) if crate::sys::is_out_of_fds(&err) => match self.refuse_without_fd() {
                     // Refused one: there may be more waiting.
                     FdRefusal::Refused => continue,
                     // Linux reports EMFILE at the limit even with nobody waiting; the next
@@ -741,24 +741,6 @@ fn account(conn: &mut Conn, stats: &Stats) {
     let held = conn.state.buffered_input() + conn.state.queued_output();
     stats::shift(&stats.buffered_bytes, held as i64 - conn.accounted as i64);
     conn.accounted = held;
-}
-
-/// Sets the listen backlog: the connections the kernel completes and queues before the loop
-/// accepts them (mio binds with 128). Linux and the BSDs let `listen` be called again on a
-/// listening socket to change it; the kernel caps it at `net.core.somaxconn`.
-pub(super) fn set_backlog(listener: &TcpListener, backlog: u32) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let backlog = libc::c_int::try_from(backlog).unwrap_or(libc::c_int::MAX);
-    // SAFETY: `listen` takes a descriptor and an integer and touches no memory of ours; the
-    // descriptor is the listener's own, open for as long as `listener` is borrowed.
-    if unsafe { libc::listen(listener.as_raw_fd(), backlog) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-fn is_out_of_fds(err: &io::Error) -> bool {
-    matches!(err.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
 }
 
 /// Declares one `static` [`LogLimit`] (one line per [`INTERVAL`]) per kind of this module's

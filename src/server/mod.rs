@@ -57,6 +57,7 @@ use mio::{Poll, Waker};
 pub use config::{
     default_loops, ServerConfig, DEFAULT_ADDR, DEFAULT_BACKLOG, DEFAULT_MAX_CONNECTIONS,
 };
+pub use crate::sys::raise_open_file_limit;
 pub use workers::{DEFAULT_WORKERS, DEFAULT_WORKER_QUEUE};
 
 use crate::connection::Connection;
@@ -252,7 +253,7 @@ impl ServerBuilder {
         let stats = ServerStats::new(mailboxes.iter().map(|m| Arc::clone(&m.stats)).collect());
         crate::admin::register(&mut router, stats.clone());
         let listener = TcpListener::bind(config.addr)?;
-        event_loop::set_backlog(&listener, config.backlog)?;
+        crate::sys::listen(&listener, config.backlog)?;
         let local_addr = listener.local_addr()?;
         let workers = if router.has_blocking() {
             Some(WorkerPool::start(

@@ -68,33 +68,15 @@ fn seconds(flag: &str, secs: f64) -> Result<Duration> {
 /// sockets fit (Redis does the same at start-up). Logs what it could not get.
 fn raise_fd_limit(max_connections: usize) {
     // Listener, poller, waker, spare, logging and a margin.
-    let wanted = libc::rlim_t::try_from(max_connections)
-        .unwrap_or(libc::rlim_t::MAX)
+    let wanted = u64::try_from(max_connections)
+        .unwrap_or(u64::MAX)
         .saturating_add(32);
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `limit` is a valid, writable rlimit for the duration of the call.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
-        return;
-    }
-    let current = limit.rlim_cur;
-    if current >= wanted {
-        return;
-    }
-    let target = wanted.min(limit.rlim_max);
-    let raised = libc::rlimit {
-        rlim_cur: target,
-        rlim_max: limit.rlim_max,
-    };
-    // SAFETY: `raised` is a valid rlimit, read for the duration of the call.
-    let ok = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0;
-    let now = if ok { target } else { current };
-    if now < wanted {
-        log::warn!(
+    match courier::server::raise_open_file_limit(wanted) {
+        Ok(now) if now < wanted => log::warn!(
             "open-file limit is {now}, below the {wanted} that --max-connections {max_connections} needs; connections beyond it are refused"
-        );
+        ),
+        Ok(_) => {}
+        Err(err) => log::warn!("cannot read the open-file limit: {err}"),
     }
 }
 

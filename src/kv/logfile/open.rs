@@ -38,7 +38,6 @@ pub(super) fn sync_dir(dir: &Path) -> Result<(), LogError> {
 
 /// Takes the directory's lock file with `flock(LOCK_EX | LOCK_NB)`.
 fn lock_dir(dir: &Path) -> Result<File, LogError> {
-    use std::os::fd::AsRawFd;
     let path = dir.join(LOCK_FILE);
     let file = OpenOptions::new()
         .create(true)
@@ -46,10 +45,7 @@ fn lock_dir(dir: &Path) -> Result<File, LogError> {
         .write(true)
         .open(&path)
         .map_err(io_err("open", &path))?;
-    // SAFETY: `flock` takes a descriptor and flags and touches no memory of ours; the
-    // descriptor is `file`'s, open for the duration of the call.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        let err = io::Error::last_os_error();
+    if let Err(err) = crate::sys::lock_exclusive(&file) {
         return Err(if err.kind() == io::ErrorKind::WouldBlock {
             LogError::Locked { path }
         } else {

@@ -3,7 +3,7 @@
 //! slice, which costs a `memset` of every byte before the kernel overwrites it).
 
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 
 use bytes::BytesMut;
 
@@ -13,7 +13,7 @@ use bytes::BytesMut;
 /// # Errors
 /// The `read(2)` error: `WouldBlock` for a non-blocking socket with nothing to read, or a
 /// blocking one whose read timeout passed; `Interrupted`; a socket error.
-pub(crate) fn read_spare(fd: &impl AsRawFd, buf: &mut BytesMut, limit: usize) -> io::Result<usize> {
+pub(crate) fn read_spare(fd: impl AsFd, buf: &mut BytesMut, limit: usize) -> io::Result<usize> {
     let spare = buf.spare_capacity_mut();
     let room = spare.len().min(limit);
     // No room would read 0 bytes, which callers take for the end of stream.
@@ -25,7 +25,7 @@ pub(crate) fn read_spare(fd: &impl AsRawFd, buf: &mut BytesMut, limit: usize) ->
     // own: the spare capacity of `buf`, at least `room` bytes long and borrowed mutably for
     // the call. Writing bytes into uninitialised `MaybeUninit<u8>` memory is sound. The
     // descriptor is `fd`'s own, open for as long as `fd` is borrowed.
-    let read = unsafe { libc::read(fd.as_raw_fd(), spare.as_mut_ptr().cast(), room) };
+    let read = unsafe { libc::read(fd.as_fd().as_raw_fd(), spare.as_mut_ptr().cast(), room) };
     let Ok(n) = usize::try_from(read) else {
         return Err(io::Error::last_os_error());
     };
