@@ -9,15 +9,30 @@
 //!                             | name | ' ' | decimal value | LF  |  ... repeated
 //!                             +------+-----+---------------+-----+
 //!                             name: [a-z0-9_A-Z]+, value: 0 to 2^64-1
+//! AUTH request (method 2):    the token's bytes (1 to 1,024)
+//! AUTH response:              the identity's name, UTF-8
+//! WHOAMI request (method 3):  empty payload
+//! WHOAMI response:
+//!                             +--------+--------------------------+
+//!                             | source | name (UTF-8, rest of it) |
+//!                             +--------+--------------------------+
+//!                             source: u8, 0 anonymous (name empty), 1 certificate, 2 token,
+//!                             3 set by a custom authenticator
 //! ```
 //!
-//! The names and their meaning are those of [`Stats::snapshot`](crate::stats::Stats::snapshot). A text report in the style
-//! of Redis's `INFO` and memcached's `stats` is readable by eye and by any language. The
-//! report is about 1.3 KiB (more as counters grow), so a server configured with a
-//! `max_body_len` below about 2 KiB answers STATS with RESOURCE_EXHAUSTED.
+//! The STATS names and their meaning are those of
+//! [`Stats::snapshot`](crate::stats::Stats::snapshot). A text report in the style of Redis's
+//! `INFO` and memcached's `stats` is readable by eye and by any language. The report is about
+//! 2.4 KiB (more as counters grow), so a server configured with a `max_body_len` below about
+//! 4 KiB answers STATS with RESOURCE_EXHAUSTED.
+//!
+//! AUTH and WHOAMI are answered by the connection itself (it owns the identity), before the
+//! router and its access control: see [`crate::connection`]'s `auth` rules and
+//! `proto-spec/SERVICES.md`.
 
 use bytes::{BufMut, Bytes};
 
+use crate::auth::{Identity, IdentitySource};
 use crate::service::{Message, MessageError, Method, Router};
 use crate::stats::ServerStats;
 
@@ -26,6 +41,67 @@ pub const SERVICE: u16 = 0;
 
 /// STATS (method 1): every counter and gauge of the server.
 pub const STATS: Method<(), StatsReport> = Method::new(SERVICE, 1, "admin.Stats");
+
+/// AUTH (method 2): gives the connection the identity a token proves, once per connection
+/// (Redis's `AUTH`). Request: the token's bytes, 1 to [`MAX_TOKEN_LEN`]. Answers: OK with the
+/// identity's name; UNAUTHENTICATED for a token that proves nothing (the identity is
+/// unchanged; the [`MAX_AUTH_FAILURES`](crate::connection::MAX_AUTH_FAILURES)th failure on a
+/// connection closes it with ERROR UNAUTHENTICATED); FAILED_PRECONDITION when the server has
+/// no authenticator.
+pub const AUTH: Method<Bytes, String> = Method::new(SERVICE, 2, "admin.Auth");
+
+/// WHOAMI (method 3): the connection's identity, if any. Allowed to every connection.
+pub const WHOAMI: Method<(), WhoAmI> = Method::new(SERVICE, 3, "admin.WhoAmI");
+
+/// Longest token AUTH accepts: 1,024 bytes (longer ones are refused like a wrong one).
+pub const MAX_TOKEN_LEN: usize = 1024;
+
+/// The answer to WHOAMI: how the connection got its identity, and its name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WhoAmI {
+    /// `None` for a connection with no identity (anonymous).
+    pub source: Option<IdentitySource>,
+    /// The identity's name; empty when anonymous.
+    pub name: String,
+}
+
+impl WhoAmI {
+    /// The answer for `identity` (`None`: anonymous).
+    pub fn of(identity: Option<&Identity>) -> Self {
+        WhoAmI {
+            source: identity.map(Identity::source),
+            name: identity.map_or_else(String::new, |id| id.name().to_string()),
+        }
+    }
+}
+
+impl Message for WhoAmI {
+    fn encode<B: BufMut>(&self, dst: &mut B) {
+        dst.put_u8(self.source.map_or(0, IdentitySource::wire));
+        dst.put_slice(self.name.as_bytes());
+    }
+
+    fn decode(src: Bytes) -> Result<Self, MessageError> {
+        let (&source, name) = src
+            .split_first()
+            .ok_or_else(|| MessageError::invalid("empty WHOAMI answer"))?;
+        let source = match source {
+            0 => None,
+            1 => Some(IdentitySource::Certificate),
+            2 => Some(IdentitySource::Token),
+            3 => Some(IdentitySource::Custom),
+            other => {
+                return Err(MessageError::invalid(format!(
+                    "unknown identity source {other}"
+                )))
+            }
+        };
+        let name = std::str::from_utf8(name)
+            .map_err(|_| MessageError::invalid("identity name is not UTF-8"))?
+            .to_string();
+        Ok(WhoAmI { source, name })
+    }
+}
 
 /// The answer to STATS: counters by name, in the server's order.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -66,6 +66,16 @@ close_causes! {
     Flood => "flood",
     /// The socket failed (reset, broken pipe ...).
     Io => "io",
+    /// TLS failed: a handshake that did not complete (bad or missing certificate, no common
+    /// protocol ...) or a TLS record that broke the protocol; the alert sent or received is
+    /// counted in `tls_alerts_sent_<kind>` or `tls_alerts_received_<kind>`.
+    Tls => "tls",
+    /// The TLS handshake was not complete within the frame timeout (a stalled handshake).
+    HandshakeTimeout => "handshake_timeout",
+    /// A plaintext courier client on a TLS port (sent one plaintext ERROR frame).
+    NotTls => "not_tls",
+    /// Too many failed AUTH calls on one connection (brute force).
+    AuthFailures => "auth_failures",
 }
 
 impl CloseCause {
@@ -152,7 +162,79 @@ pub struct Stats {
     /// The most input ever buffered by one connection (received and not yet decoded), in
     /// bytes.
     pub input_peak: AtomicU64,
+    /// TLS handshakes completed.
+    pub tls_handshakes: AtomicU64,
+    tls_alerts_sent: [AtomicU64; TlsAlert::COUNT],
+    tls_alerts_received: [AtomicU64; TlsAlert::COUNT],
+    /// TLS ClientHellos (or other TLS records) received on a plaintext port, each answered
+    /// with an ERROR frame and closed (also in `decode_errors_BAD_MAGIC`).
+    pub tls_on_plain_port: AtomicU64,
+    /// AUTH calls that gave the connection an identity.
+    pub auth_ok: AtomicU64,
+    /// AUTH calls refused (a token that proves no identity).
+    pub auth_failed: AtomicU64,
 }
+
+/// Defines `TlsAlert` from one list of `Variant => "name"` (the alert names of RFC 8446
+/// Section 6), so that every kind is counted, named and reported.
+macro_rules! tls_alerts {
+    ($($variant:ident => $name:literal,)*) => {
+        /// The kinds of TLS alert counted, by their RFC 8446 Section 6 names; any other is
+        /// `Other`.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        #[allow(missing_docs)]
+        pub enum TlsAlert {
+            $($variant,)*
+        }
+
+        impl TlsAlert {
+            /// How many kinds there are (the length of [`TlsAlert::ALL`]).
+            pub const COUNT: usize = [$($name),*].len();
+
+            /// Every kind, in the order of [`Stats::snapshot`].
+            pub const ALL: [TlsAlert; TlsAlert::COUNT] = [$(TlsAlert::$variant),*];
+
+            /// The counter's name suffix: `tls_alerts_sent_<name>`, `tls_alerts_received_<name>`.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(TlsAlert::$variant => $name,)*
+                }
+            }
+        }
+    };
+}
+
+tls_alerts! {
+    CloseNotify => "close_notify",
+    UnexpectedMessage => "unexpected_message",
+    BadRecordMac => "bad_record_mac",
+    HandshakeFailure => "handshake_failure",
+    BadCertificate => "bad_certificate",
+    UnsupportedCertificate => "unsupported_certificate",
+    CertificateRevoked => "certificate_revoked",
+    CertificateExpired => "certificate_expired",
+    CertificateUnknown => "certificate_unknown",
+    IllegalParameter => "illegal_parameter",
+    UnknownCa => "unknown_ca",
+    DecodeError => "decode_error",
+    DecryptError => "decrypt_error",
+    ProtocolVersion => "protocol_version",
+    InternalError => "internal_error",
+    MissingExtension => "missing_extension",
+    UnrecognizedName => "unrecognized_name",
+    CertificateRequired => "certificate_required",
+    NoApplicationProtocol => "no_application_protocol",
+    Other => "other",
+}
+
+// Every kind's index is its place in `ALL`.
+const _: () = {
+    let mut i = 0;
+    while i < TlsAlert::COUNT {
+        assert!(TlsAlert::ALL[i] as usize == i);
+        i += 1;
+    }
+};
 
 /// Adds one to a counter.
 pub(crate) fn inc(counter: &AtomicU64) {
@@ -185,6 +267,21 @@ impl Stats {
     /// Connections closed for `cause` so far.
     pub fn closed_count(&self, cause: CloseCause) -> u64 {
         self.closed[cause.index()].load(Ordering::Relaxed)
+    }
+
+    /// Counts a TLS alert of `kind` sent to a peer.
+    pub fn tls_alert_sent(&self, kind: TlsAlert) {
+        inc(&self.tls_alerts_sent[kind as usize]);
+    }
+
+    /// Counts a TLS alert of `kind` received from a peer.
+    pub fn tls_alert_received(&self, kind: TlsAlert) {
+        inc(&self.tls_alerts_received[kind as usize]);
+    }
+
+    /// TLS alerts of `kind` sent so far.
+    pub fn tls_alerts_sent_count(&self, kind: TlsAlert) -> u64 {
+        self.tls_alerts_sent[kind as usize].load(Ordering::Relaxed)
     }
 
     /// Counts a decode error by its kind.
@@ -226,7 +323,9 @@ impl Stats {
     ///   passed when they were dispatched; inline and blocking ones (blocking ones are also
     ///   in `blocking_expired`);
     /// - `input_peak` (peak, bytes): the most input one connection ever held received and not
-    ///   yet decoded; like `output_peak`, a server reports the largest over its loops.
+    ///   yet decoded; like `output_peak`, a server reports the largest over its loops;
+    /// - `tls_handshakes`; `tls_alerts_sent_<kind>` and `tls_alerts_received_<kind>` for each
+    ///   [`TlsAlert`]; `tls_on_plain_port`; `auth_ok`, `auth_failed`.
     ///
     /// Gauges that dip below zero for an instant (counted by two threads) read as 0.
     pub fn snapshot(&self) -> Vec<(String, u64)> {
@@ -296,6 +395,21 @@ impl Stats {
                 "input_peak".into(),
                 Value::Peak(self.input_peak.load(Ordering::Relaxed)),
             ),
+            ("tls_handshakes".into(), get(&self.tls_handshakes)),
+        ]);
+        for (kind, counter) in TlsAlert::ALL.iter().zip(&self.tls_alerts_sent) {
+            out.push((format!("tls_alerts_sent_{}", kind.name()), get(counter)));
+        }
+        for (kind, counter) in TlsAlert::ALL.iter().zip(&self.tls_alerts_received) {
+            out.push((format!("tls_alerts_received_{}", kind.name()), get(counter)));
+        }
+        out.extend([
+            (
+                "tls_on_plain_port".to_string(),
+                get(&self.tls_on_plain_port),
+            ),
+            ("auth_ok".into(), get(&self.auth_ok)),
+            ("auth_failed".into(), get(&self.auth_failed)),
         ]);
         out
     }
@@ -398,9 +512,25 @@ mod tests {
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), total, "duplicate names");
-        assert_eq!(total, 5 + 10 + 4 + 10 + 17 + 11);
+        // Connections, close causes, bytes and frames, decode errors, codes, the rest, TLS
+        // alerts both ways, and the TLS and AUTH counters.
+        let alerts = TlsAlert::COUNT;
+        assert_eq!(total, 5 + 14 + 4 + 10 + 17 + 12 + 2 * alerts + 3);
         let tail: Vec<&str> = snap[total - 3..].iter().map(|(n, _)| n.as_str()).collect();
-        assert_eq!(tail, ["blocking_expired", "deadline_expired", "input_peak"]);
+        assert_eq!(tail, ["tls_on_plain_port", "auth_ok", "auth_failed"]);
+        stats.tls_alert_sent(TlsAlert::UnknownCa);
+        stats.tls_alert_received(TlsAlert::CertificateRequired);
+        let snap = stats.snapshot();
+        assert_eq!(value_of(&snap, "tls_alerts_sent_unknown_ca"), 1);
+        assert_eq!(
+            value_of(&snap, "tls_alerts_received_certificate_required"),
+            1
+        );
+        assert_eq!(value_of(&snap, "tls_alerts_received_unknown_ca"), 0);
+    }
+
+    fn value_of(snap: &[(String, u64)], name: &str) -> u64 {
+        value(snap, name)
     }
 
     fn value(snap: &[(String, u64)], name: &str) -> u64 {

@@ -28,6 +28,9 @@ pub enum CloseReason {
     /// Too many frames in a row asked for nothing; ERROR RESOURCE_EXHAUSTED is sent, naming
     /// the PONG that passed the limit.
     Flood,
+    /// Too many AUTH calls failed ([`MAX_AUTH_FAILURES`](super::MAX_AUTH_FAILURES)); ERROR
+    /// UNAUTHENTICATED is sent, naming the last AUTH.
+    AuthFailures,
 }
 
 impl CloseReason {
@@ -43,6 +46,7 @@ impl CloseReason {
             CloseReason::WriteTimeout => CloseCause::WriteTimeout,
             CloseReason::OutputCap => CloseCause::OutputCap,
             CloseReason::Flood => CloseCause::Flood,
+            CloseReason::AuthFailures => CloseCause::AuthFailures,
         }
     }
 }

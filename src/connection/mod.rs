@@ -70,12 +70,14 @@
 //!
 //! Every limit that trips is counted in the shared [`Stats`].
 
+mod auth;
 mod buffers;
 mod close;
 mod config;
 #[cfg(test)]
 mod tests;
 
+pub use auth::{Authentication, MAX_AUTH_FAILURES, PRE_AUTH_MAX_BODY};
 pub use buffers::BufferPool;
 pub use close::CloseReason;
 pub use config::{
@@ -158,6 +160,8 @@ pub struct Connection {
     /// Responses waiting for a commit ([`Context::hold_until_committed`]); allocated at the
     /// first, kept for the connection's life.
     held: Option<Box<Held>>,
+    /// Its identity, and how it may get one.
+    session: auth::Session,
 }
 
 /// Encoded responses that wait for a commit, and what to answer instead if it fails; and the
@@ -224,6 +228,7 @@ impl Connection {
             output_paused: false,
             in_flight_paused: false,
             held: None,
+            session: auth::Session::default(),
         }
     }
 
@@ -475,6 +480,9 @@ impl Connection {
             return;
         }
         self.last_request_id = request_id;
+        if self.answer_before_routing(request_id, service, method, &payload, now) {
+            return;
+        }
         let received_at = self.input_at;
         let deadline =
             (deadline_ms != 0).then(|| received_at + Duration::from_millis(u64::from(deadline_ms)));
@@ -487,7 +495,8 @@ impl Connection {
             self.answer_failure(request_id, &Failure::status(status));
             return;
         }
-        let ctx = Context::new(request_id, received_at, deadline, metadata);
+        let mut ctx = Context::new(request_id, received_at, deadline, metadata);
+        ctx.identity = self.session.identity.clone();
         let start = self.write_buf.len();
         let mut outcome = None;
         let encoded = self.encoder.encode_response_with(
@@ -745,6 +754,9 @@ impl Connection {
 
     fn on_decode_error(&mut self, err: DecodeError, now: Instant) {
         self.stats.decode_error(&err);
+        if err.is_tls_hello() {
+            stats::inc(&self.stats.tls_on_plain_port);
+        }
         if !err.is_fatal() && err.frame_kind() == Some(FrameKind::Request) {
             log::debug!("request {}: {err}", err.request_id());
             let failure = Failure::status(Status::new(err.status(), err.to_string()));

@@ -100,6 +100,13 @@ impl Decoder {
         self.max_body_len
     }
 
+    /// Changes the largest body accepted, from the next frame header on (a frame whose header
+    /// was already checked keeps the limit it was checked against). A server lowers it while
+    /// a connection has not authenticated (`proto-spec/PROTOCOL.md`, identity section).
+    pub fn set_max_body_len(&mut self, max_body_len: u32) {
+        self.max_body_len = max_body_len;
+    }
+
     /// `true` when no frame is partly decoded (no header has been accepted whose body is
     /// still awaited). Bytes of an incomplete header may still sit in the caller's buffer.
     #[inline]

@@ -183,9 +183,32 @@ impl DecodeError {
     }
 }
 
+impl DecodeError {
+    /// Whether the bytes were the start of a TLS handshake (a client speaking TLS to a
+    /// plaintext port): a bad magic whose first byte is 0x16 (RFC 8446 Section 5.1).
+    pub fn is_tls_hello(&self) -> bool {
+        matches!(
+            self,
+            DecodeError::BadMagic {
+                offset: 0,
+                found: 0x16
+            }
+        )
+    }
+}
+
 impl fmt::Display for DecodeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            // RFC 8446 Section 5.1: content type 22 (0x16) is a handshake record, the first
+            // byte a TLS client sends.
+            DecodeError::BadMagic {
+                offset: 0,
+                found: 0x16,
+            } => f.write_str(
+                "bad magic: byte 0 is 0x16, the start of a TLS handshake: this port speaks \
+                 plaintext courier, not TLS",
+            ),
             DecodeError::BadMagic { offset, found } => write!(
                 f,
                 "bad magic: byte {offset} is 0x{found:02x}, expected 0x{:02x} (not a courier peer?)",

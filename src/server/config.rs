@@ -1,10 +1,13 @@
 //! Server settings and their defaults.
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::workers::{DEFAULT_WORKERS, DEFAULT_WORKER_QUEUE};
+use crate::auth::{Authenticator, Authorizer};
 use crate::connection::ConnectionConfig;
+use crate::tls::ServerTlsConfig;
 
 /// Default bind address: `127.0.0.1:7878`, loopback only, so a server started without thought
 /// is not reachable from the network.
@@ -34,6 +37,10 @@ pub struct ServerConfig {
     pub(crate) workers: usize,
     pub(crate) worker_queue: usize,
     pub(crate) loops: usize,
+    pub(crate) tls: Option<ServerTlsConfig>,
+    pub(crate) authenticator: Option<Arc<dyn Authenticator>>,
+    pub(crate) authorizer: Option<Arc<dyn Authorizer>>,
+    pub(crate) insecure_open_access: bool,
 }
 
 impl Default for ServerConfig {
@@ -46,6 +53,10 @@ impl Default for ServerConfig {
             workers: DEFAULT_WORKERS,
             worker_queue: DEFAULT_WORKER_QUEUE,
             loops: default_loops(),
+            tls: None,
+            authenticator: None,
+            authorizer: None,
+            insecure_open_access: false,
         }
     }
 }

@@ -26,6 +26,7 @@ use slab::Slab;
 
 use super::log_limit::{limited, LogLimit, INTERVAL};
 use super::mailbox::{Accepted, Mailbox};
+use super::transport::{TlsTransport, Transport};
 use super::workers::{Completed, Origin, WorkerPool};
 use super::{Conn, ServerConfig};
 use crate::connection::{BufferPool, CloseReason, Connection};
@@ -52,6 +53,12 @@ const HANDOFF_BATCH: usize = 32;
 /// Events taken from the poller per turn: 1,024.
 const EVENTS_CAPACITY: usize = 1024;
 
+/// TLS connections whose handshake a loop works on per turn, at most: 16. A handshake costs
+/// a key exchange and a signature (a few hundred microseconds), so a burst of new TLS clients
+/// delays the loop's established connections by a few milliseconds a turn at most; the rest
+/// wait for the next turn.
+const HANDSHAKES_PER_TURN: u32 = 16;
+
 /// How long accepting pauses when no file descriptor can be had even for a refusal: 100 ms.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
@@ -68,6 +75,10 @@ fn key_of(token: Token) -> usize {
 #[derive(Debug)]
 pub(super) struct Shared {
     pub(super) config: ServerConfig,
+    /// The rustls configuration every connection starts TLS with; `None`: plain TCP.
+    pub(super) tls: Option<Arc<rustls::ServerConfig>>,
+    /// How connections authenticate; `None`: no identity required and AUTH not enabled.
+    pub(super) authentication: Option<Arc<crate::connection::Authentication>>,
     pub(super) router: Arc<Router>,
     /// Every loop's mailbox, by loop index.
     pub(super) mailboxes: Arc<[Arc<Mailbox>]>,
@@ -130,6 +141,8 @@ pub(super) struct EventLoop {
     completed: Vec<Completed>,
     accepted: Vec<Accepted>,
     scratch_keys: Vec<usize>,
+    /// Handshakes this turn may still work on ([`HANDSHAKES_PER_TURN`]).
+    handshake_budget: u32,
 }
 
 impl EventLoop {
@@ -187,6 +200,7 @@ impl EventLoop {
             completed: Vec::new(),
             accepted: Vec::new(),
             scratch_keys: Vec::new(),
+            handshake_budget: HANDSHAKES_PER_TURN,
         })
     }
 
@@ -230,6 +244,7 @@ impl EventLoop {
                 return Err(err);
             }
             self.turn += 1;
+            self.handshake_budget = HANDSHAKES_PER_TURN;
             let now = Instant::now();
             for event in events.iter() {
                 match event.token() {
@@ -314,7 +329,7 @@ impl EventLoop {
             // is served in full.
             conn.state.lend_buffers(&mut self.buffers);
             conn.state.committed(result.as_ref().map(|_| ()), now);
-            let flushed = conn.state.flush_to(&mut conn.stream, now);
+            let flushed = flush(conn, now);
             conn.state.return_buffers(&mut self.buffers);
             account(conn, &self.stats);
             // Decoding that stopped for output over the high-water mark (held responses
@@ -386,13 +401,30 @@ impl EventLoop {
     }
 
     /// Makes `stream` one of this loop's connections.
-    fn insert(&mut self, mut stream: TcpStream, peer: SocketAddr, now: Instant) {
+    fn insert(&mut self, stream: TcpStream, peer: SocketAddr, now: Instant) {
+        let mut transport = match &self.shared.tls {
+            None => Transport::Plain(stream),
+            Some(tls) => match TlsTransport::new(
+                stream,
+                Arc::clone(tls),
+                Arc::clone(&self.stats),
+                self.shared.config.connection.frame_timeout,
+                now,
+            ) {
+                Ok(tls) => Transport::Tls(Box::new(tls)),
+                Err(err) => {
+                    limited!(REGISTER_FAILED, now, "cannot start TLS for {peer}: {err}");
+                    self.shared.open.fetch_sub(1, Ordering::Relaxed);
+                    return;
+                }
+            },
+        };
         let entry = self.conns.vacant_entry();
         let key = entry.key();
-        if let Err(err) = self
-            .poll
-            .registry()
-            .register(&mut stream, token_of(key), READ_INTEREST)
+        if let Err(err) =
+            self.poll
+                .registry()
+                .register(transport.socket(), token_of(key), READ_INTEREST)
         {
             limited!(REGISTER_FAILED, now, "cannot register {peer}: {err}");
             self.shared.open.fetch_sub(1, Ordering::Relaxed);
@@ -400,11 +432,16 @@ impl EventLoop {
         }
         log::debug!("accepted {peer} as {}/{key}", self.index);
         self.next_id += 1;
+        let mut state =
+            Connection::new(self.shared.config.connection, Arc::clone(&self.stats), now);
+        if let Some(authentication) = &self.shared.authentication {
+            state.set_authentication(Arc::clone(authentication));
+        }
         entry.insert(Conn {
-            stream,
+            transport,
             peer,
             id: self.next_id,
-            state: Connection::new(self.shared.config.connection, Arc::clone(&self.stats), now),
+            state,
             interest: READ_INTEREST,
             read_until_blocked: false,
             accounted: 0,
@@ -538,6 +575,17 @@ impl EventLoop {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
+        if conn.transport.is_handshaking() {
+            // Bounded per turn; the rest wait for the next one.
+            if self.handshake_budget == 0 {
+                if !conn.queued {
+                    conn.queued = true;
+                    self.ready.push(key);
+                }
+                return;
+            }
+            self.handshake_budget -= 1;
+        }
         if conn.turn != self.turn {
             conn.turn = self.turn;
             conn.state.begin_turn();
@@ -583,13 +631,25 @@ impl EventLoop {
         }
         account(conn, &self.stats);
         if let Err(err) = served {
-            log::debug!("{}: {err}", conn.peer);
+            log_transport_error(conn, &err, now);
             self.close(key, true);
             return;
         }
         if conn.state.is_closed() {
-            self.close(key, false);
-            return;
+            // What TLS still holds (the last records, close_notify) goes out first.
+            let linger = self.shared.config.connection.linger;
+            match conn.transport.finish(now + linger) {
+                Ok(false) => {}
+                Ok(true) => {
+                    self.close(key, false);
+                    return;
+                }
+                Err(err) => {
+                    log::debug!("{}: {err}", conn.peer);
+                    self.close(key, true);
+                    return;
+                }
+            }
         }
         if conn.state.budget_spent() && !conn.queued {
             conn.queued = true;
@@ -599,7 +659,7 @@ impl EventLoop {
             conn.held_queued = true;
             self.held.push(key);
         }
-        let wanted = if conn.state.wants_write() {
+        let wanted = if conn.state.wants_write() || conn.transport.has_pending() {
             READ_INTEREST | Interest::WRITABLE
         } else {
             READ_INTEREST
@@ -608,7 +668,7 @@ impl EventLoop {
             match self
                 .poll
                 .registry()
-                .reregister(&mut conn.stream, token_of(key), wanted)
+                .reregister(conn.transport.socket(), token_of(key), wanted)
             {
                 Ok(()) => conn.interest = wanted,
                 Err(err) => {
@@ -636,7 +696,7 @@ impl EventLoop {
                     // Write each answer as it comes, so that a batch of large ones does not
                     // pile up past the hard cap before the first is sent; an error is seen
                     // again, and handled, when the connection is served below.
-                    let _ = conn.state.flush_to(&mut conn.stream, now);
+                    let _ = flush(conn, now);
                     keys.push(done.origin.key);
                 }
             }
@@ -655,17 +715,32 @@ impl EventLoop {
     /// a limit's interval has passed, so that a burst followed by silence still reports them.
     fn sweep(&mut self, now: Instant) {
         let mut keys = std::mem::take(&mut self.scratch_keys);
+        let due = |t: Option<Instant>| t.is_some_and(|t| t <= now);
         keys.extend(
             self.conns
                 .iter()
-                .filter(|(_, conn)| conn.state.timeout().is_some_and(|t| t <= now))
+                .filter(|(_, conn)| due(conn.state.timeout()) || due(conn.transport.deadline()))
                 .map(|(key, _)| key),
         );
         for &key in &keys {
-            if let Some(conn) = self.conns.get_mut(key) {
-                conn.state.handle_timeout(now);
-                self.serve(key, now);
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue;
+            };
+            if due(conn.transport.deadline()) {
+                // A TLS handshake or record that stalled, or last records never taken.
+                let cause = conn.transport.time_out();
+                limited!(
+                    CLOSED_TLS_TIMEOUT,
+                    now,
+                    "{}: closing: TLS {}",
+                    conn.peer,
+                    cause.name().replace('_', " ")
+                );
+                self.close(key, false);
+                continue;
             }
+            conn.state.handle_timeout(now);
+            self.serve(key, now);
         }
         keys.clear();
         self.scratch_keys = keys;
@@ -680,14 +755,15 @@ impl EventLoop {
         let Some(mut conn) = self.conns.try_remove(key) else {
             return;
         };
-        if let Err(err) = self.poll.registry().deregister(&mut conn.stream) {
+        if let Err(err) = self.poll.registry().deregister(conn.transport.socket()) {
             log::debug!("deregister {}: {err}", conn.peer);
         }
         let reason = conn.state.close_reason();
-        let cause = match (reason, io_error) {
-            (None | Some(CloseReason::PeerClosed), true) => CloseCause::Io,
-            (Some(reason), _) => reason.cause(),
-            (None, false) => CloseCause::Peer,
+        let cause = match (conn.transport.failure(), reason, io_error) {
+            (Some(cause), _, _) => cause,
+            (None, None | Some(CloseReason::PeerClosed), true) => CloseCause::Io,
+            (None, Some(reason), _) => reason.cause(),
+            (None, None, false) => CloseCause::Peer,
         };
         self.stats.closed(cause);
         self.shared.open.fetch_sub(1, Ordering::Relaxed);
@@ -717,8 +793,8 @@ impl EventLoop {
             if let Some(conn) = self.conns.get_mut(key) {
                 conn.state
                     .go_away(Code::UNAVAILABLE, "server shutting down");
-                let _ = conn.state.flush_to(&mut conn.stream, now);
-                let _ = conn.stream.shutdown(Shutdown::Write);
+                let _ = flush(conn, now);
+                let _ = conn.transport.shutdown_write();
             }
             self.close(key, false);
         }
@@ -772,6 +848,37 @@ log_limits! {
     CLOSED_WRITE_TIMEOUT: Warn, "closing connections: WriteTimeout";
     CLOSED_OUTPUT_CAP: Warn, "closing connections: OutputCap";
     CLOSED_FLOOD: Warn, "closing connections: Flood";
+    CLOSED_TLS: Warn, "closing connections on TLS errors";
+    CLOSED_NOT_TLS: Warn, "closing plaintext connections to the TLS port";
+    CLOSED_TLS_TIMEOUT: Warn, "closing connections: TLS timeouts";
+}
+
+/// Says why a connection's transport failed: TLS failures and plaintext clients on the TLS
+/// port are warnings (rate-limited), a socket error is debug.
+fn log_transport_error(conn: &Conn, err: &io::Error, now: Instant) {
+    let peer = conn.peer;
+    match conn.transport.failure() {
+        Some(CloseCause::Tls) => limited!(CLOSED_TLS, now, "{peer}: closing: TLS: {err}"),
+        Some(CloseCause::NotTls) => limited!(
+            CLOSED_NOT_TLS,
+            now,
+            "{peer}: closing: a plaintext courier client on the TLS port"
+        ),
+        _ => log::debug!("{peer}: {err}"),
+    }
+}
+
+/// Writes what the connection has queued through its transport, after what the transport
+/// itself still holds.
+///
+/// # Errors
+/// The socket's error (not `WouldBlock`).
+fn flush(conn: &mut Conn, now: Instant) -> io::Result<()> {
+    match conn.transport.flush_pending() {
+        Err(err) if err.kind() != io::ErrorKind::WouldBlock => return Err(err),
+        _ => {}
+    }
+    conn.state.flush_to(&mut conn.transport, now)
 }
 
 /// Tells the operator why a connection stopped reading, with the peer's address: a broken
@@ -831,35 +938,44 @@ fn serve_io(conn: &mut Conn, router: &Router, now: Instant) -> io::Result<()> {
         let queued = conn.state.queued_output();
         let mut frames = 0;
         // Flush first: output drained below the high-water mark lets decoding resume.
-        conn.state.flush_to(&mut conn.stream, now)?;
+        flush(conn, now)?;
         // Then the frames already buffered (held back by a limit or last turn's budget): the
         // socket is read only once none is left, and only then does the decoder say it
         // needs more bytes. Reading first would find `wants_read` false and, the socket not
         // being drained, wait for an edge that never comes.
         frames += conn.state.process(now, router);
-        conn.state.flush_to(&mut conn.stream, now)?;
+        flush(conn, now)?;
         while !drained && conn.state.wants_read() {
-            let stream = &conn.stream;
-            match conn.state.read_with(|buf, limit| {
-                read_spare(stream, buf, limit, short_read_drains, &mut drained)
-            }) {
+            let transport = &mut conn.transport;
+            let read = conn.state.read_with(|buf, limit| {
+                transport.read(buf, limit, short_read_drains, &mut drained, now)
+            });
+            if let Some(established) = conn.transport.take_established() {
+                conn.state.set_identity(established.identity);
+            }
+            match read {
                 Ok(0) => break,
                 Ok(_) => {
                     frames += conn.state.process(now, router);
                     // Write as we go, so a pipelining client's responses do not pile up; all
                     // the answers to one read go out in one write.
-                    conn.state.flush_to(&mut conn.stream, now)?;
+                    flush(conn, now)?;
                 }
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
+                // A signal, or transport work (a TLS handshake message) that gave no bytes
+                // yet: read again, within the turn's read budget.
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
                 Err(err) => return Err(err),
             }
         }
         // Input already buffered (end of stream, or a budget renewed this turn).
         frames += conn.state.process(now, router);
-        conn.state.flush_to(&mut conn.stream, now)?;
+        flush(conn, now)?;
         if conn.state.wants_write_shutdown() {
-            conn.stream.shutdown(Shutdown::Write)?;
+            if !conn.transport.shutdown_write()? {
+                // TLS records still wait for room on the socket: writable comes back here.
+                return Ok(());
+            }
             conn.state.write_closed(now);
             // Input that arrived while we were not reading raised no new edge: read it now.
             continue;
@@ -870,34 +986,6 @@ fn serve_io(conn: &mut Conn, router: &Router, now: Instant) -> io::Result<()> {
             continue;
         }
         return Ok(());
-    }
-}
-
-/// Reads at most `limit` bytes from `stream` into the spare capacity of `buf`
-/// ([`crate::sys::read_spare`]), and sets `drained` when the socket has nothing more:
-/// `WouldBlock`, end of stream, or (if `short_read_drains`) fewer bytes than there was room
-/// for.
-fn read_spare(
-    stream: &TcpStream,
-    buf: &mut BytesMut,
-    limit: usize,
-    short_read_drains: bool,
-    drained: &mut bool,
-) -> io::Result<usize> {
-    let room = (buf.capacity() - buf.len()).min(limit);
-    match crate::sys::read_spare(stream, buf, limit) {
-        Ok(n) => {
-            if n == 0 || (short_read_drains && n < room) {
-                *drained = true;
-            }
-            Ok(n)
-        }
-        Err(err) => {
-            if err.kind() == io::ErrorKind::WouldBlock {
-                *drained = true;
-            }
-            Err(err)
-        }
     }
 }
 

@@ -42,6 +42,8 @@ mod config;
 mod event_loop;
 mod log_limit;
 mod mailbox;
+mod security;
+mod transport;
 mod workers;
 
 use std::io;
@@ -54,10 +56,10 @@ use std::time::Duration;
 use mio::net::TcpListener;
 use mio::{Poll, Waker};
 
+pub use crate::sys::raise_open_file_limit;
 pub use config::{
     default_loops, ServerConfig, DEFAULT_ADDR, DEFAULT_BACKLOG, DEFAULT_MAX_CONNECTIONS,
 };
-pub use crate::sys::raise_open_file_limit;
 pub use workers::{DEFAULT_WORKERS, DEFAULT_WORKER_QUEUE};
 
 use crate::connection::Connection;
@@ -225,11 +227,17 @@ impl ServerBuilder {
     /// handlers.
     ///
     /// # Errors
-    /// `InvalidInput` when the output hard cap is below the high-water mark; otherwise the IO
-    /// error of creating the pollers, binding the address (`AddrInUse` when taken) or starting
-    /// the worker threads.
+    /// `InvalidInput` when the output hard cap is below the high-water mark;
+    /// `PermissionDenied` for an address beyond loopback with no access control (protected
+    /// mode: see [`ServerBuilder::insecure_open_access`]); otherwise the IO error of creating
+    /// the pollers, binding the address (`AddrInUse` when taken) or starting the worker
+    /// threads.
     pub fn bind(self, mut router: Router) -> io::Result<Server> {
         let config = self.config;
+        config.check_protected(config.addr)?;
+        if let Some(authorizer) = &config.authorizer {
+            router.set_authorizer(Arc::clone(authorizer));
+        }
         let limits = &config.connection;
         if limits.output_hard_cap < limits.output_high_water {
             return Err(io::Error::new(
@@ -272,6 +280,8 @@ impl ServerBuilder {
             mailboxes: Arc::clone(&mailboxes),
         };
         let shared = Arc::new(Shared {
+            tls: config.tls.as_ref().map(|tls| Arc::clone(tls.rustls())),
+            authentication: config.authentication(),
             config,
             router: Arc::new(router),
             mailboxes,
@@ -511,7 +521,7 @@ impl Drop for RunningServer {
 /// A connection's socket and protocol state, as kept in the loop's slab.
 #[derive(Debug)]
 struct Conn {
-    stream: mio::net::TcpStream,
+    transport: transport::Transport,
     peer: SocketAddr,
     /// Unique for its loop's life (slab keys are reused); with the loop's index, ties worker
     /// results to it.

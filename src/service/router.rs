@@ -10,6 +10,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::message::Message;
 use super::method::Method;
+use crate::auth::{Authorizer, Identity};
 use crate::proto::{Metadata, Status};
 
 /// What a handler knows about the request besides its message.
@@ -27,6 +28,9 @@ pub struct Context {
     pub deadline: Option<Instant>,
     /// The request's metadata entries (empty when none were sent).
     pub metadata: Metadata,
+    /// Who the connection is: the subject of its verified client certificate, or the
+    /// identity its AUTH proved; `None` for an anonymous connection (see [`crate::auth`]).
+    pub identity: Option<Arc<Identity>>,
     /// The commit the response waits for, 0 for none ([`Context::hold_until_committed`]).
     commit: Cell<u64>,
 }
@@ -45,6 +49,7 @@ impl Context {
             received_at,
             deadline,
             metadata,
+            identity: None,
             commit: Cell::new(0),
         }
     }
@@ -225,6 +230,7 @@ pub struct Router {
     /// comparisons for the few dozen methods a server has, with no hashing per request.
     routes: Vec<(u32, Arc<Route>)>,
     commit: Option<Arc<dyn Commit>>,
+    authorizer: Option<Arc<dyn Authorizer>>,
 }
 
 fn route_key(service: u16, method: u16) -> u32 {
@@ -352,6 +358,20 @@ impl Router {
         self
     }
 
+    /// Sets the [`Authorizer`] that decides, before dispatch, whether a request runs:
+    /// a request with no identity ([`Context::identity`]) is answered UNAUTHENTICATED, and
+    /// one whose identity may not call the method PERMISSION_DENIED, neither processed.
+    /// Replaces any set before. Without one, every request runs.
+    pub fn set_authorizer(&mut self, authorizer: Arc<dyn Authorizer>) -> &mut Self {
+        self.authorizer = Some(authorizer);
+        self
+    }
+
+    /// Whether an [`Authorizer`] is set.
+    pub fn has_authorizer(&self) -> bool {
+        self.authorizer.is_some()
+    }
+
     /// Runs the [`Commit`] up to `ticket`; `Ok` when none is set.
     ///
     /// # Errors
@@ -377,7 +397,8 @@ impl Router {
     /// its encoded response message to `out` on success.
     ///
     /// # Errors
-    /// The status to answer with: UNIMPLEMENTED, INVALID_ARGUMENT, the handler's own, or
+    /// The status to answer with: UNAUTHENTICATED or PERMISSION_DENIED (see
+    /// [`Router::set_authorizer`]), UNIMPLEMENTED, INVALID_ARGUMENT, the handler's own, or
     /// INTERNAL after a panic. `out` may then hold a partial message, which the caller discards.
     pub fn dispatch(
         &self,
@@ -387,7 +408,7 @@ impl Router {
         payload: Bytes,
         out: &mut BytesMut,
     ) -> Result<(), Status> {
-        self.lookup(service, method)?
+        self.lookup_allowed(ctx, service, method)?
             .call(ctx, payload, out)
             .map_err(|failure| failure.status)
     }
@@ -401,7 +422,7 @@ impl Router {
         payload: Bytes,
         out: &mut BytesMut,
     ) -> Outcome {
-        match self.lookup(service, method) {
+        match self.lookup_allowed(&ctx, service, method) {
             Err(status) => Outcome::Ready(Err(Failure::status(status))),
             Ok(route) if route.blocking => Outcome::Blocking(BlockingCall {
                 route: Arc::clone(route),
@@ -413,6 +434,33 @@ impl Router {
                 (result, _) => Outcome::Ready(result),
             },
         }
+    }
+
+    /// The route, if the request's identity may call it. With an authorizer, a request with
+    /// no identity learns nothing, not even whether the method exists.
+    fn lookup_allowed(
+        &self,
+        ctx: &Context,
+        service: u16,
+        method: u16,
+    ) -> Result<&Arc<Route>, Status> {
+        let Some(authorizer) = &self.authorizer else {
+            return self.lookup(service, method);
+        };
+        let Some(identity) = &ctx.identity else {
+            return Err(Status::unauthenticated(
+                "authenticate first (admin.Auth); not processed",
+            ));
+        };
+        let route = self.lookup(service, method)?;
+        if !authorizer.allows(identity, service, method, route.name) {
+            return Err(Status::permission_denied(format!(
+                "{} may not call {}; not processed",
+                identity.name(),
+                route.name
+            )));
+        }
+        Ok(route)
     }
 
     fn lookup(&self, service: u16, method: u16) -> Result<&Arc<Route>, Status> {
@@ -434,6 +482,7 @@ impl fmt::Debug for Router {
         f.debug_struct("Router")
             .field("methods", &names)
             .field("commit", &self.commit.is_some())
+            .field("authorizer", &self.authorizer)
             .finish()
     }
 }

@@ -9,6 +9,8 @@ use std::io;
 /// # Errors
 /// The `getrlimit(2)` error. A refused `setrlimit(2)` is not an error: the old limit is
 /// returned.
+// `rlim_t` is `u64` on Linux but not on every Unix, so the conversions stay.
+#[allow(clippy::useless_conversion)]
 pub fn raise_open_file_limit(wanted: u64) -> io::Result<u64> {
     let wanted = libc::rlim_t::try_from(wanted).unwrap_or(libc::rlim_t::MAX);
     let mut limit = libc::rlimit {

@@ -1,0 +1,176 @@
+//! A connection's identity: who it is (from a client certificate or AUTH), AUTH and WHOAMI
+//! themselves, and what it may send before it has an identity
+//! (`proto-spec/PROTOCOL.md`, identity section; `proto-spec/SERVICES.md`, admin AUTH).
+//!
+//! The connection answers AUTH and WHOAMI itself, because it owns the identity; every other
+//! request goes to the router, whose [`Authorizer`](crate::auth::Authorizer) decides, by the
+//! identity, whether it runs (PERMISSION_DENIED when not).
+//!
+//! While a server requires authentication and a connection has none, the connection accepts
+//! only AUTH, WHOAMI and PING: other requests are answered UNAUTHENTICATED without running,
+//! and a frame body above [`PRE_AUTH_MAX_BODY`] (16 KiB) is a connection error
+//! RESOURCE_EXHAUSTED, so that an anonymous peer cannot make the server buffer megabytes
+//! (Redis limits unauthenticated input to 16 KiB the same way). After
+//! [`MAX_AUTH_FAILURES`] failed AUTHs the connection is sent ERROR UNAUTHENTICATED and closed.
+//! The token is never logged, nor kept: only the authenticator sees it.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{BufMut, Bytes};
+
+use super::{CloseReason, Connection};
+use crate::admin::{self, WhoAmI, MAX_TOKEN_LEN};
+use crate::auth::{Authenticator, Identity};
+use crate::proto::{Code, Metadata, Status};
+use crate::service::{Failure, Message};
+use crate::stats;
+
+/// Largest frame body a connection without an identity may send while the server requires
+/// authentication: 16,384 bytes (Redis's limit on unauthenticated input).
+pub const PRE_AUTH_MAX_BODY: u32 = 16 * 1024;
+
+/// Failed AUTHs on one connection before it is closed: 3.
+pub const MAX_AUTH_FAILURES: u8 = 3;
+
+/// How a server's connections authenticate; one, shared by all of them.
+#[derive(Clone, Debug, Default)]
+pub struct Authentication {
+    /// What AUTH checks tokens with; `None`: AUTH is answered FAILED_PRECONDITION.
+    pub authenticator: Option<Arc<dyn Authenticator>>,
+    /// Whether a connection needs an identity for anything but AUTH, WHOAMI and PING.
+    pub required: bool,
+}
+
+/// A connection's identity and AUTH state.
+#[derive(Debug, Default)]
+pub(super) struct Session {
+    /// Shared by the server's connections; `None`: no authentication.
+    pub(super) authentication: Option<Arc<Authentication>>,
+    pub(super) identity: Option<Arc<Identity>>,
+    pub(super) failures: u8,
+}
+
+impl Session {
+    /// Whether the connection must authenticate before anything else.
+    pub(super) fn needs_identity(&self) -> bool {
+        self.identity.is_none() && self.authentication.as_ref().is_some_and(|a| a.required)
+    }
+}
+
+impl Connection {
+    /// Makes this connection authenticate as `authentication` says (a server sets it on each
+    /// connection before it reads). While an identity is required and missing, frame bodies
+    /// are limited to [`PRE_AUTH_MAX_BODY`].
+    pub fn set_authentication(&mut self, authentication: Arc<Authentication>) {
+        self.session.authentication = Some(authentication);
+        self.update_body_limit();
+    }
+
+    /// Gives the connection `identity` (the subject of a verified client certificate, say),
+    /// replacing any it had; `None` takes it away.
+    pub fn set_identity(&mut self, identity: Option<Identity>) {
+        self.session.identity = identity.map(Arc::new);
+        self.update_body_limit();
+    }
+
+    /// The connection's identity, if it has one.
+    pub fn identity(&self) -> Option<&Identity> {
+        self.session.identity.as_deref()
+    }
+
+    fn update_body_limit(&mut self) {
+        let max = if self.session.needs_identity() {
+            self.config.max_body_len.min(PRE_AUTH_MAX_BODY)
+        } else {
+            self.config.max_body_len
+        };
+        self.decoder.set_max_body_len(max);
+    }
+
+    /// Answers the requests the connection handles itself (AUTH, WHOAMI), and refuses every
+    /// other one while an identity is required and missing. Returns whether it answered.
+    pub(super) fn answer_before_routing(
+        &mut self,
+        request_id: u64,
+        service: u16,
+        method: u16,
+        payload: &Bytes,
+        now: Instant,
+    ) -> bool {
+        if service == admin::SERVICE && method == admin::AUTH.method {
+            self.on_auth(request_id, payload, now);
+            return true;
+        }
+        if service == admin::SERVICE && method == admin::WHOAMI.method {
+            let answer = WhoAmI::of(self.session.identity.as_deref());
+            self.answer_ok(request_id, |out| answer.encode(out));
+            return true;
+        }
+        if self.session.needs_identity() {
+            let status = Status::unauthenticated("authenticate first (admin.Auth); not processed");
+            self.answer_failure(request_id, &Failure::status(status));
+            return true;
+        }
+        false
+    }
+
+    fn on_auth(&mut self, request_id: u64, token: &Bytes, now: Instant) {
+        let authenticator = self
+            .session
+            .authentication
+            .as_ref()
+            .and_then(|a| a.authenticator.clone());
+        let Some(authenticator) = authenticator else {
+            let status =
+                Status::failed_precondition("authentication is not enabled on this server");
+            self.answer_failure(request_id, &Failure::status(status));
+            return;
+        };
+        let proved = (1..=MAX_TOKEN_LEN)
+            .contains(&token.len())
+            .then(|| authenticator.authenticate(token))
+            .flatten();
+        match proved {
+            Some(identity) => {
+                stats::inc(&self.stats.auth_ok);
+                let name = identity.name().to_string();
+                self.set_identity(Some(identity));
+                self.answer_ok(request_id, |out| out.put_slice(name.as_bytes()));
+            }
+            None => {
+                stats::inc(&self.stats.auth_failed);
+                self.session.failures = self.session.failures.saturating_add(1);
+                if self.session.failures >= MAX_AUTH_FAILURES {
+                    let message = format!("{MAX_AUTH_FAILURES} failed AUTH attempts");
+                    let error = (request_id, Code::UNAUTHENTICATED, message.as_str());
+                    self.end(CloseReason::AuthFailures, Some(error), now);
+                } else {
+                    let status = Status::unauthenticated("invalid token");
+                    self.answer_failure(request_id, &Failure::status(status));
+                }
+            }
+        }
+    }
+
+    /// Queues an OK response whose message `write` appends.
+    fn answer_ok(&mut self, request_id: u64, write: impl FnOnce(&mut bytes::BytesMut)) {
+        let encoded = self.encoder.encode_response_with(
+            &mut self.write_buf,
+            request_id,
+            Code::OK,
+            &Metadata::new(),
+            write,
+        );
+        match encoded {
+            Ok(()) => {
+                self.stats.request(Code::OK);
+                stats::inc(&self.stats.frames_out);
+            }
+            Err(err) => {
+                let status = Status::resource_exhausted(format!("response not sent: {err}"));
+                self.answer_failure(request_id, &Failure::status(status));
+            }
+        }
+    }
+}
