@@ -57,6 +57,11 @@ STATUS_NAMES = [
 ]
 STATUS = {name: code for code, name in enumerate(STATUS_NAMES)}
 
+# SERVICES.md section 0: the admin service's methods, and WHOAMI's identity sources.
+ADMIN_SERVICE, ADMIN_STATS, ADMIN_AUTH, ADMIN_WHOAMI = 0, 1, 2, 3
+IDENTITY_SOURCES = {"anonymous": 0, "certificate": 1, "token": 2, "custom": 3}
+MAX_TOKEN_LEN = 1024
+
 # Decode error code -> (fatal, status a server answers with), in check order.
 DECODE_ERRORS = {
     "BAD_MAGIC": (True, STATUS["INVALID_ARGUMENT"]),
@@ -327,6 +332,15 @@ def md(*pairs):
     return [(k.encode("ascii") if isinstance(k, str) else k, v) for k, v in pairs]
 
 
+def whoami_payload(source, name):
+    """WHOAMI's OK payload (SERVICES.md 0.3): u8 source, then the name in UTF-8 (empty when
+    anonymous)."""
+    encoded = name.encode("utf-8")
+    if (source == "anonymous") != (not encoded):
+        raise ValueError("the name is empty exactly for an anonymous connection")
+    return bytes([IDENTITY_SOURCES[source]]) + encoded
+
+
 def build():
     # ----- valid: REQUEST -------------------------------------------------
     minimal = valid("request_minimal", "REQUEST with an empty body: no metadata, no payload, no deadline.",
@@ -449,6 +463,50 @@ def build():
           "RESPONSE", 26, status=2,
           payload=b"outcome unknown: the kv log's fsync failed (fsync kv.log: Input/output error); "
                   b"the writes it covered may or may not survive a restart")
+
+    # ----- valid: TLS, identity and access control (PROTOCOL.md 17, 18; SERVICES.md 0.2-0.4)
+    token = b"s3cret-token"
+    assert 1 <= len(token) <= MAX_TOKEN_LEN
+    valid("request_admin_auth",
+          "admin AUTH (service 0, method 2): the payload is the token's raw bytes, here "
+          "'s3cret-token' (SERVICES.md 0.2).", "REQUEST", 1, service=ADMIN_SERVICE,
+          method=ADMIN_AUTH, payload=token)
+    valid("response_admin_auth_ok",
+          "AUTH succeeded: OK, the payload is the identity's name 'alice' in UTF-8.",
+          "RESPONSE", 1, status=STATUS["OK"], payload=b"alice")
+    valid("response_admin_auth_invalid_token",
+          "AUTH with a token that proves no identity: UNAUTHENTICATED; the connection's identity "
+          "is unchanged.", "RESPONSE", 1, status=STATUS["UNAUTHENTICATED"],
+          payload=b"invalid token")
+    valid("response_admin_auth_not_enabled",
+          "AUTH on a server that does not authenticate with tokens: FAILED_PRECONDITION.",
+          "RESPONSE", 1, status=STATUS["FAILED_PRECONDITION"],
+          payload=b"authentication is not enabled on this server")
+    valid("error_admin_auth_third_failure",
+          "The third failed AUTH on a connection (request ids 1, 2 and 3) is answered by this "
+          "ERROR UNAUTHENTICATED carrying its id, not by a RESPONSE; the connection closes "
+          "(PROTOCOL.md 9.5, 18.3).", "ERROR", 3, status=STATUS["UNAUTHENTICATED"],
+          payload=b"3 failed AUTH attempts")
+    valid("request_admin_whoami", "admin WHOAMI (service 0, method 3): an empty request.",
+          "REQUEST", 2, service=ADMIN_SERVICE, method=ADMIN_WHOAMI)
+    valid("response_admin_whoami_token",
+          "WHOAMI after AUTH as 'alice': OK, source 2 (token), then the name.",
+          "RESPONSE", 2, status=STATUS["OK"], payload=whoami_payload("token", "alice"))
+    valid("response_admin_whoami_anonymous",
+          "WHOAMI on a connection without an identity: OK, source 0 (anonymous), no name.",
+          "RESPONSE", 2, status=STATUS["OK"], payload=whoami_payload("anonymous", ""))
+    valid("response_unauthenticated_before_auth",
+          "A request other than AUTH or WHOAMI on a connection without an identity, on a server "
+          "that requires one: UNAUTHENTICATED, not processed (PROTOCOL.md 18.4).", "RESPONSE", 1,
+          status=STATUS["UNAUTHENTICATED"], payload=b"authenticate first (admin.Auth); not processed")
+    valid("response_permission_denied",
+          "A method the connection's identity may not call (here 'alice' and echo.Echo): "
+          "PERMISSION_DENIED, not processed (PROTOCOL.md 18.5).", "RESPONSE", 3,
+          status=STATUS["PERMISSION_DENIED"], payload=b"alice may not call echo.Echo; not processed")
+    valid("error_tls_required",
+          "The plaintext ERROR a TLS port sends to a client whose first byte is 0x43 ('C', "
+          "courier without TLS), then closes; request id 0 (PROTOCOL.md 17.4).", "ERROR", 0,
+          status=STATUS["INVALID_ARGUMENT"], payload=b"this port requires TLS (ALPN courier/1)")
 
     # ----- invalid: BAD_MAGIC ---------------------------------------------
     invalid("bad_magic_http_request", "A plain HTTP/1.1 request: rejected on its first byte 'G'.",

@@ -1,23 +1,38 @@
 //! Interoperability: proto-spec/client.py, a client written in Python from the spec alone,
-//! against the Rust server; and values crossing between the Python and the Rust client.
+//! against the Rust server, over plain TCP and over TLS with a token; and values crossing
+//! between the Python and the Rust client.
 
 mod support;
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::process::{Command, Output};
 
 use bytes::Bytes;
 use courier::client::Client;
 use courier::kv::{Key, SetRequest, GET, SET};
+use support::kv_process;
 
-fn python_client(addr: SocketAddr, args: &[&str]) -> Output {
-    Command::new("python3")
+/// client.py against `addr` with `args`; no token in its environment.
+fn python_command(addr: SocketAddr, args: &[&str]) -> Command {
+    let mut command = Command::new("python3");
+    command
         .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/proto-spec/client.py"))
         .arg("--addr")
         .arg(addr.to_string())
         .args(args)
+        .env_remove("COURIER_TOKEN");
+    command
+}
+
+fn run(mut command: Command) -> Output {
+    command
         .output()
         .expect("python3 runs (it is part of the test environment)")
+}
+
+fn python_client(addr: SocketAddr, args: &[&str]) -> Output {
+    run(python_command(addr, args))
 }
 
 fn stdout_of(out: &Output) -> String {
@@ -28,6 +43,22 @@ fn stdout_of(out: &Output) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The stderr of a client.py run that must have failed with exit status 2.
+fn stderr_of_failure(out: &Output) -> String {
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "client.py should fail: stdout {:?}, stderr {:?}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn utf8_path(path: &Path) -> &str {
+    path.to_str().expect("test paths are UTF-8")
 }
 
 #[test]
@@ -140,4 +171,138 @@ fn python_client_reads_a_goaway_as_the_spec_says() {
         stderr.contains("status 14") && stderr.contains("not processed (GOAWAY)"),
         "request 4 is after the GOAWAY's id 2: not processed: {stderr}"
     );
+}
+
+/// client.py over TLS with a token (PROTOCOL.md Sections 17 and 18, SERVICES.md 0.2 to 0.4)
+/// against a kv-server process started with --tls-cert, --tls-key and --acl: WHOAMI and kv
+/// SET, GET and DELETE as the token's identity; the server's certificate checked by IP
+/// address and by DNS name; a method the access list does not allow; no token; a wrong
+/// token; and a plaintext client on the TLS port.
+#[test]
+fn python_client_over_tls_with_a_token_against_kv_server() {
+    let pki = support::tls::generate(&[]);
+    let dir = support::TempDir::new("interop-tls");
+    let token = "s3cret-token";
+    // With a line ending, as an editor writes it: client.py drops the final one.
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, format!("{token}\n")).expect("write the token file");
+    // The access list holds the token's SHA-256, never the token (SERVICES.md 0.4).
+    let hash: String = ring::digest::digest(&ring::digest::SHA256, token.as_bytes())
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let acl = dir.path().join("acl.toml");
+    let acl_text = format!(
+        r#"[[identity]]
+name = "alice"
+token_sha256 = "{hash}"
+allow = ["kv.*"]
+"#
+    );
+    std::fs::write(&acl, acl_text).expect("write the access list");
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).expect("create the data directory");
+    let server = kv_process::Server::start(
+        &data,
+        &[
+            "--tls-cert",
+            utf8_path(&pki.server.cert.path),
+            "--tls-key",
+            utf8_path(&pki.server.key.path),
+            "--acl",
+            utf8_path(&acl),
+        ],
+    );
+    let addr = server.addr;
+    let ca = utf8_path(&pki.ca.path);
+    let with_token_file = |args: &[&str]| {
+        let tls = ["--tls", "--ca", ca, "--token-file", utf8_path(&token_file)];
+        python_client(addr, &[&tls[..], args].concat())
+    };
+
+    // The identity the token proves, then the kv methods as that identity.
+    assert_eq!(stdout_of(&with_token_file(&["whoami"])), "token alice\n");
+    assert_eq!(
+        stdout_of(&with_token_file(&["set", "tls-key", "sealed"])),
+        "OK\n"
+    );
+    assert_eq!(stdout_of(&with_token_file(&["get", "tls-key"])), "sealed\n");
+    assert_eq!(
+        stdout_of(&with_token_file(&["del", "tls-key"])),
+        "deleted\n"
+    );
+    let missing = with_token_file(&["get", "tls-key"]);
+    assert_eq!(
+        missing.status.code(),
+        Some(1),
+        "a deleted key is NOT_FOUND: {missing:?}"
+    );
+
+    // The token from COURIER_TOKEN, the certificate checked against the DNS name localhost
+    // (the runs above checked it against the IP address 127.0.0.1).
+    let mut by_name = python_command(
+        addr,
+        &[
+            "--tls",
+            "--ca",
+            ca,
+            "--server-name",
+            "localhost",
+            "set",
+            "by-name",
+            "ok",
+        ],
+    );
+    by_name.env("COURIER_TOKEN", token);
+    assert_eq!(stdout_of(&run(by_name)), "OK\n");
+
+    // alice may call kv.* only: ECHO is PERMISSION_DENIED, and not processed.
+    let denied = stderr_of_failure(&with_token_file(&["echo", "not for alice"]));
+    assert!(
+        denied.contains("status 7"),
+        "echo.Echo is not in alice's list: {denied}"
+    );
+
+    // Without a token the connection is anonymous: WHOAMI answers, GET is UNAUTHENTICATED.
+    let anonymous = ["--tls", "--ca", ca];
+    assert_eq!(
+        stdout_of(&python_client(
+            addr,
+            &[&anonymous[..], &["whoami"]].concat()
+        )),
+        "anonymous\n"
+    );
+    let refused = stderr_of_failure(&python_client(
+        addr,
+        &[&anonymous[..], &["get", "by-name"]].concat(),
+    ));
+    assert!(
+        refused.contains("status 16"),
+        "a GET before AUTH: {refused}"
+    );
+
+    // A wrong token: AUTH is answered UNAUTHENTICATED, and client.py says so.
+    let mut wrong = python_command(addr, &["--tls", "--ca", ca, "get", "by-name"]);
+    wrong.env("COURIER_TOKEN", "not-the-token");
+    let wrong = stderr_of_failure(&run(wrong));
+    assert!(
+        wrong.contains("authentication failed") && wrong.contains("status 16"),
+        "a wrong token: {wrong}"
+    );
+
+    // Courier without TLS on the TLS port: one plaintext ERROR that says why.
+    let plaintext = stderr_of_failure(&python_client(addr, &["ping"]));
+    assert!(
+        plaintext.contains("this port requires TLS"),
+        "a plaintext client on a TLS port: {plaintext}"
+    );
+
+    // The server never writes the token, not even at debug level.
+    let leaked: Vec<String> = server
+        .stderr_lines()
+        .into_iter()
+        .filter(|line| line.contains(token))
+        .collect();
+    assert!(leaked.is_empty(), "the server logged the token: {leaked:?}");
 }
