@@ -19,6 +19,8 @@ struct Args {
     addr: SocketAddr,
     #[command(flatten)]
     limits: common::Limits,
+    #[command(flatten)]
+    security: common::Security,
 }
 
 fn main() -> ExitCode {
@@ -26,5 +28,12 @@ fn main() -> ExitCode {
     common::init_logging();
     let mut router = Router::new();
     echo::register(&mut router);
-    common::run("echo-server", args.addr, &args.limits, router, || Ok(()))
+    common::run(
+        "echo-server",
+        args.addr,
+        &args.limits,
+        router,
+        &args.security,
+        || Ok(()),
+    )
 }

@@ -47,6 +47,8 @@ struct Args {
     compact_ratio: f64,
     #[command(flatten)]
     limits: common::Limits,
+    #[command(flatten)]
+    security: common::Security,
 }
 
 fn main() -> ExitCode {
@@ -57,7 +59,14 @@ fn main() -> ExitCode {
     echo::register(&mut router);
     if args.in_memory {
         kv::register(&mut router, store);
-        return common::run("kv-server", args.addr, &args.limits, router, || Ok(()));
+        return common::run(
+            "kv-server",
+            args.addr,
+            &args.limits,
+            router,
+            &args.security,
+            || Ok(()),
+        );
     }
     let config = LogConfig {
         dir: args.data_dir.clone(),
@@ -74,13 +83,20 @@ fn main() -> ExitCode {
         }
     };
     kv::register_logged(&mut router, store, Arc::clone(&log));
-    common::run("kv-server", args.addr, &args.limits, router, move || {
-        log.close()
-            .map_err(|status| anyhow::anyhow!("{}", status.message))
-            .context(
-                "the kv log failed during this run or at its last fsync; exiting with an error",
-            )?;
-        log::info!("kv-server: log flushed and synced; bye");
-        Ok(())
-    })
+    common::run(
+        "kv-server",
+        args.addr,
+        &args.limits,
+        router,
+        &args.security,
+        move || {
+            log.close()
+                .map_err(|status| anyhow::anyhow!("{}", status.message))
+                .context(
+                    "the kv log failed during this run or at its last fsync; exiting with an error",
+                )?;
+            log::info!("kv-server: log flushed and synced; bye");
+            Ok(())
+        },
+    )
 }

@@ -851,6 +851,7 @@ log_limits! {
     CLOSED_TLS: Warn, "closing connections on TLS errors";
     CLOSED_NOT_TLS: Warn, "closing plaintext connections to the TLS port";
     CLOSED_TLS_TIMEOUT: Warn, "closing connections: TLS timeouts";
+    CLOSED_AUTH: Warn, "closing connections after failed AUTH attempts";
 }
 
 /// Says why a connection's transport failed: TLS failures and plaintext clients on the TLS
@@ -913,6 +914,12 @@ fn log_close_reason(conn: &Conn, now: Instant) {
             };
             limited!(limit, now, "{peer}: closing: {reason:?}")
         }
+        Some(CloseReason::AuthFailures) => limited!(
+            CLOSED_AUTH,
+            now,
+            "{peer}: closing: {} failed AUTH attempts",
+            crate::connection::MAX_AUTH_FAILURES
+        ),
         Some(reason) => log::debug!("{peer}: {reason:?}"),
         None => {}
     }

@@ -103,3 +103,30 @@ impl super::ServerConfig {
         ))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use crate::auth::TokenTable;
+    use crate::server::Server;
+
+    fn refused(builder: crate::server::ServerBuilder, addr: &str) -> bool {
+        let addr = addr.parse().expect("address");
+        builder.config().check_protected(addr).is_err()
+    }
+
+    #[test]
+    fn protected_mode_refuses_only_open_access_beyond_loopback() {
+        for addr in ["127.0.0.1:7878", "[::1]:7878", "127.3.4.5:1"] {
+            assert!(!refused(Server::builder(), addr), "{addr} is loopback");
+        }
+        for addr in ["0.0.0.0:7878", "[::]:7878", "10.0.0.1:7878"] {
+            assert!(refused(Server::builder(), addr), "{addr} is open");
+            let insecure = Server::builder().insecure_open_access(true);
+            assert!(!refused(insecure, addr), "{addr} with the flag");
+            let tokens = Server::builder().authenticator(Arc::new(TokenTable::new()));
+            assert!(!refused(tokens, addr), "{addr} with an authenticator");
+        }
+    }
+}

@@ -2,17 +2,23 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use courier::auth::Acl;
 use courier::connection::{
     DEFAULT_FRAME_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_IN_FLIGHT, DEFAULT_OUTPUT_HARD_CAP,
     DEFAULT_OUTPUT_HIGH_WATER, DEFAULT_WRITE_TIMEOUT,
 };
 use courier::proto::DEFAULT_MAX_BODY_LEN;
-use courier::server::{default_loops, Server, DEFAULT_MAX_CONNECTIONS, DEFAULT_WORKERS};
+use courier::server::{
+    default_loops, Server, ServerBuilder, DEFAULT_MAX_CONNECTIONS, DEFAULT_WORKERS,
+};
 use courier::service::Router;
+use courier::tls::ServerTlsConfig;
 
 /// The limits every bundled server takes on its command line; the defaults are the
 /// library's (`courier::server::ServerBuilder` documents each).
@@ -54,6 +60,54 @@ pub struct Limits {
     pub drain_timeout: f64,
 }
 
+/// TLS and access control, the same for every bundled server.
+#[derive(clap::Args, Debug)]
+pub struct Security {
+    /// Serve TLS 1.3 (ALPN courier/1) with this certificate chain (PEM, leaf first);
+    /// needs --tls-key.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Require every client to present a certificate issued by a CA in this PEM bundle
+    /// (mutual TLS); the certificate's subject CN becomes the connection's identity.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// Access-control list (TOML): identities, the SHA-256 of their AUTH tokens, and the
+    /// methods each may call. With it, every connection must authenticate (AUTH or a client
+    /// certificate) before calling anything.
+    #[arg(long, value_name = "FILE")]
+    pub acl: Option<PathBuf>,
+    /// Listen on an address beyond loopback with no access control (no --acl and no
+    /// --tls-client-ca): anyone who can reach the port may call every method. Refused
+    /// without this flag.
+    #[arg(long)]
+    pub insecure_no_access_control: bool,
+}
+
+impl Security {
+    /// Sets TLS and access control on `builder`.
+    fn apply(&self, builder: ServerBuilder) -> Result<ServerBuilder> {
+        let mut builder = builder.insecure_open_access(self.insecure_no_access_control);
+        if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
+            let tls = ServerTlsConfig::from_pem_files(cert, key, self.tls_client_ca.as_deref())
+                .context("cannot set up TLS")?;
+            builder = builder.tls(tls);
+        }
+        if let Some(path) = &self.acl {
+            let acl = Acl::load(path).context("cannot load the access-control list")?;
+            log::info!(
+                "access control: {} identities from {}",
+                acl.len(),
+                path.display()
+            );
+            builder = builder.acl(Arc::new(acl));
+        }
+        Ok(builder)
+    }
+}
+
 /// Default `--drain-timeout`: 10 s.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -92,9 +146,10 @@ pub fn run(
     addr: SocketAddr,
     limits: &Limits,
     router: Router,
+    security: &Security,
     after: impl FnOnce() -> Result<()>,
 ) -> ExitCode {
-    match serve(name, addr, limits, router).and_then(|()| after()) {
+    match serve(name, addr, limits, security, router).and_then(|()| after()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("{name}: {err:#}");
@@ -105,10 +160,17 @@ pub fn run(
 
 /// Binds `addr`, prints the address to stdout, and serves until SIGTERM or SIGINT has
 /// drained the server.
-fn serve(name: &str, addr: SocketAddr, limits: &Limits, router: Router) -> Result<()> {
+fn serve(
+    name: &str,
+    addr: SocketAddr,
+    limits: &Limits,
+    security: &Security,
+    router: Router,
+) -> Result<()> {
     raise_fd_limit(limits.max_connections);
     let drain_timeout = seconds("drain-timeout", limits.drain_timeout)?;
-    let server = Server::builder()
+    let server = security
+        .apply(Server::builder())?
         .addr(addr)
         .max_connections(limits.max_connections)
         .max_body_len(limits.max_body_len)
@@ -125,11 +187,16 @@ fn serve(name: &str, addr: SocketAddr, limits: &Limits, router: Router) -> Resul
             std::io::ErrorKind::AddrInUse => anyhow::anyhow!(
                 "cannot listen on {addr}: the address is already in use (another server running? pick one with --addr)"
             ),
+            // Protected mode: the message says what to add.
+            std::io::ErrorKind::PermissionDenied => anyhow::anyhow!("{err}"),
             _ => anyhow::Error::new(err).context(format!("cannot listen on {addr}")),
         })?;
     // Handlers first: a SIGTERM sent as soon as the address is printed must drain, not kill.
     let signals = on_signals(name, &server, drain_timeout)?;
     let mut stdout = std::io::stdout();
+    if security.tls_cert.is_some() {
+        log::info!("{name}: serving TLS 1.3 (ALPN courier/1)");
+    }
     writeln!(stdout, "{name} listening on {}", server.local_addr())?;
     stdout.flush()?;
     let result = server.run().context("server loop failed");
