@@ -122,6 +122,8 @@ fn python_client_sends_deadlines_rounded_up_and_never_zero() {
              client.deadline_ms(0.0015), client.deadline_ms(1e9))",
         ])
         .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/proto-spec"))
+        // The import would otherwise leave proto-spec/__pycache__ in the source tree.
+        .env("PYTHONDONTWRITEBYTECODE", "1")
         .output()
         .expect("python3 runs");
     assert_eq!(stdout_of(&rounding), "1 1 1500 2 4294967295\n");
