@@ -23,8 +23,8 @@
 //! The STATS names and their meaning are those of
 //! [`Stats::snapshot`](crate::stats::Stats::snapshot). A text report in the style of Redis's
 //! `INFO` and memcached's `stats` is readable by eye and by any language. The report is about
-//! 2.4 KiB (more as counters grow), so a server configured with a `max_body_len` below about
-//! 4 KiB answers STATS with RESOURCE_EXHAUSTED.
+//! 2.9 KB (more as counters grow), so a server configured with a `max_body_len` below about
+//! 3 KiB answers STATS with RESOURCE_EXHAUSTED.
 //!
 //! AUTH and WHOAMI are answered by the connection itself (it owns the identity), before the
 //! router and its access control: see [`crate::connection`]'s `auth` rules and

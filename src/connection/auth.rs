@@ -103,6 +103,11 @@ impl Connection {
             return true;
         }
         if service == admin::SERVICE && method == admin::WHOAMI.method {
+            if !payload.is_empty() {
+                let status = Status::invalid_argument("admin.WhoAmI takes an empty request");
+                self.answer_failure(request_id, &Failure::status(status));
+                return true;
+            }
             let answer = WhoAmI::of(self.session.identity.as_deref());
             self.answer_ok(request_id, |out| answer.encode(out));
             return true;
