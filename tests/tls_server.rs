@@ -6,24 +6,20 @@
 mod support;
 
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::sync::Arc;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use courier::admin::{WhoAmI, WHOAMI};
 use courier::auth::IdentitySource;
 use courier::kv;
-use courier::proto::{Code, Decoder, Frame, DEFAULT_MAX_BODY_LEN};
+use courier::proto::{Code, Frame};
 use courier::server::{RunningServer, Server, ServerBuilder};
 use courier::service::{Message, Method, Router};
 use courier::tls::ClientTlsConfig;
-use rustls::pki_types::ServerName;
-use rustls::{ClientConnection, StreamOwned};
 
 use support::tls::TestPki;
-
-type Tls = StreamOwned<ClientConnection, TcpStream>;
+use support::tls_raw::{call, connect};
 
 /// A handler that answers with the caller's identity, to show it reaches handlers.
 const CALLER: Method<(), String> = Method::new(20, 1, "test.Caller");
@@ -41,45 +37,6 @@ fn router() -> Router {
 
 fn start_tls(pki: &TestPki, mutual: bool, builder: ServerBuilder) -> RunningServer {
     support::start(builder.tls(pki.server_config(mutual)), router())
-}
-
-/// Connects and completes the handshake (a TLS 1.3 client finishes before the server has
-/// checked its certificate; a refusal shows at the first read).
-fn connect(addr: SocketAddr, config: &ClientTlsConfig) -> io::Result<Tls> {
-    let socket = support::raw_connect(addr);
-    let name = ServerName::IpAddress(addr.ip().into());
-    let conn = ClientConnection::new(Arc::clone(config.rustls()), name)
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-    let mut tls = StreamOwned::new(conn, socket);
-    while tls.conn.is_handshaking() {
-        tls.conn.complete_io(&mut tls.sock)?;
-    }
-    Ok(tls)
-}
-
-/// Sends one request and reads one frame back.
-fn call(tls: &mut Tls, id: u64, service: u16, method: u16, payload: &[u8]) -> io::Result<Frame> {
-    tls.write_all(&support::encode(&support::request(
-        id, service, method, payload,
-    )))?;
-    tls.flush()?;
-    read_frame(tls)
-}
-
-fn read_frame(tls: &mut Tls) -> io::Result<Frame> {
-    let mut decoder = Decoder::new(DEFAULT_MAX_BODY_LEN);
-    let mut buf = BytesMut::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        if let Some(frame) = decoder.decode(&mut buf).expect("server sends valid frames") {
-            return Ok(frame);
-        }
-        let n = tls.read(&mut chunk)?;
-        if n == 0 {
-            return Err(io::ErrorKind::UnexpectedEof.into());
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
 }
 
 fn ok_payload(frame: Frame) -> Bytes {

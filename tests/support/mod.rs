@@ -3,6 +3,7 @@
 
 pub mod kv_process;
 pub mod tls;
+pub mod tls_raw;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
