@@ -302,6 +302,10 @@ fn error_name(err: &ClientError) -> String {
         ClientError::Encode(_) => "encode".into(),
         ClientError::Closed => "closed".into(),
         ClientError::Io(_) => "io".into(),
+        ClientError::Tls(_) => "tls".into(),
+        ClientError::NotTls { .. } => "not_tls".into(),
+        ClientError::Auth(_) => "auth".into(),
+        _ => "other".into(),
     }
 }
 

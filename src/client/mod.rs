@@ -1,4 +1,5 @@
-//! The blocking client: one `std::net::TcpStream`, the same codec as the server.
+//! The blocking client: one `std::net::TcpStream` (plain, or TLS through rustls), the same
+//! codec as the server.
 //!
 //! [`Client::call`] sends one request and waits for its response. For pipelining,
 //! [`Client::send`] queues requests (written in one batch by [`Client::flush`] or by the first
@@ -7,6 +8,10 @@
 //!
 //! When the server drains a connection with GOAWAY, the client finishes what the server still
 //! owes on it and sends new requests on a new connection: see [`Client`].
+//!
+//! With [`ClientBuilder::tls`] every connection speaks TLS 1.3 (ALPN `courier/1`, see
+//! [`crate::tls`]); with [`ClientBuilder::token`] every connection starts with admin AUTH,
+//! which gives it the identity the token proves ([`Client::identity`]).
 //!
 //! # Examples
 //!
@@ -24,21 +29,45 @@
 //! }
 //! # Ok::<(), courier::client::ClientError>(())
 //! ```
+//!
+//! Over TLS, with a token read from the environment (never from the command line, where
+//! `ps` shows it):
+//!
+//! ```no_run
+//! use bytes::Bytes;
+//! use courier::client::Client;
+//! use courier::echo::ECHO;
+//! use courier::tls::ClientTlsConfig;
+//!
+//! let tls = ClientTlsConfig::builder().ca_file("ca.pem").server_name("kv.example").build()?;
+//! let token = std::env::var("COURIER_TOKEN")?;
+//! let mut client = Client::builder().tls(tls).token(token).connect("kv.example:7879")?;
+//! println!("authenticated as {:?}", client.identity());
+//! assert_eq!(client.call(&ECHO, &Bytes::from("hi"))?, Bytes::from("hi"));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod builder;
+mod error;
+mod transport;
 
 use std::collections::{HashMap, HashSet};
-use std::fmt;
-use std::io::{self, Write};
+use std::io;
 use std::marker::PhantomData;
-use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+pub use builder::ClientBuilder;
+use error::{draining, Broken, Orphaned};
+pub use error::{ClientError, ProtocolError};
+use transport::Transport;
 
 use crate::proto::{
-    Code, DecodeError, Decoder, EncodeError, Encoder, Frame, FrameKind, Metadata, Response, Status,
-    DEFAULT_MAX_BODY_LEN,
+    Code, DecodeError, Decoder, Encoder, Frame, FrameKind, Metadata, Response, Status,
 };
-use crate::service::{Message, MessageError, Method};
+use crate::service::{Message, Method};
 
 /// Default time to establish a connection: 5 s.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -50,91 +79,8 @@ pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 const READ_CHUNK: usize = 16 * 1024;
 /// Queued request bytes above which [`Client::send`] writes them out: 64 KiB.
 const AUTO_FLUSH: usize = 64 * 1024;
-
-/// Why a call failed. Remote statuses, timeouts, protocol errors and IO errors are kept apart.
-#[derive(Debug)]
-pub enum ClientError {
-    /// The server answered this request with a non-OK status (and its message). The
-    /// connection is fine. UNAVAILABLE after a GOAWAY means the request was not processed
-    /// and is safe to retry: sending it again goes out on a new connection (see [`Client`]).
-    Status(Status),
-    /// The server sent an ERROR frame (a connection-level error) and closed the connection.
-    Connection(Status),
-    /// No response within the call's deadline or the read timeout. The request may still be
-    /// processed; a late response is discarded.
-    Timeout,
-    /// The server's bytes broke the protocol, or a response message did not decode.
-    Protocol(ProtocolError),
-    /// The request was refused before sending (too large).
-    Encode(EncodeError),
-    /// The connection is closed: by the server without a GOAWAY first, or after an earlier
-    /// fatal error. Also a request the server still owed after its GOAWAY whose response
-    /// never came before the connection ended. A request sent before the close and not
-    /// answered has an unknown outcome: the server may have processed it
-    /// (`proto-spec/PROTOCOL.md` Section 15).
-    Closed,
-    /// A socket error.
-    Io(io::Error),
-}
-
-impl ClientError {
-    /// The status for remote errors ([`ClientError::Status`], [`ClientError::Connection`]).
-    pub fn status(&self) -> Option<&Status> {
-        match self {
-            ClientError::Status(s) | ClientError::Connection(s) => Some(s),
-            _ => None,
-        }
-    }
-}
-
-impl fmt::Display for ClientError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ClientError::Status(s) => write!(f, "server answered {s}"),
-            ClientError::Connection(s) => write!(f, "server closed the connection: {s}"),
-            ClientError::Timeout => f.write_str("timed out waiting for the response"),
-            ClientError::Protocol(e) => write!(f, "protocol error: {e}"),
-            ClientError::Encode(e) => write!(f, "request not sent: {e}"),
-            ClientError::Closed => f.write_str("connection closed"),
-            ClientError::Io(e) => write!(f, "io error: {e}"),
-        }
-    }
-}
-
-/// `Display` already includes the inner error, so `source` is not used to repeat it.
-impl std::error::Error for ClientError {}
-
-impl From<io::Error> for ClientError {
-    fn from(err: io::Error) -> Self {
-        match err.kind() {
-            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => ClientError::Timeout,
-            _ => ClientError::Io(err),
-        }
-    }
-}
-
-/// How the server's bytes broke the protocol.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ProtocolError {
-    /// The bytes did not decode as a frame.
-    Decode(DecodeError),
-    /// An OK response's message did not decode as the method's response type.
-    Message(MessageError),
-    /// A frame a client never receives (REQUEST).
-    UnexpectedFrame(FrameKind),
-}
-
-impl fmt::Display for ProtocolError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ProtocolError::Decode(e) => write!(f, "{e}"),
-            ProtocolError::Message(e) => write!(f, "response message: {e}"),
-            ProtocolError::UnexpectedFrame(k) => write!(f, "unexpected {} frame", k.name()),
-        }
-    }
-}
-
-impl std::error::Error for ProtocolError {}
+/// admin AUTH (`proto-spec/SERVICES.md`): the token's bytes in, the identity's name out.
+const AUTH: Method<Bytes, String> = Method::new(crate::admin::SERVICE, 2, "admin.Auth");
 
 /// Per-call options.
 #[derive(Clone, Debug, Default)]
@@ -147,80 +93,6 @@ pub struct CallOptions {
     pub deadline: Option<Duration>,
     /// Metadata entries sent with the request.
     pub metadata: Metadata,
-}
-
-/// Builds a [`Client`] with timeouts and limits.
-#[derive(Clone, Debug)]
-pub struct ClientBuilder {
-    connect_timeout: Duration,
-    read_timeout: Duration,
-    write_timeout: Duration,
-    max_body_len: u32,
-}
-
-impl Default for ClientBuilder {
-    fn default() -> Self {
-        ClientBuilder {
-            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
-            read_timeout: DEFAULT_READ_TIMEOUT,
-            write_timeout: DEFAULT_WRITE_TIMEOUT,
-            max_body_len: DEFAULT_MAX_BODY_LEN,
-        }
-    }
-}
-
-impl ClientBuilder {
-    /// Time to establish the TCP connection, per resolved address. Default 5 s.
-    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = timeout;
-        self
-    }
-
-    /// Time a call without a deadline waits for its response. Default 30 s. A wait may run
-    /// up to 1/64 (1.6%) past a deadline or this timeout, which saves a syscall per read.
-    pub fn read_timeout(mut self, timeout: Duration) -> Self {
-        self.read_timeout = timeout;
-        self
-    }
-
-    /// Time one socket write may block. Default 30 s.
-    pub fn write_timeout(mut self, timeout: Duration) -> Self {
-        self.write_timeout = timeout;
-        self
-    }
-
-    /// Largest body sent or accepted, in bytes. Default 4 MiB, as the server's.
-    pub fn max_body_len(mut self, max: u32) -> Self {
-        self.max_body_len = max;
-        self
-    }
-
-    /// Connects to the first address of `addr` that accepts. The addresses are resolved once,
-    /// here: a reconnection after a GOAWAY tries the same list again, in the same order.
-    ///
-    /// # Errors
-    /// [`ClientError::Timeout`] or [`ClientError::Io`] of the last address tried.
-    pub fn connect(self, addr: impl ToSocketAddrs) -> Result<Client, ClientError> {
-        let addrs: Vec<SocketAddr> = addr.to_socket_addrs()?.collect();
-        let (stream, peer) = self.open(&addrs)?;
-        Ok(Client::from_stream(stream, peer, addrs, self))
-    }
-
-    /// Opens a configured connection to the first of `addrs` that accepts.
-    fn open(&self, addrs: &[SocketAddr]) -> Result<(TcpStream, SocketAddr), ClientError> {
-        let mut last_err = io::Error::new(io::ErrorKind::InvalidInput, "no address to connect to");
-        for &addr in addrs {
-            match TcpStream::connect_timeout(&addr, self.connect_timeout) {
-                Ok(stream) => {
-                    stream.set_nodelay(true)?;
-                    stream.set_write_timeout(Some(self.write_timeout))?;
-                    return Ok((stream, addr));
-                }
-                Err(err) => last_err = err,
-            }
-        }
-        Err(last_err.into())
-    }
 }
 
 /// A response that was sent for and not yet collected: pass it to [`Client::wait`].
@@ -236,45 +108,6 @@ impl<Resp> Pending<Resp> {
     /// The request id the request was sent with.
     pub fn request_id(&self) -> u64 {
         self.request_id
-    }
-}
-
-/// Why the connection can no longer be used.
-#[derive(Clone, Debug)]
-enum Broken {
-    Closed,
-    Connection(Status),
-    Protocol(ProtocolError),
-}
-
-impl Broken {
-    fn to_error(&self) -> ClientError {
-        match self {
-            Broken::Closed => ClientError::Closed,
-            Broken::Connection(s) => ClientError::Connection(s.clone()),
-            Broken::Protocol(e) => ClientError::Protocol(e.clone()),
-        }
-    }
-}
-
-/// Why a request sent on a connection the client has since replaced gets no response.
-#[derive(Clone, Debug)]
-enum Orphaned {
-    /// Its id was after the GOAWAY's last request id: not processed (UNAVAILABLE).
-    Refused,
-    /// The server owed it, but its deadline passed before the response arrived.
-    TimedOut,
-    /// The server owed it, but the connection ended or broke before the response arrived.
-    Lost(Broken),
-}
-
-impl Orphaned {
-    fn to_error(&self) -> ClientError {
-        match self {
-            Orphaned::Refused => ClientError::Status(draining()),
-            Orphaned::TimedOut => ClientError::Timeout,
-            Orphaned::Lost(broken) => broken.to_error(),
-        }
     }
 }
 
@@ -294,18 +127,21 @@ impl Orphaned {
 ///   `_with` forms) is not sent on the old connection. The client first reads the responses
 ///   the old connection still owes (until they are all in, the connection ends, or the latest
 ///   of their deadlines passes), closes it, then connects again to the addresses given to
-///   [`ClientBuilder::connect`], with the same options, and sends the request there. The
-///   server closing the old connection after its GOAWAY is the normal end of a drain, not an
-///   error. Request ids keep increasing across connections. If the new connection cannot be
-///   made, that request returns the connect error ([`ClientError::Io`] or
-///   [`ClientError::Timeout`]) and the next one tries again.
+///   [`ClientBuilder::connect`], with the same options (its TLS handshake and AUTH
+///   included), and sends the request there. The server closing the old connection after its
+///   GOAWAY is the normal end of a drain, not an error. Request ids keep increasing across
+///   connections. If the new connection cannot be made, that request returns the connect
+///   error ([`ClientError::Io`] or [`ClientError::Timeout`]; with TLS or a token also
+///   [`ClientError::Tls`], [`ClientError::NotTls`], [`ClientError::Auth`]) and the next one
+///   tries again.
 ///
-/// A connection that ends without a GOAWAY, or with an ERROR frame or a protocol error, is
-/// broken: every later call returns its error ([`ClientError::Closed`],
-/// [`ClientError::Connection`], [`ClientError::Protocol`]), and a new [`Client`] is needed.
+/// A connection that ends without a GOAWAY, or with an ERROR frame, a protocol error or a
+/// TLS error, is broken: every later call returns its error ([`ClientError::Closed`],
+/// [`ClientError::Connection`], [`ClientError::Protocol`], [`ClientError::Tls`]), and a new
+/// [`Client`] is needed.
 #[derive(Debug)]
 pub struct Client {
-    stream: TcpStream,
+    transport: Transport,
     peer: SocketAddr,
     /// What `ClientBuilder::connect` resolved: where a reconnection after GOAWAY goes.
     addrs: Vec<SocketAddr>,
@@ -331,6 +167,8 @@ pub struct Client {
     /// The last request id the server will answer, after a GOAWAY.
     goaway: Option<u64>,
     broken: Option<Broken>,
+    /// The name AUTH gave on the current connection.
+    identity: Option<String>,
 }
 
 impl Client {
@@ -347,14 +185,14 @@ impl Client {
         ClientBuilder::default().connect(addr)
     }
 
-    fn from_stream(
-        stream: TcpStream,
+    fn from_transport(
+        transport: Transport,
         peer: SocketAddr,
         addrs: Vec<SocketAddr>,
         config: ClientBuilder,
     ) -> Client {
         Client {
-            stream,
+            transport,
             peer,
             addrs,
             decoder: Decoder::new(config.max_body_len),
@@ -370,12 +208,25 @@ impl Client {
             pongs: HashSet::new(),
             goaway: None,
             broken: None,
+            identity: None,
         }
     }
 
     /// The address of the server on the current connection.
     pub fn peer_addr(&self) -> SocketAddr {
         self.peer
+    }
+
+    /// The identity's name the server gave in its answer to AUTH on the current connection
+    /// ([`ClientBuilder::token`]); `None` without a token. A certificate's identity (mutual
+    /// TLS) is the server's to tell: admin WHOAMI.
+    pub fn identity(&self) -> Option<&str> {
+        self.identity.as_deref()
+    }
+
+    /// Whether the connection speaks TLS ([`ClientBuilder::tls`]).
+    pub fn is_tls(&self) -> bool {
+        matches!(self.transport, Transport::Tls(_))
     }
 
     /// Sends one request and waits for its response: [`Client::send`] then [`Client::wait`].
@@ -479,17 +330,30 @@ impl Client {
     /// unusable.
     pub fn flush(&mut self) -> Result<(), ClientError> {
         while !self.write_buf.is_empty() {
-            match self.stream.write(&self.write_buf) {
+            match self.transport.write(&self.write_buf) {
                 Ok(0) => return Err(self.fail(Broken::Closed)),
                 Ok(n) => self.write_buf.advance(n),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    self.broken = Some(Broken::Closed);
-                    return Err(e.into());
-                }
+                Err(e) => return Err(self.write_failed(e)),
+            }
+        }
+        if let Transport::Tls(_) = self.transport {
+            if let Err(e) = self.transport.flush() {
+                return Err(self.write_failed(e));
             }
         }
         Ok(())
+    }
+
+    /// A failed write breaks the connection: as closed, or with the TLS error inside.
+    fn write_failed(&mut self, e: io::Error) -> ClientError {
+        match transport::tls_error(&e) {
+            Some(tls) => self.fail(Broken::Tls(tls)),
+            None => {
+                self.broken = Some(Broken::Closed);
+                e.into()
+            }
+        }
     }
 
     /// Waits for the response to `pending`.
@@ -565,9 +429,10 @@ impl Client {
         Ok(start.elapsed())
     }
 
-    /// Closes the connection: shuts down both directions of the socket.
-    pub fn close(self) {
-        let _ = self.stream.shutdown(Shutdown::Both);
+    /// Closes the connection: over TLS sends a close_notify alert first, then shuts down both
+    /// directions of the socket.
+    pub fn close(mut self) {
+        self.transport.close();
     }
 
     fn take_id(&mut self) -> u64 {
@@ -590,8 +455,8 @@ impl Client {
     }
 
     /// After a GOAWAY: collects what the old connection still owes, closes it and opens a new
-    /// one (PROTOCOL.md Section 14: no new request on the old connection). An ERROR frame or a
-    /// protocol error is not the end of a drain: the connection stays broken.
+    /// one (PROTOCOL.md Section 14: no new request on the old connection). An ERROR frame, a
+    /// protocol error or a TLS error is not the end of a drain: the connection stays broken.
     fn reconnect(&mut self) -> Result<(), ClientError> {
         let Some(last) = self.goaway else {
             return Ok(());
@@ -599,15 +464,17 @@ impl Client {
         if !self.outstanding.is_empty() {
             self.collect_owed(last);
         }
-        if let Some(broken @ (Broken::Connection(_) | Broken::Protocol(_))) = &self.broken {
+        if let Some(broken @ (Broken::Connection(_) | Broken::Protocol(_) | Broken::Tls(_))) =
+            &self.broken
+        {
             return Err(broken.to_error());
         }
-        let _ = self.stream.shutdown(Shutdown::Both);
+        self.transport.close();
         // On failure the old connection, shut down, stays in place with nothing outstanding,
         // and the next request tries again.
-        let (stream, peer) = self.config.open(&self.addrs)?;
+        let (transport, peer) = self.config.open(&self.addrs)?;
         log::debug!("{}: reconnected after GOAWAY, now {peer}", self.peer);
-        self.stream = stream;
+        self.transport = transport;
         self.peer = peer;
         self.decoder = Decoder::new(self.config.max_body_len);
         self.read_buf.clear();
@@ -616,6 +483,48 @@ impl Client {
         self.pongs.clear();
         self.goaway = None;
         self.broken = None;
+        self.identity = None;
+        if let Err(err) = self.authenticate() {
+            // As a failed connect: the next request connects again.
+            self.transport.close();
+            self.goaway = Some(last);
+            self.broken = Some(Broken::Closed);
+            return Err(err);
+        }
+        Ok(())
+    }
+
+    /// With a token: sends AUTH on the new connection and waits for its answer, within the
+    /// connect timeout (`proto-spec/SERVICES.md`, admin.Auth). Sets [`Client::identity`].
+    fn authenticate(&mut self) -> Result<(), ClientError> {
+        let Some(token) = self.config.token.clone() else {
+            return Ok(());
+        };
+        let id = self.take_id();
+        self.encoder
+            .encode_request_with(
+                &mut self.write_buf,
+                id,
+                AUTH.service,
+                AUTH.method,
+                0,
+                &Metadata::new(),
+                |out| out.put_slice(&token.0),
+            )
+            .map_err(ClientError::Encode)?;
+        let deadline = Instant::now() + self.config.connect_timeout;
+        self.outstanding.insert(id, deadline);
+        let result = self.wait_response(id, deadline);
+        self.outstanding.remove(&id);
+        let response = result?.map_err(|e| ClientError::Protocol(ProtocolError::Decode(e)))?;
+        if !response.code.is_ok() {
+            let message = response.message().unwrap_or_default().to_owned();
+            return Err(ClientError::Auth(Status::new(response.code, message)));
+        }
+        let name = String::decode(response.payload)
+            .map_err(|e| ClientError::Protocol(ProtocolError::Message(e)))?;
+        log::debug!("{}: authenticated as {name:?}", self.peer);
+        self.identity = Some(name);
         Ok(())
     }
 
@@ -667,13 +576,13 @@ impl Client {
             .socket_timeout
             .map_or(true, |t| t > remaining + remaining / 64)
         {
-            self.stream.set_read_timeout(Some(remaining))?;
+            self.transport.socket().set_read_timeout(Some(remaining))?;
             self.socket_timeout = Some(remaining);
         }
         // At least READ_CHUNK of room, more while a large frame arrives (the decoder reserves
         // ahead); the read fills as much of it as the socket holds, without zero-filling.
         self.read_buf.reserve(READ_CHUNK);
-        let result = crate::sys::read_spare(&self.stream, &mut self.read_buf, usize::MAX);
+        let result = self.transport.read(&mut self.read_buf);
         match result {
             Ok(0) => return Err(self.fail(Broken::Closed)),
             Ok(_) => {}
@@ -691,7 +600,12 @@ impl Client {
                 self.socket_timeout = None;
                 return Ok(());
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => {
+                return Err(match transport::tls_error(&e) {
+                    Some(tls) => self.fail(Broken::Tls(tls)),
+                    None => e.into(),
+                })
+            }
         }
         loop {
             let frame = match self.decoder.decode(&mut self.read_buf) {
@@ -761,13 +675,6 @@ impl Client {
 fn deadline_ms(deadline: Duration) -> u32 {
     let ms = deadline.as_millis() + u128::from(deadline.subsec_nanos() % 1_000_000 != 0);
     u32::try_from(ms.max(1)).unwrap_or(u32::MAX)
-}
-
-fn draining() -> Status {
-    Status::new(
-        Code::UNAVAILABLE,
-        "server is draining (GOAWAY): request not processed, retry on a new connection",
-    )
 }
 
 #[cfg(test)]

@@ -14,7 +14,8 @@ use super::{pem, provider, TlsError, ALPN};
 /// A client's TLS configuration: TLS 1.3 only, the ring provider, ALPN `courier/1` offered,
 /// the roots the server's certificate must chain to, optionally a client certificate (mutual
 /// TLS), and the name the server's certificate must carry. Built by
-/// [`ClientTlsConfig::builder`]; used by the blocking [`client`](crate::client).
+/// [`ClientTlsConfig::builder`]; given to
+/// [`ClientBuilder::tls`](crate::client::ClientBuilder::tls).
 ///
 /// Cloning is cheap: the rustls configuration is shared.
 #[derive(Clone, Debug)]
@@ -46,7 +47,6 @@ impl ClientTlsConfig {
     }
 
     /// The name checked against the certificate of the server at `peer`.
-    #[allow(dead_code)] // the blocking client's TLS connect is its user
     pub(crate) fn server_name_for(&self, peer: IpAddr) -> ServerName<'static> {
         match &self.parsed_name {
             Some(name) => name.clone(),
