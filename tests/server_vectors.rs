@@ -1,8 +1,9 @@
 //! The frames the server sends in the situations `proto-spec/PROTOCOL.md` specifies are, byte
 //! for byte, the test vectors that show them (`proto-spec/vectors/frames.json`): a drain
 //! before any request (GOAWAY naming 0), a PONG flood (ERROR naming the PONG), a request with
-//! the reserved id 0, a request dispatched after its deadline, and a response over the body
-//! limit. Over real sockets.
+//! the reserved id 0, a request dispatched after its deadline, a response over the body
+//! limit, AUTH and WHOAMI and the access-control refusals, and a TLS port's answer to a
+//! plaintext client. Over real sockets.
 
 mod support;
 
@@ -124,4 +125,107 @@ fn a_response_over_the_body_limit_is_answered_resource_exhausted() {
     );
     let frames = read_frames(&mut stream, 1);
     assert_sent(&frames[0], "response_too_large");
+}
+
+/// An ACL with one identity, "alice", whose token is the vectors' "s3cret-token", allowed
+/// the kv service only.
+fn alice_acl() -> std::sync::Arc<courier::auth::Acl> {
+    let hash: String = courier::auth::hash_token(b"s3cret-token")
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let text =
+        format!("[[identity]]\nname = \"alice\"\ntoken_sha256 = \"{hash}\"\nallow = [\"kv.*\"]\n");
+    std::sync::Arc::new(courier::auth::Acl::from_toml(&text).expect("valid ACL"))
+}
+
+fn echo(request_id: u64) -> Frame {
+    Frame::Request(Request {
+        request_id,
+        service: courier::echo::SERVICE,
+        method: courier::echo::ECHO.method,
+        deadline_ms: 0,
+        metadata: Metadata::new(),
+        payload: Bytes::from_static(b"hi"),
+    })
+}
+
+#[test]
+fn auth_whoami_and_access_control_answer_as_their_vectors() {
+    let server = start(Server::builder().acl(alice_acl()), bundled_router());
+    let mut stream = raw_connect(server.local_addr());
+    // Before AUTH: anonymous, and anything else is refused.
+    send_raw(&mut stream, &vector("request_admin_whoami"));
+    assert_sent(
+        &read_frames(&mut stream, 1)[0],
+        "response_admin_whoami_anonymous",
+    );
+    send_raw(&mut stream, &encode(&echo(1)));
+    assert_sent(
+        &read_frames(&mut stream, 1)[0],
+        "response_unauthenticated_before_auth",
+    );
+    // AUTH with the vector's token, then WHOAMI names alice.
+    send_raw(&mut stream, &vector("request_admin_auth"));
+    assert_sent(&read_frames(&mut stream, 1)[0], "response_admin_auth_ok");
+    send_raw(&mut stream, &vector("request_admin_whoami"));
+    assert_sent(
+        &read_frames(&mut stream, 1)[0],
+        "response_admin_whoami_token",
+    );
+    // alice may not call echo.
+    send_raw(&mut stream, &encode(&echo(3)));
+    assert_sent(
+        &read_frames(&mut stream, 1)[0],
+        "response_permission_denied",
+    );
+}
+
+#[test]
+fn failed_auths_answer_as_their_vectors() {
+    let server = start(Server::builder().acl(alice_acl()), bundled_router());
+    let mut stream = raw_connect(server.local_addr());
+    let wrong = |id: u64| {
+        encode(&Frame::Request(Request {
+            request_id: id,
+            service: courier::admin::SERVICE,
+            method: courier::admin::AUTH.method,
+            deadline_ms: 0,
+            metadata: Metadata::new(),
+            payload: Bytes::from_static(b"wrong"),
+        }))
+    };
+    send_raw(&mut stream, &wrong(1));
+    assert_sent(
+        &read_frames(&mut stream, 1)[0],
+        "response_admin_auth_invalid_token",
+    );
+    send_raw(&mut stream, &wrong(2));
+    read_frames(&mut stream, 1);
+    send_raw(&mut stream, &wrong(3));
+    let frames = read_until_close(&mut stream);
+    assert_eq!(frames.len(), 1, "{frames:?}");
+    assert_sent(&frames[0], "error_admin_auth_third_failure");
+    // A server with no authenticator.
+    let open = start(Server::builder(), bundled_router());
+    let mut stream = raw_connect(open.local_addr());
+    send_raw(&mut stream, &vector("request_admin_auth"));
+    assert_sent(
+        &read_frames(&mut stream, 1)[0],
+        "response_admin_auth_not_enabled",
+    );
+}
+
+#[test]
+fn a_tls_port_answers_a_plaintext_client_as_its_vector() {
+    let pki = support::tls::generate(&[]);
+    let server = start(
+        Server::builder().tls(pki.server_config(false)),
+        bundled_router(),
+    );
+    let mut stream = raw_connect(server.local_addr());
+    send_raw(&mut stream, &vector("request_admin_whoami"));
+    let frames = read_until_close(&mut stream);
+    assert_eq!(frames.len(), 1, "{frames:?}");
+    assert_sent(&frames[0], "error_tls_required");
 }
