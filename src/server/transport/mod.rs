@@ -71,7 +71,7 @@ impl Transport {
     ) -> io::Result<usize> {
         match self {
             Transport::Plain(stream) => plain::read(stream, buf, limit, short_read_drains, drained),
-            Transport::Tls(tls) => tls.read(buf, limit, drained, now),
+            Transport::Tls(tls) => tls.read(buf, limit, short_read_drains, drained, now),
         }
     }
 

@@ -159,6 +159,7 @@ impl TlsTransport {
         &mut self,
         buf: &mut BytesMut,
         limit: usize,
+        short_read_drains: bool,
         drained: &mut bool,
         now: Instant,
     ) -> io::Result<usize> {
@@ -176,6 +177,7 @@ impl TlsTransport {
         let mut reader = Tracked {
             socket: &self.socket,
             records: &mut self.records,
+            short: false,
         };
         match self.tls.read_tls(&mut reader) {
             Ok(0) => {
@@ -183,7 +185,12 @@ impl TlsTransport {
                 self.peer_closed = true;
                 return Ok(0);
             }
-            Ok(_) => {}
+            Ok(_) => {
+                // As for plain TCP: a read that got less than it asked for emptied the socket.
+                if short_read_drains && reader.short {
+                    *drained = true;
+                }
+            }
             Err(err) => {
                 if err.kind() == io::ErrorKind::WouldBlock {
                     *drained = true;
@@ -222,6 +229,10 @@ impl TlsTransport {
             _ => {}
         }
         let n = self.take_plaintext(buf, limit)?;
+        if self.plaintext > 0 {
+            // Decrypted bytes wait beyond `limit`: the next read takes them, socket or not.
+            *drained = false;
+        }
         if n > 0 || self.peer_closed {
             return Ok(n);
         }
@@ -414,15 +425,18 @@ fn alert_kind(alert: AlertDescription) -> TlsAlert {
     }
 }
 
-/// Reads from the socket for rustls, following the record boundaries in what it reads.
+/// Reads from the socket for rustls, following the record boundaries in what it reads, and
+/// noting whether a read got less than it asked for.
 struct Tracked<'a> {
     socket: &'a TcpStream,
     records: &'a mut Records,
+    short: bool,
 }
 
 impl Read for Tracked<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = (&*self.socket).read(buf)?;
+        self.short = n < buf.len();
         self.records.feed(&buf[..n.min(buf.len())]);
         Ok(n)
     }
