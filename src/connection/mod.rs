@@ -68,6 +68,15 @@
 //! `deadline_expired`), inline handlers included, as gRPC servers do not start work whose
 //! deadline has passed.
 //!
+//! # Identity
+//!
+//! A connection may have an identity: the subject of its verified client certificate (set by
+//! the transport with [`Connection::set_identity`]) or what its AUTH proved. It answers AUTH
+//! and WHOAMI itself, and while its server requires an identity
+//! ([`Connection::set_authentication`]) it runs nothing else before it has one and limits
+//! frame bodies to [`PRE_AUTH_MAX_BODY`]; handlers see the identity in
+//! [`Context::identity`]. See `auth.rs` and `proto-spec/PROTOCOL.md` Section 18.
+//!
 //! Every limit that trips is counted in the shared [`Stats`].
 
 mod auth;

@@ -73,8 +73,10 @@ impl super::ServerConfig {
 
     /// What the server's connections authenticate with; `None` when nothing is required.
     pub(super) fn authentication(&self) -> Option<Arc<Authentication>> {
+        // An authenticator without an authorizer still requires an identity: whoever proves
+        // one may call everything.
         let required = self.authenticator.is_some() || self.authorizer.is_some();
-        (required || self.authenticator.is_some()).then(|| {
+        required.then(|| {
             Arc::new(Authentication {
                 authenticator: self.authenticator.clone(),
                 required,
