@@ -4,6 +4,13 @@
 # - roundtrip: the raw branch (first byte 0) with the vector's bytes, and the same bytes read
 #   by the structured branch (first byte 1);
 # - connection: the vector's bytes as receive ops.
+# - preauth: the same receive ops (its op 0 reads like connection's), then sequences of its own
+#   ops: AUTH with the right token, wrong ones and ones around the 1,024-byte limit, echoes
+#   below and above the 16 KiB pre-auth limit, the kv-like request, WHOAMI, reads of 1 and 37
+#   bytes, partial flushes, time steps, a drain, and AUTH frames written by hand as raw bytes.
+# - tls_accept: ClientHellos (the one tests/support/mod.rs builds, TLS 1.2 only; and one made by
+#   Python's ssl module, TLS 1.3 with ALPN courier/1, new each time the script runs), whole and
+#   in chunks, for the configuration without and with a client CA; and plaintext courier frames.
 # - kv_record: small kv log files from the generator below (clean logs, a torn tail, a zero
 #   tail, a damaged record before valid ones, records whose checksums match but whose bodies
 #   break the format), each after a 0 (read as they are) and after a 1 (checksums fixed first).
@@ -11,7 +18,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p fuzz/corpus/decode_frame fuzz/corpus/connection fuzz/corpus/chunking fuzz/corpus/roundtrip \
-    fuzz/corpus/kv_record
+    fuzz/corpus/kv_record fuzz/corpus/preauth fuzz/corpus/tls_accept
 python3 - <<'PY'
 import json, pathlib
 vectors = json.load(open("proto-spec/vectors/frames.json"))["vectors"]
@@ -24,6 +31,7 @@ for v in vectors:
     # connection: op 0 (receive) with a length byte per chunk of at most 255 bytes.
     ops = b"".join(b"\x00" + bytes([len(c)]) + c for c in (data[i:i+255] for i in range(0, len(data), 255)))
     pathlib.Path("fuzz/corpus/connection", v["name"]).write_bytes(ops)
+    pathlib.Path("fuzz/corpus/preauth", v["name"]).write_bytes(ops)
 
 # kv_record: log files as src/kv/record.rs writes them (CRC-32 IEEE, as crc32fast computes).
 import struct, zlib
@@ -57,14 +65,92 @@ logs = {
 for name, data in logs.items():
     pathlib.Path("fuzz/corpus/kv_record", "raw-" + name).write_bytes(b"\x00" + data)
     pathlib.Path("fuzz/corpus/kv_record", "fixed-" + name).write_bytes(b"\x01" + data)
+# preauth: op bytes as fuzz/fuzz_targets/preauth.rs reads them (low nibble: the op; bits 4-5:
+# the step's read cap; bits 6-7: its flush room; 0 for both reads and flushes everything).
+def frame(kind, request_id, word, payload):
+    head = b"COUR" + bytes([1, kind]) + struct.pack(">HQIII", 0, request_id, word, 0, len(payload))
+    head += struct.pack(">I", zlib.crc32(payload))
+    return head + struct.pack(">I", zlib.crc32(head)) + payload
+def receive(data):
+    return b"".join(b"\x00" + bytes([len(c)]) + c for c in (data[i:i+255] for i in range(0, len(data), 255)))
+AUTH, WRONG, ECHO, KV, WHOAMI, PING, READ, EOF, TIME, DRAIN = (bytes([op]) for op in (2, 3, 4, 6, 7, 8, 9, 10, 11, 12))
+def echo(size, fill=0x61):
+    return ECHO + struct.pack(">H", size) + bytes([fill])
+def wrong(token):
+    return WRONG + bytes([len(token)]) + token
+preauth = {
+    "auth-echo-kv-whoami": AUTH + echo(100) + KV + WHOAMI,
+    "before-auth-echo-kv-whoami-then-auth": echo(10) + KV + WHOAMI + AUTH + echo(10) + KV + WHOAMI,
+    "echo-40k-after-auth": AUTH + echo(40000, 0x62) + WHOAMI,
+    "echo-20k-before-auth": echo(20000, 0x63) + AUTH,
+    "echo-16k-at-limit-before-auth": echo(16384) + echo(16385),
+    "three-wrong-auths": wrong(b"wrong") + wrong(b"") + wrong(b"fuzz-toke") + AUTH + echo(1),
+    "wrong-then-right": wrong(b"nope") + AUTH + wrong(b"again") + echo(5) + wrong(b"last") + echo(6),
+    "tokens-around-1024": WRONG + b"\x98" + WRONG + b"\x99" + AUTH,
+    "auth-in-one-byte-reads": bytes([0x12]) + bytes([0x1d]) * 80 + echo(3) + bytes([0x1d]) * 80,
+    "auth-in-37-byte-reads-no-flush": bytes([0x62]) + bytes([0x6d]) * 4 + echo(300) + bytes([0xad]) * 8,
+    "ping-whoami-eof": PING + b"\x07" + WHOAMI + AUTH + EOF,
+    "frame-timeout": receive(frame(1, 9, 1 << 16 | 1, b"x" * 50)[:40]) + TIME + b"\x1f",
+    "idle-timeout": AUTH + TIME + b"\xff" + TIME + b"\xff",
+    "drain-after-auth": AUTH + echo(7) + DRAIN + echo(8),
+    "raw-auth-then-echo": receive(frame(1, 1, 2, b"fuzz-token") + frame(1, 2, 1 << 16 | 1, b"hi")),
+    "raw-wrong-auth-three-times": receive(b"".join(frame(1, i, 2, b"bad") for i in (1, 2, 3))),
+    "raw-whoami-then-kv": receive(frame(1, 4, 3, b"") + frame(1, 5, 2 << 16 | 1, b"k")),
+}
+for name, data in preauth.items():
+    pathlib.Path("fuzz/corpus/preauth", name).write_bytes(data)
+
+# tls_accept: byte 0 = client CA (bit 0) | number of chunk sizes << 1, then the sizes, then the
+# stream. The ClientHello of tests/support/mod.rs's tls_client_hello():
+host = b"localhost"
+ext = b"\x00\x00" + struct.pack(">HHBH", len(host) + 5, len(host) + 3, 0, len(host)) + host
+ext += bytes([0x00, 0x0a, 0x00, 0x06, 0x00, 0x04, 0x00, 0x1d, 0x00, 0x17])
+ext += bytes([0x00, 0x0b, 0x00, 0x02, 0x01, 0x00])
+ext += bytes([0x00, 0x0d, 0x00, 0x06, 0x00, 0x04, 0x04, 0x01, 0x04, 0x03])
+suites = bytes([0xc0, 0x2f, 0xc0, 0x2b, 0x00, 0x9c, 0x00, 0x2f])
+hello = b"\x03\x03" + bytes((i * 37 + 11) & 0xff for i in range(32)) + b"\x00"
+hello += struct.pack(">H", len(suites)) + suites + b"\x01\x00" + struct.pack(">H", len(ext)) + ext
+handshake = b"\x01" + struct.pack(">I", len(hello))[1:] + hello
+hellos = {"tls12-hello": b"\x16\x03\x01" + struct.pack(">H", len(handshake)) + handshake}
+# A TLS 1.3 ClientHello (ALPN courier/1, x25519 key share) as OpenSSL writes it.
+try:
+    import ssl
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    context.set_alpn_protocols(["courier/1"])
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    client = context.wrap_bio(incoming, outgoing, server_hostname="localhost")
+    try:
+        client.do_handshake()
+    except ssl.SSLWantReadError:
+        pass
+    hellos["tls13-hello"] = outgoing.read()
+except Exception as e:  # no ssl module: the hand-made hello is still there
+    print(f"tls_accept: no OpenSSL ClientHello ({e})")
+for name, data in hellos.items():
+    for ca in (0, 1):
+        tail = "-client-ca" if ca else ""
+        pathlib.Path("fuzz/corpus/tls_accept", name + tail).write_bytes(bytes([ca]) + data)
+        # In chunks of 1, 5 and 40 bytes: record header, handshake header, the rest.
+        pathlib.Path("fuzz/corpus/tls_accept", name + "-chunked" + tail).write_bytes(
+            bytes([3 << 1 | ca, 1, 5, 40]) + data)
+    # The hello followed by a courier frame, as a confused client might send.
+    pathlib.Path("fuzz/corpus/tls_accept", name + "-then-frame").write_bytes(
+        b"\x00" + data + frame(3, 1, 0, b""))
+for name in ("request_echo", "ping", "request_admin_auth", "bad_magic_http_request",
+             "bad_magic_tls_client_hello"):
+    if name in {v["name"] for v in vectors}:
+        data = bytes.fromhex(next(v["hex"] for v in vectors if v["name"] == name))
+        pathlib.Path("fuzz/corpus/tls_accept", "plaintext-" + name).write_bytes(b"\x00" + data)
 # Regression inputs stay in the corpus they came from.
-for target in ("decode_frame", "chunking", "roundtrip", "kv_record"):
+for target in ("decode_frame", "chunking", "roundtrip", "kv_record", "preauth", "tls_accept"):
     regressions = pathlib.Path("fuzz/regressions", target)
     if regressions.is_dir():
         for f in sorted(regressions.iterdir()):
             if f.is_file() and not f.name.startswith(".") and f.name != "README.md":
                 pathlib.Path("fuzz/corpus", target, "regression-" + f.name).write_bytes(f.read_bytes())
 PY
-for target in decode_frame chunking roundtrip connection kv_record; do
+for target in decode_frame chunking roundtrip connection kv_record preauth tls_accept; do
     echo "fuzz/corpus/$target: $(ls "fuzz/corpus/$target" | wc -l) inputs"
 done
