@@ -710,3 +710,166 @@ fn a_tls_client_on_a_real_plaintext_port_and_a_plaintext_client_on_a_tls_port() 
         other => panic!("expected the server's ERROR, got {other:?}"),
     }
 }
+
+/// The SHA-256 of `token` in hex, as an ACL file holds it.
+fn token_hash_hex(token: &[u8]) -> String {
+    courier::auth::hash_token(token)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Runs a bundled client binary with `args` and `COURIER_TOKEN` set to `env_token` (or
+/// unset); returns its exit code, stdout and stderr.
+fn run_client(binary: &str, args: &[&str], env_token: Option<&str>) -> (i32, String, String) {
+    let mut command = std::process::Command::new(binary);
+    command.args(args).env_remove("COURIER_TOKEN");
+    if let Some(token) = env_token {
+        command.env("COURIER_TOKEN", token);
+    }
+    let out = command.output().expect("run the client binary");
+    (
+        out.status.code().expect("exited"),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn kv_cli_and_courier_bench_speak_tls_with_a_certificate_and_a_token() {
+    let pki = generate(&["alice"]);
+    let dir = pki.dir();
+    let acl = dir.join("acl.toml");
+    std::fs::write(
+        &acl,
+        format!(
+            "[[identity]]\nname = \"ops\"\ntoken_sha256 = \"{}\"\nallow = [\"kv.*\", \"admin.*\"]\n\n\
+             [[identity]]\nname = \"alice\"\nallow = [\"kv.Get\"]\n",
+            token_hash_hex(b"ops-token")
+        ),
+    )
+    .expect("write the ACL");
+    let token_file = dir.join("token");
+    std::fs::write(&token_file, "ops-token\n").expect("write the token file");
+    let path = |p: &std::path::Path| p.to_str().expect("UTF-8 path").to_owned();
+    let server = support::kv_process::Server::start(
+        dir,
+        &[
+            "--in-memory",
+            "--tls-cert",
+            &path(&pki.server.cert.path),
+            "--tls-key",
+            &path(&pki.server.key.path),
+            "--tls-client-ca",
+            &path(&pki.ca.path),
+            "--acl",
+            &path(&acl),
+        ],
+    );
+    let addr = server.addr.to_string();
+    let alice = pki.client("alice");
+    let tls: Vec<String> = [
+        "--addr",
+        &addr,
+        "--tls",
+        "--tls-ca",
+        &path(&pki.ca.path),
+        "--tls-cert",
+        &path(&alice.cert.path),
+        "--tls-key",
+        &path(&alice.key.path),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let with = |extra: &[&str]| -> Vec<String> {
+        tls.iter()
+            .cloned()
+            .chain(extra.iter().map(|s| s.to_string()))
+            .collect()
+    };
+    let kv_cli = |args: Vec<String>, env_token: Option<&str>| {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run_client(env!("CARGO_BIN_EXE_kv-cli"), &args, env_token)
+    };
+    let token_arg = path(&token_file);
+
+    // The token from a file: "ops" may set.
+    let (code, out, err) = kv_cli(with(&["--token-file", &token_arg, "set", "k", "v"]), None);
+    assert_eq!((code, out.as_str()), (0, "OK\n"), "{err}");
+    // The token from the environment, and the server named by DNS.
+    let (code, out, err) = kv_cli(
+        with(&["--tls-server-name", "localhost", "get", "k"]),
+        Some("ops-token"),
+    );
+    assert_eq!((code, out.as_str()), (0, "v\n"), "{err}");
+    // The certificate alone: "alice" may get, not set.
+    let (code, out, err) = kv_cli(with(&["get", "k"]), None);
+    assert_eq!((code, out.as_str()), (0, "v\n"), "{err}");
+    let (code, _, err) = kv_cli(with(&["set", "k", "w"]), None);
+    assert_eq!(code, 2);
+    assert!(err.contains("PERMISSION_DENIED"), "{err}");
+    // A wrong token: refused at connect, said so.
+    let (code, _, err) = kv_cli(with(&["get", "k"]), Some("guess"));
+    assert_eq!(code, 2);
+    assert_eq!(
+        err,
+        format!(
+            "kv-cli: cannot connect to {addr}: authentication refused: UNAUTHENTICATED: \
+             invalid token\n"
+        )
+    );
+    assert!(!err.contains("guess"));
+    // A name the certificate does not carry.
+    let (code, _, err) = kv_cli(with(&["--tls-server-name", "kv.example", "ping"]), None);
+    assert_eq!(code, 2);
+    assert!(
+        err.starts_with(&format!("kv-cli: cannot connect to {addr}: TLS error: ")),
+        "{err}"
+    );
+    // Plaintext on the TLS port.
+    let (code, _, err) = kv_cli(vec!["--addr".into(), addr.clone(), "ping".into()], None);
+    assert_eq!(code, 2);
+    assert!(err.contains("requires TLS"), "{err}");
+    // TLS flags without --tls, and a key without a certificate, are refused by the parser.
+    let (code, _, err) = kv_cli(
+        vec![
+            "--addr".into(),
+            addr.clone(),
+            "--tls-ca".into(),
+            path(&pki.ca.path),
+            "ping".into(),
+        ],
+        None,
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("--tls"), "{err}");
+    // An empty token file.
+    let empty = dir.join("empty-token");
+    std::fs::write(&empty, "\n").expect("write");
+    let (code, _, err) = kv_cli(with(&["--token-file", &path(&empty), "ping"]), None);
+    assert_eq!(code, 2);
+    assert!(err.contains("is empty"), "{err}");
+
+    let bench_args = with(&[
+        "--token-file",
+        &token_arg,
+        "--clients",
+        "4",
+        "--threads",
+        "2",
+        "--pipeline",
+        "4",
+        "--requests",
+        "400",
+        "--workload",
+        "mixed",
+        "--json",
+    ]);
+    let bench_args: Vec<&str> = bench_args.iter().map(String::as_str).collect();
+    let (code, out, err) = run_client(env!("CARGO_BIN_EXE_courier-bench"), &bench_args, None);
+    assert_eq!(code, 0, "{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).expect("JSON report");
+    assert_eq!(report["requests"], 400, "{out}");
+    assert_eq!(report["errors"], serde_json::json!({}), "{out}");
+}

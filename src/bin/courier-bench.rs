@@ -36,13 +36,21 @@
 //! - `misses`: GETs answered NOT_FOUND. They are successful requests, not errors.
 //! - `errors`: failed requests, by status name for a non-OK answer (`UNAVAILABLE`, ...) and by
 //!   kind otherwise: `timeout`, `closed`, `io`, `connection` (the server sent an ERROR frame),
-//!   `protocol`, `encode`. When a connection fails, its outstanding requests count as errors
+//!   `protocol`, `encode`, `tls` (a TLS error), `not_tls`, `auth` (the token refused). When a
+//!   connection fails, its outstanding requests count as errors
 //!   of the same kind and the client reconnects (up to 5 times in a row without an answer in
 //!   between, then it gives up and the run goes on without it).
+//!
+//! With `--tls` (and `--tls-ca`, `--tls-server-name`, `--tls-cert`, `--tls-key`) every
+//! connection speaks TLS; with `--token-file FILE` or the environment variable
+//! `COURIER_TOKEN` every connection starts with admin AUTH. The handshake and AUTH are part
+//! of connecting, not of the measured requests.
 //!
 //! A live progress line goes to stderr about once a second when stderr is a terminal. The
 //! exit code is 0 when the run finished (even with errors) and 2, with one line on stderr,
 //! when it could not start (no connection, bad flags, failed prefill).
+
+mod client_flags;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt::Write as _;
@@ -57,15 +65,18 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
 use clap::{Parser, ValueEnum};
-use courier::client::{Client, ClientError, Pending};
+use courier::client::{Client, ClientBuilder, ClientError, Pending};
 use courier::echo::ECHO;
 use courier::kv::{Key, SetRequest, Value, GET, MAX_VALUE_LEN, SET};
 use courier::proto::Code;
 use hdrhistogram::Histogram;
 
+use client_flags::ClientSecurity;
+
 /// Consecutive connection failures (no answer in between) after which a client gives up.
 const MAX_RECONNECTS: u32 = 5;
-/// Time to establish a connection, at start and when reconnecting.
+/// Time to establish a connection, at start and when reconnecting; with --tls the handshake
+/// gets as long again, and with a token so does AUTH's answer.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Requests kept outstanding while prefilling.
 const PREFILL_WINDOW: u64 = 1024;
@@ -119,6 +130,8 @@ struct Args {
     /// Print the results as one JSON object instead of text.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    security: ClientSecurity,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -191,6 +204,8 @@ fn key(n: u64) -> Bytes {
 /// What the threads share: the plan and the live counters.
 struct Shared {
     addr: SocketAddr,
+    /// How every connection is made: timeouts, TLS, token.
+    client: ClientBuilder,
     workload: Workload,
     read_ratio: f64,
     pipeline: usize,
@@ -309,10 +324,8 @@ fn error_name(err: &ClientError) -> String {
     }
 }
 
-fn connect(addr: SocketAddr) -> Result<Client, ClientError> {
-    Client::builder()
-        .connect_timeout(CONNECT_TIMEOUT)
-        .connect(addr)
+fn connect(builder: &ClientBuilder, addr: SocketAddr) -> Result<Client, ClientError> {
+    builder.clone().connect(addr)
 }
 
 /// Queues one request of the workload on `client`.
@@ -399,7 +412,7 @@ fn drive(shared: &Shared, clients: Vec<(usize, Client)>) -> Tally {
                     waiting_to_reconnect = true;
                     continue;
                 }
-                match connect(shared.addr) {
+                match connect(&shared.client, shared.addr) {
                     Ok(client) => slot.client = Some(client),
                     Err(_) => {
                         slot.failures += 1;
@@ -485,7 +498,7 @@ fn drive(shared: &Shared, clients: Vec<(usize, Client)>) -> Tally {
 
 /// Sets every key of the keyspace once, `PREFILL_WINDOW` requests at a time.
 fn prefill(shared: &Shared, show_progress: bool) -> Result<()> {
-    let mut client = connect(shared.addr)
+    let mut client = connect(&shared.client, shared.addr)
         .with_context(|| format!("cannot connect to {} to prefill", shared.addr))?;
     let mut next = 0;
     while next < shared.keyspace {
@@ -674,16 +687,22 @@ fn run(args: &Args) -> Result<Report> {
         .with_context(|| format!("{} resolves to no address", args.addr))?;
     let show_progress = std::io::stderr().is_terminal();
 
+    let builder = args
+        .security
+        .apply(Client::builder().connect_timeout(CONNECT_TIMEOUT))?;
+
     // Connect every client first: a server that is not there fails the run before it starts.
     let mut per_thread: Vec<Vec<(usize, Client)>> = (0..threads).map(|_| Vec::new()).collect();
     for index in 0..args.clients {
-        let client = connect(addr)
-            .with_context(|| format!("cannot connect to {addr} (is the server running?)"))?;
+        let client = connect(&builder, addr).map_err(|err| {
+            client_flags::connect_error(err, &addr.to_string(), "is the server running?")
+        })?;
         per_thread[index % threads].push((index, client));
     }
 
     let mut shared = Shared {
         addr,
+        client: builder,
         workload: args.workload,
         read_ratio: args.read_ratio,
         pipeline: args.pipeline,

@@ -1,5 +1,8 @@
-//! `kv-cli`: talks to a kv-server. `get` exits 1 when the key is missing; any other error is
-//! one line on stderr and exit code 2.
+//! `kv-cli`: talks to a kv-server, in plaintext or over TLS (`--tls`), with a token for
+//! AUTH from `--token-file` or `COURIER_TOKEN`. `get` exits 1 when the key is missing; any
+//! other error is one line on stderr and exit code 2.
+
+mod client_flags;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -13,6 +16,8 @@ use courier::client::{Client, ClientError};
 use courier::kv::{Key, SetRequest, DELETE, GET, SET};
 use courier::proto::Code;
 
+use client_flags::ClientSecurity;
+
 /// Command-line client of courier's key-value server.
 #[derive(Parser, Debug)]
 #[command(version)]
@@ -20,9 +25,12 @@ struct Args {
     /// Address of the kv-server.
     #[arg(long, default_value = "127.0.0.1:7878")]
     addr: String,
-    /// Seconds to wait for the connection and for the answer.
+    /// Seconds to wait for the connection, for each of the TLS handshake and AUTH, and for the
+    /// answer.
     #[arg(long, default_value_t = 5.0)]
     timeout: f64,
+    #[command(flatten)]
+    security: ClientSecurity,
     #[command(subcommand)]
     command: Command,
 }
@@ -63,12 +71,15 @@ fn run(args: Args) -> Result<Outcome> {
         .ok()
         .filter(|t| !t.is_zero())
         .context("--timeout must be a positive number of seconds")?;
-    let mut client = Client::builder()
+    let builder = Client::builder()
         .connect_timeout(timeout)
         .read_timeout(timeout)
-        .write_timeout(timeout)
+        .write_timeout(timeout);
+    let mut client = args
+        .security
+        .apply(builder)?
         .connect(&args.addr)
-        .with_context(|| format!("cannot connect to {} (is kv-server running?)", args.addr))?;
+        .map_err(|err| client_flags::connect_error(err, &args.addr, "is kv-server running?"))?;
     let mut stdout = std::io::stdout().lock();
     match args.command {
         Command::Set { key, value } => {
