@@ -882,3 +882,98 @@ fn responses_held_for_a_commit_count_toward_the_high_water_mark() {
     );
     assert_eq!(conn.held_ticket(), Some(4));
 }
+
+/// A connection that requires an identity, with one token ("t0ken" proves "alice").
+fn guarded_conn() -> Connection {
+    let mut tokens = crate::auth::TokenTable::new();
+    tokens.insert_token("alice", b"t0ken");
+    let mut conn = new_conn(ConnectionConfig::default());
+    conn.set_authentication(Arc::new(Authentication {
+        authenticator: Some(Arc::new(tokens)),
+        required: true,
+    }));
+    conn
+}
+
+fn auth_request(id: u64, token: &'static [u8]) -> Frame {
+    Frame::Request(RequestFrame {
+        request_id: id,
+        service: crate::admin::SERVICE,
+        method: crate::admin::AUTH.method,
+        deadline_ms: 0,
+        metadata: Metadata::new(),
+        payload: Bytes::from_static(token),
+    })
+}
+
+fn codes(frames: &[Frame]) -> Vec<(u64, Code)> {
+    frames
+        .iter()
+        .map(|f| match f {
+            Frame::Response(r) => (r.request_id, r.code),
+            Frame::Error {
+                request_id, code, ..
+            } => (*request_id, *code),
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect()
+}
+
+#[test]
+fn requests_around_an_auth_in_one_read_see_the_identity_in_order() {
+    let mut conn = guarded_conn();
+    let mut input = encode(&request(1, 1, b"before"));
+    input.extend_from_slice(&encode(&auth_request(2, b"t0ken")));
+    input.extend_from_slice(&encode(&request(3, 1, b"after")));
+    conn.receive(&input);
+    assert_eq!(conn.process(Instant::now(), &router()), 3);
+    let frames = output(&mut conn);
+    assert_eq!(
+        codes(&frames),
+        [(1, Code::UNAUTHENTICATED), (2, Code::OK), (3, Code::OK)]
+    );
+    assert_eq!(conn.identity().map(|id| id.name()), Some("alice"));
+}
+
+#[test]
+fn the_pre_auth_body_limit_applies_until_auth_and_from_the_next_header_on() {
+    let big: &'static [u8] =
+        Box::leak(vec![1u8; PRE_AUTH_MAX_BODY as usize + 1].into_boxed_slice());
+    // After AUTH in the same read, the large frame is within the server's own limit.
+    let mut conn = guarded_conn();
+    let mut input = encode(&auth_request(1, b"t0ken"));
+    input.extend_from_slice(&encode(&request(2, 1, big)));
+    conn.receive(&input);
+    conn.process(Instant::now(), &router());
+    assert_eq!(codes(&output(&mut conn)), [(1, Code::OK), (2, Code::OK)]);
+    // Without it, the same frame is a connection error.
+    let mut conn = guarded_conn();
+    conn.receive(&encode(&request(2, 1, big)));
+    conn.process(Instant::now(), &router());
+    assert_eq!(codes(&output(&mut conn)), [(2, Code::RESOURCE_EXHAUSTED)]);
+    assert!(!conn.wants_read());
+}
+
+#[test]
+fn the_last_allowed_failure_is_an_error_that_ends_the_connection() {
+    let mut conn = guarded_conn();
+    let mut input = BytesMut::new();
+    for id in 1..=u64::from(MAX_AUTH_FAILURES) + 1 {
+        input.extend_from_slice(&encode(&auth_request(id, b"wrong")));
+    }
+    conn.receive(&input);
+    conn.process(Instant::now(), &router());
+    let frames = output(&mut conn);
+    let last = u64::from(MAX_AUTH_FAILURES);
+    let mut expected: Vec<(u64, Code)> = (1..last).map(|id| (id, Code::UNAUTHENTICATED)).collect();
+    expected.push((last, Code::UNAUTHENTICATED));
+    assert_eq!(codes(&frames), expected, "nothing after the ERROR");
+    assert!(matches!(frames.last(), Some(Frame::Error { .. })));
+    assert_eq!(conn.close_reason(), Some(&CloseReason::AuthFailures));
+    assert_eq!(
+        conn.stats
+            .auth_failed
+            .load(std::sync::atomic::Ordering::Relaxed),
+        last
+    );
+}
