@@ -59,8 +59,13 @@ pub const MAX_TOKEN_LEN: usize = 1024;
 /// The answer to WHOAMI: how the connection got its identity, and its name.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WhoAmI {
-    /// `None` for a connection with no identity (anonymous).
+    /// How the connection got its identity; `None` for a connection with no identity
+    /// (anonymous), and for a source this version does not know (see `source_code`).
     pub source: Option<IdentitySource>,
+    /// The source byte as sent: 0 anonymous, 1 certificate, 2 token, 3 custom; a client
+    /// accepts other values, from later versions, and shows them as a number
+    /// (`proto-spec/SERVICES.md` Section 0.3).
+    pub source_code: u8,
     /// The identity's name; empty when anonymous.
     pub name: String,
 }
@@ -68,8 +73,10 @@ pub struct WhoAmI {
 impl WhoAmI {
     /// The answer for `identity` (`None`: anonymous).
     pub fn of(identity: Option<&Identity>) -> Self {
+        let source = identity.map(Identity::source);
         WhoAmI {
-            source: identity.map(Identity::source),
+            source,
+            source_code: source.map_or(0, IdentitySource::wire),
             name: identity.map_or_else(String::new, |id| id.name().to_string()),
         }
     }
@@ -77,29 +84,28 @@ impl WhoAmI {
 
 impl Message for WhoAmI {
     fn encode<B: BufMut>(&self, dst: &mut B) {
-        dst.put_u8(self.source.map_or(0, IdentitySource::wire));
+        dst.put_u8(self.source.map_or(self.source_code, IdentitySource::wire));
         dst.put_slice(self.name.as_bytes());
     }
 
     fn decode(src: Bytes) -> Result<Self, MessageError> {
-        let (&source, name) = src
+        let (&source_code, name) = src
             .split_first()
             .ok_or_else(|| MessageError::invalid("empty WHOAMI answer"))?;
-        let source = match source {
-            0 => None,
+        let source = match source_code {
             1 => Some(IdentitySource::Certificate),
             2 => Some(IdentitySource::Token),
             3 => Some(IdentitySource::Custom),
-            other => {
-                return Err(MessageError::invalid(format!(
-                    "unknown identity source {other}"
-                )))
-            }
+            _ => None,
         };
         let name = std::str::from_utf8(name)
             .map_err(|_| MessageError::invalid("identity name is not UTF-8"))?
             .to_string();
-        Ok(WhoAmI { source, name })
+        Ok(WhoAmI {
+            source,
+            source_code,
+            name,
+        })
     }
 }
 
@@ -155,6 +161,21 @@ pub fn register(router: &mut Router, stats: ServerStats) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn whoami_keeps_a_source_it_does_not_know() {
+        let later = WhoAmI::decode(Bytes::from_static(b"\x09svc")).expect("decodes");
+        assert_eq!(
+            (later.source, later.source_code, later.name.as_str()),
+            (None, 9, "svc")
+        );
+        let mut again = Vec::new();
+        later.encode(&mut again);
+        assert_eq!(again, b"\x09svc");
+        let anonymous = WhoAmI::decode(Bytes::from_static(b"\x00")).expect("decodes");
+        assert_eq!((anonymous.source, anonymous.source_code), (None, 0));
+        assert!(WhoAmI::decode(Bytes::new()).is_err());
+    }
 
     #[test]
     fn report_round_trips_and_rejects_garbage() {

@@ -182,9 +182,8 @@ macro_rules! tls_alerts {
         /// The kinds of TLS alert counted, by their RFC 8446 Section 6 names; any other is
         /// `Other`.
         #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-        #[allow(missing_docs)]
         pub enum TlsAlert {
-            $($variant,)*
+            $(#[doc = concat!("The `", $name, "` alert.")] $variant,)*
         }
 
         impl TlsAlert {

@@ -223,3 +223,28 @@ fn a_stalled_record_after_the_handshake_is_cut_at_the_frame_timeout() {
     }
     assert_eq!(wait_for(&server, "closed_frame_timeout", 1), 1);
 }
+
+#[test]
+fn a_tls_stream_cut_without_close_notify_is_a_transport_failure() {
+    let pki = support::tls::generate(&[]);
+    let server = start_tls(&pki, false, Server::builder());
+    let addr = server.local_addr();
+    // An orderly end: close_notify, then the end of the stream.
+    let mut orderly = connect(addr, &pki.client_config()).expect("handshake");
+    call(&mut orderly, 1, 0, WHOAMI.method, b"").expect("answered");
+    orderly.conn.send_close_notify();
+    orderly.flush().expect("close_notify");
+    orderly
+        .sock
+        .shutdown(std::net::Shutdown::Write)
+        .expect("shutdown");
+    assert_eq!(wait_for(&server, "closed_peer", 1), 1);
+    // A cut one: the socket ends with no close_notify (a truncation, RFC 8446 Section 6.1).
+    let mut cut = connect(addr, &pki.client_config()).expect("handshake");
+    call(&mut cut, 1, 0, WHOAMI.method, b"").expect("answered");
+    cut.sock
+        .shutdown(std::net::Shutdown::Write)
+        .expect("shutdown");
+    assert_eq!(wait_for(&server, "closed_io", 1), 1);
+    assert_eq!(counter(&server, "closed_peer"), 1);
+}

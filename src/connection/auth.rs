@@ -132,10 +132,12 @@ impl Connection {
             self.answer_failure(request_id, &Failure::status(status));
             return;
         };
+        // An identity must have a name (WHOAMI and AUTH's answer show it).
         let proved = (1..=MAX_TOKEN_LEN)
             .contains(&token.len())
             .then(|| authenticator.authenticate(token))
-            .flatten();
+            .flatten()
+            .filter(|identity| !identity.name().is_empty());
         match proved {
             Some(identity) => {
                 stats::inc(&self.stats.auth_ok);

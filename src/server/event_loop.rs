@@ -143,6 +143,8 @@ pub(super) struct EventLoop {
     scratch_keys: Vec<usize>,
     /// Handshakes this turn may still work on ([`HANDSHAKES_PER_TURN`]).
     handshake_budget: u32,
+    /// When the timers were last swept.
+    last_sweep: Instant,
 }
 
 impl EventLoop {
@@ -201,6 +203,7 @@ impl EventLoop {
             accepted: Vec::new(),
             scratch_keys: Vec::new(),
             handshake_budget: HANDSHAKES_PER_TURN,
+            last_sweep: Instant::now(),
         })
     }
 
@@ -408,7 +411,10 @@ impl EventLoop {
                 stream,
                 Arc::clone(tls),
                 Arc::clone(&self.stats),
-                self.shared.config.connection.frame_timeout,
+                (
+                    self.shared.config.connection.frame_timeout,
+                    self.shared.config.connection.write_timeout,
+                ),
                 now,
             ) {
                 Ok(tls) => Transport::Tls(Box::new(tls)),
@@ -716,19 +722,22 @@ impl EventLoop {
     fn sweep(&mut self, now: Instant) {
         let mut keys = std::mem::take(&mut self.scratch_keys);
         let due = |t: Option<Instant>| t.is_some_and(|t| t <= now);
-        keys.extend(
-            self.conns
-                .iter()
-                .filter(|(_, conn)| due(conn.state.timeout()) || due(conn.transport.deadline()))
-                .map(|(key, _)| key),
-        );
+        let last_sweep = self.last_sweep;
+        self.last_sweep = now;
+        for (key, conn) in self.conns.iter_mut() {
+            conn.transport
+                .hold_clocks(conn.state.wants_read(), now, last_sweep);
+            if due(conn.state.timeout()) || due(conn.transport.deadline()) {
+                keys.push(key);
+            }
+        }
         for &key in &keys {
             let Some(conn) = self.conns.get_mut(key) else {
                 continue;
             };
             if due(conn.transport.deadline()) {
                 // A TLS handshake or record that stalled, or last records never taken.
-                let cause = conn.transport.time_out();
+                let cause = conn.transport.time_out(now);
                 limited!(
                     CLOSED_TLS_TIMEOUT,
                     now,

@@ -234,10 +234,11 @@ impl ServerBuilder {
     /// threads.
     pub fn bind(self, mut router: Router) -> io::Result<Server> {
         let config = self.config;
-        config.check_protected(config.addr)?;
         if let Some(authorizer) = &config.authorizer {
             router.set_authorizer(Arc::clone(authorizer));
         }
+        config.check_protected(config.addr, router.has_authorizer())?;
+        let authentication = config.authentication(router.has_authorizer());
         let limits = &config.connection;
         if limits.output_hard_cap < limits.output_high_water {
             return Err(io::Error::new(
@@ -281,7 +282,7 @@ impl ServerBuilder {
         };
         let shared = Arc::new(Shared {
             tls: config.tls.as_ref().map(|tls| Arc::clone(tls.rustls())),
-            authentication: config.authentication(),
+            authentication,
             config,
             router: Arc::new(router),
             mailboxes,

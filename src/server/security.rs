@@ -56,7 +56,8 @@ impl ServerBuilder {
 
 impl super::ServerConfig {
     /// Whether connections are checked by anything: an authenticator, an authorizer, or
-    /// client certificates.
+    /// client certificates. (An authorizer set on the router itself also counts when the
+    /// server is bound.)
     pub fn has_access_control(&self) -> bool {
         self.authenticator.is_some()
             || self.authorizer.is_some()
@@ -72,10 +73,12 @@ impl super::ServerConfig {
     }
 
     /// What the server's connections authenticate with; `None` when nothing is required.
-    pub(super) fn authentication(&self) -> Option<Arc<Authentication>> {
+    /// `router_authorizes`: the router has an authorizer of its own.
+    pub(super) fn authentication(&self, router_authorizes: bool) -> Option<Arc<Authentication>> {
         // An authenticator without an authorizer still requires an identity: whoever proves
         // one may call everything.
-        let required = self.authenticator.is_some() || self.authorizer.is_some();
+        let required =
+            self.authenticator.is_some() || self.authorizer.is_some() || router_authorizes;
         required.then(|| {
             Arc::new(Authentication {
                 authenticator: self.authenticator.clone(),
@@ -89,8 +92,16 @@ impl super::ServerConfig {
     ///
     /// # Errors
     /// `PermissionDenied`, saying what to add.
-    pub(super) fn check_protected(&self, addr: SocketAddr) -> io::Result<()> {
-        if addr.ip().is_loopback() || self.has_access_control() || self.insecure_open_access {
+    pub(super) fn check_protected(
+        &self,
+        addr: SocketAddr,
+        router_authorizes: bool,
+    ) -> io::Result<()> {
+        if addr.ip().is_loopback()
+            || self.has_access_control()
+            || router_authorizes
+            || self.insecure_open_access
+        {
             return Ok(());
         }
         Err(io::Error::new(
@@ -115,7 +126,7 @@ mod tests {
 
     fn refused(builder: crate::server::ServerBuilder, addr: &str) -> bool {
         let addr = addr.parse().expect("address");
-        builder.config().check_protected(addr).is_err()
+        builder.config().check_protected(addr, false).is_err()
     }
 
     #[test]

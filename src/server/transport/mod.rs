@@ -121,7 +121,8 @@ impl Transport {
     }
 
     /// When the transport gives up on its peer: a TLS handshake or record not complete
-    /// within the frame timeout.
+    /// within the frame timeout, or TLS records that found no room on the socket within the
+    /// write timeout.
     pub(super) fn deadline(&self) -> Option<Instant> {
         match self {
             Transport::Plain(_) => None,
@@ -139,10 +140,18 @@ impl Transport {
 
     /// Times the transport out at `now` (its [`Transport::deadline`] passed): the cause to
     /// close with.
-    pub(super) fn time_out(&mut self) -> CloseCause {
+    pub(super) fn time_out(&mut self, now: Instant) -> CloseCause {
         match self {
             Transport::Plain(_) => CloseCause::FrameTimeout,
-            Transport::Tls(tls) => tls.time_out(),
+            Transport::Tls(tls) => tls.time_out(now),
+        }
+    }
+
+    /// Called by every timer sweep with whether the connection reads now: a transport's
+    /// clock of partly received input stops while it does not (see [`Transport::deadline`]).
+    pub(super) fn hold_clocks(&mut self, reading: bool, now: Instant, last_sweep: Instant) {
+        if let Transport::Tls(tls) = self {
+            tls.hold_record_clock(reading, now, last_sweep);
         }
     }
 

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use mio::net::TcpStream;
-use rustls::{AlertDescription, ServerConfig, ServerConnection};
+use rustls::{AlertDescription, PeerIncompatible, ServerConfig, ServerConnection};
 
 use super::Established;
 use crate::proto::{Code, Encoder, FrameKind, MAGIC};
@@ -49,6 +49,9 @@ pub(crate) struct TlsTransport {
     tls: ServerConnection,
     stats: Arc<Stats>,
     frame_timeout: Duration,
+    write_timeout: Duration,
+    /// Since when records held by rustls have found no room on the socket.
+    write_stalled_since: Option<Instant>,
     /// When the handshake must be done by; `None` once it is.
     handshake_deadline: Option<Instant>,
     /// Where the bytes read so far stand in the record stream.
@@ -72,7 +75,8 @@ pub(crate) struct TlsTransport {
 
 impl TlsTransport {
     /// A TLS server connection over `socket`, accepted at `now`; the handshake and every
-    /// record must complete within `frame_timeout`.
+    /// record must complete within `frame_timeout`, and records waiting for room on the
+    /// socket must make progress within `write_timeout`.
     ///
     /// # Errors
     /// rustls's, if `config` cannot start a connection.
@@ -80,7 +84,7 @@ impl TlsTransport {
         socket: TcpStream,
         config: Arc<ServerConfig>,
         stats: Arc<Stats>,
-        frame_timeout: Duration,
+        (frame_timeout, write_timeout): (Duration, Duration),
         now: Instant,
     ) -> Result<Self, rustls::Error> {
         Ok(TlsTransport {
@@ -88,6 +92,8 @@ impl TlsTransport {
             tls: ServerConnection::new(config)?,
             stats,
             frame_timeout,
+            write_timeout,
+            write_stalled_since: None,
             handshake_deadline: Some(now + frame_timeout),
             records: Records::default(),
             record_started: None,
@@ -117,20 +123,47 @@ impl TlsTransport {
         self.tls.wants_write()
     }
 
+    /// The earliest of: the handshake's deadline, the partly received record's (counted only
+    /// while the connection reads: a pause for a limit stops that clock, as it does not
+    /// start one), the stalled write's, and the last flush's after the connection ended.
     pub(super) fn deadline(&self) -> Option<Instant> {
         if self.failure.is_some() {
             return None;
         }
-        self.finish_deadline
-            .or(self.handshake_deadline)
-            .or_else(|| {
-                self.record_started
-                    .map(|started| started + self.frame_timeout)
-            })
+        let record = self
+            .record_started
+            .map(|started| started + self.frame_timeout);
+        let stalled = self
+            .write_stalled_since
+            .map(|since| since + self.write_timeout);
+        [
+            self.finish_deadline,
+            self.handshake_deadline,
+            record,
+            stalled,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
-    pub(super) fn time_out(&mut self) -> CloseCause {
-        let cause = if self.finish_deadline.is_some() {
+    /// Called by every timer sweep: while the connection does not read, the clock of a
+    /// partly received record is held where it is (moved on by the time that passed).
+    pub(super) fn hold_record_clock(&mut self, reading: bool, now: Instant, last_sweep: Instant) {
+        if reading {
+            return;
+        }
+        if let Some(started) = &mut self.record_started {
+            *started += now.saturating_duration_since(last_sweep.max(*started));
+        }
+    }
+
+    pub(super) fn time_out(&mut self, now: Instant) -> CloseCause {
+        let due = |at: Option<Instant>| at.is_some_and(|at| at <= now);
+        let stalled = self
+            .write_stalled_since
+            .map(|since| since + self.write_timeout);
+        let cause = if due(self.finish_deadline) || due(stalled) {
             CloseCause::WriteTimeout
         } else if self.handshake_deadline.is_some() {
             CloseCause::HandshakeTimeout
@@ -183,6 +216,12 @@ impl TlsTransport {
             Ok(0) => {
                 *drained = true;
                 self.peer_closed = true;
+                if !self.tls.is_handshaking() {
+                    // The stream ended without close_notify: a truncated TLS stream, a
+                    // transport failure, not an orderly close (PROTOCOL.md Section 17.5).
+                    self.failure = Some(CloseCause::Io);
+                    return Err(io::ErrorKind::UnexpectedEof.into());
+                }
                 return Ok(0);
             }
             Ok(_) => {
@@ -291,6 +330,15 @@ impl TlsTransport {
         );
         let _ = self.socket.write(&frame);
         let _ = self.socket.shutdown(std::net::Shutdown::Write);
+        // Take in what the client sent (up to 64 KiB), so that closing the socket sends a FIN,
+        // not the reset that unread input causes, which could destroy the ERROR in flight.
+        let mut sink = [0u8; 4096];
+        for _ in 0..16 {
+            match (&self.socket).read(&mut sink) {
+                Ok(n) if n > 0 => {}
+                _ => break,
+            }
+        }
         self.failure = Some(CloseCause::NotTls);
         Ok(true)
     }
@@ -301,17 +349,26 @@ impl TlsTransport {
     /// The socket's; `WouldBlock` when it is full.
     pub(super) fn write_pending(&mut self) -> io::Result<()> {
         while self.tls.wants_write() {
-            if self.tls.write_tls(&mut &self.socket)? == 0 {
-                return Err(io::ErrorKind::WriteZero.into());
+            match self.tls.write_tls(&mut &self.socket) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(_) => self.write_stalled_since = None,
+                Err(err) => {
+                    if err.kind() == io::ErrorKind::WouldBlock {
+                        // The clock is read only when a stall begins.
+                        self.write_stalled_since.get_or_insert_with(Instant::now);
+                    }
+                    return Err(err);
+                }
             }
         }
+        self.write_stalled_since = None;
         Ok(())
     }
 
     /// Queues close_notify once, then writes out everything and shuts the socket's write
     /// side. `Ok(false)` while the socket is full.
     pub(super) fn shutdown_write(&mut self) -> io::Result<bool> {
-        if !self.close_sent {
+        if !self.close_sent && !self.peer_closed_abruptly() {
             self.close_sent = true;
             self.tls.send_close_notify();
             self.stats.tls_alert_sent(TlsAlert::CloseNotify);
@@ -375,7 +432,8 @@ impl TlsTransport {
     }
 
     /// Counts the alert a TLS failure sent or received, as rustls sends them: certificate
-    /// and message errors by rustls's own mapping, the rest by the error's class.
+    /// and message errors by rustls's own mapping, a client that offers no TLS 1.3 as
+    /// protocol_version (rustls's `server/hs.rs`), the rest by the error's class.
     fn count_error(&self, err: &rustls::Error) {
         use rustls::Error;
         let sent = match err {
@@ -391,6 +449,13 @@ impl TlsTransport {
             Error::InappropriateMessage { .. } | Error::InappropriateHandshakeMessage { .. } => {
                 AlertDescription::UnexpectedMessage
             }
+            Error::PeerIncompatible(
+                PeerIncompatible::Tls12NotOffered
+                | PeerIncompatible::Tls12NotOfferedOrEnabled
+                | PeerIncompatible::SupportedVersionsExtensionRequired
+                | PeerIncompatible::ServerDoesNotSupportTls12Or13
+                | PeerIncompatible::ServerTlsVersionIsDisabledByOurConfig,
+            ) => AlertDescription::ProtocolVersion,
             Error::PeerIncompatible(_) => AlertDescription::HandshakeFailure,
             Error::PeerMisbehaved(_) => AlertDescription::IllegalParameter,
             _ => AlertDescription::InternalError,
