@@ -80,15 +80,6 @@ fn whoami(stream: &mut TcpStream, id: u64) -> WhoAmI {
     WhoAmI::decode(payload).expect("WHOAMI answer decodes")
 }
 
-fn counter(server: &RunningServer, name: &str) -> u64 {
-    server
-        .stats()
-        .snapshot()
-        .into_iter()
-        .find(|(n, _)| n == name)
-        .map_or_else(|| panic!("no counter {name}"), |(_, v)| v)
-}
-
 #[test]
 fn nothing_but_auth_whoami_and_ping_runs_before_authentication() {
     let server = start_with_acl();
@@ -114,8 +105,8 @@ fn nothing_but_auth_whoami_and_ping_runs_before_authentication() {
     );
     let (code, _) = response(call(&mut conn, 7, kv::SERVICE, kv::GET.method, b"k"));
     assert_eq!(code, Code::NOT_FOUND);
-    assert_eq!(counter(&server, "auth_ok"), 1);
-    assert_eq!(counter(&server, "requests_UNAUTHENTICATED"), 3);
+    assert_eq!(support::counter(&server, "auth_ok"), 1);
+    assert_eq!(support::counter(&server, "requests_UNAUTHENTICATED"), 3);
 }
 
 #[test]
@@ -137,7 +128,7 @@ fn a_wrong_token_is_refused_and_changes_nothing() {
         Code::UNAUTHENTICATED
     );
     assert_eq!(whoami(&mut other, 3).name, "reader");
-    assert_eq!(counter(&server, "auth_failed"), 3);
+    assert_eq!(support::counter(&server, "auth_failed"), 3);
 }
 
 #[test]
@@ -178,7 +169,7 @@ fn each_identity_may_call_only_what_the_acl_allows() {
     assert_eq!(code, Code::PERMISSION_DENIED);
     let (code, _) = response(call(&mut reader, 7, 0, courier::admin::STATS.method, b""));
     assert_eq!(code, Code::OK);
-    assert_eq!(counter(&server, "requests_PERMISSION_DENIED"), 4);
+    assert_eq!(support::counter(&server, "requests_PERMISSION_DENIED"), 4);
 }
 
 #[test]
@@ -199,9 +190,7 @@ fn repeated_failed_auths_close_the_connection() {
         }] => assert_eq!((*request_id, *code), (last, Code::UNAUTHENTICATED)),
         other => panic!("expected one ERROR, got {other:?}"),
     }
-    let closed = poll_counter(Duration::from_secs(5), 1, || {
-        counter(&server, "closed_auth_failures")
-    });
+    let closed = support::wait_for_counter(&server, "closed_auth_failures", 1);
     assert_eq!(closed, 1);
     // Another connection is not affected.
     let mut next = support::raw_connect(server.local_addr());
@@ -306,16 +295,4 @@ fn the_kv_server_logs_no_token() {
     }
     let hash = hex(hash_token(ALICE.as_bytes()));
     assert!(!stderr.contains(&hash), "a token hash in the log");
-}
-
-/// Polls `read` until it is at least `at_least`, for at most `limit`.
-fn poll_counter(limit: Duration, at_least: u64, read: impl Fn() -> u64) -> u64 {
-    let start = std::time::Instant::now();
-    loop {
-        let value = read();
-        if value >= at_least || start.elapsed() > limit {
-            return value;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }

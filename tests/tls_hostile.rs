@@ -21,26 +21,6 @@ fn start_tls(pki: &TestPki, builder: ServerBuilder) -> RunningServer {
     )
 }
 
-fn counter(server: &RunningServer, name: &str) -> u64 {
-    server
-        .stats()
-        .snapshot()
-        .into_iter()
-        .find(|(n, _)| n == name)
-        .map_or_else(|| panic!("no counter {name}"), |(_, v)| v)
-}
-
-fn wait_for(server: &RunningServer, name: &str, at_least: u64) -> u64 {
-    let start = Instant::now();
-    loop {
-        let value = counter(server, name);
-        if value >= at_least || start.elapsed() > Duration::from_secs(20) {
-            return value;
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// A call that must be answered.
 fn served(tls: &mut Tls, id: u64) {
     match tls_raw::call(tls, id, 0, WHOAMI.method, b"").expect("the bystander is served") {
@@ -93,12 +73,12 @@ fn slowloris_inside_tls_is_timed_out_while_a_normal_client_is_served() {
         thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(
-        wait_for(&server, "closed_frame_timeout", SLOW as u64),
+        support::wait_for_counter(&server, "closed_frame_timeout", SLOW as u64),
         SLOW as u64
     );
     // The silent ones were told, inside TLS: ERROR DEADLINE_EXCEEDED, then the close.
     for (tls, _) in slow.iter_mut().skip(1).step_by(3) {
-        let frames = tls_raw::read_until_close(tls);
+        let frames = support::read_until_close(tls);
         assert_eq!(single_error(&frames), (0, Code::DEADLINE_EXCEEDED));
     }
     served(&mut bystander, 100);
@@ -114,10 +94,10 @@ fn an_oversized_frame_inside_tls_gets_resource_exhausted() {
     let mut big = tls_raw::connect(addr, &config).expect("handshake");
     tls_raw::send(&mut big, &support::header_claiming(9, 64 * 1024 + 1)).expect("send");
     assert_eq!(
-        single_error(&tls_raw::read_until_close(&mut big)),
+        single_error(&support::read_until_close(&mut big)),
         (9, Code::RESOURCE_EXHAUSTED)
     );
-    assert_eq!(wait_for(&server, "closed_protocol", 1), 1);
+    assert_eq!(support::wait_for_counter(&server, "closed_protocol", 1), 1);
     served(&mut bystander, 1);
 }
 
@@ -135,10 +115,10 @@ fn a_pong_flood_inside_tls_is_cut_off() {
     let _ = tls_raw::send(&mut flooder, &pongs);
     // The 101st PONG (id 100) trips the default limit of 100.
     assert_eq!(
-        single_error(&tls_raw::read_until_close(&mut flooder)),
+        single_error(&support::read_until_close(&mut flooder)),
         (100, Code::RESOURCE_EXHAUSTED)
     );
-    assert_eq!(wait_for(&server, "closed_flood", 1), 1);
+    assert_eq!(support::wait_for_counter(&server, "closed_flood", 1), 1);
     served(&mut bystander, 1);
 }
 
@@ -165,5 +145,8 @@ fn a_burst_of_handshakes_completes_while_a_normal_client_is_served() {
     for client in burst {
         client.join().expect("every client of the burst is served");
     }
-    assert_eq!(counter(&server, "tls_handshakes"), CLIENTS as u64 + 1);
+    assert_eq!(
+        support::counter(&server, "tls_handshakes"),
+        CLIENTS as u64 + 1
+    );
 }

@@ -7,7 +7,7 @@ mod support;
 
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use courier::admin::{WhoAmI, WHOAMI};
@@ -59,26 +59,6 @@ fn encoded(message: &impl Message) -> Vec<u8> {
     out
 }
 
-fn counter(server: &RunningServer, name: &str) -> u64 {
-    server
-        .stats()
-        .snapshot()
-        .into_iter()
-        .find(|(n, _)| n == name)
-        .map_or_else(|| panic!("no counter {name}"), |(_, v)| v)
-}
-
-fn wait_for(server: &RunningServer, name: &str, at_least: u64) -> u64 {
-    let start = Instant::now();
-    loop {
-        let value = counter(server, name);
-        if value >= at_least || start.elapsed() > support::IO_TIMEOUT {
-            return value;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
 #[test]
 fn every_kv_method_works_over_tls() {
     let pki = support::tls::generate(&[]);
@@ -101,11 +81,14 @@ fn every_kv_method_works_over_tls() {
     let me = call(&mut tls, 5, 0, WHOAMI.method, b"").expect("WHOAMI");
     let me = WhoAmI::decode(ok_payload(me)).expect("decodes");
     assert_eq!((me.source, me.name.as_str()), (None, ""));
-    assert_eq!(counter(&server, "tls_handshakes"), 1);
+    assert_eq!(support::counter(&server, "tls_handshakes"), 1);
     // A clean close sends close_notify, which the server counts.
     tls.conn.send_close_notify();
     tls.flush().expect("close_notify");
-    assert_eq!(wait_for(&server, "tls_alerts_received_close_notify", 1), 1);
+    assert_eq!(
+        support::wait_for_counter(&server, "tls_alerts_received_close_notify", 1),
+        1
+    );
 }
 
 #[test]
@@ -140,25 +123,28 @@ fn mutual_tls_refuses_no_certificate_a_foreign_one_and_an_expired_one() {
     let err = refused(addr, &pki.client_config());
     assert!(err.contains("CertificateRequired"), "{err}");
     assert_eq!(
-        wait_for(&server, "tls_alerts_sent_certificate_required", 1),
+        support::wait_for_counter(&server, "tls_alerts_sent_certificate_required", 1),
         1
     );
 
     let stranger = pki.client_config_as(&pki.stranger);
     let err = refused(addr, &stranger);
     assert!(err.contains("UnknownCA"), "{err}");
-    assert_eq!(wait_for(&server, "tls_alerts_sent_unknown_ca", 1), 1);
+    assert_eq!(
+        support::wait_for_counter(&server, "tls_alerts_sent_unknown_ca", 1),
+        1
+    );
 
     let expired = pki.client_config_as(&pki.expired_client);
     let err = refused(addr, &expired);
     assert!(err.contains("CertificateExpired"), "{err}");
     assert_eq!(
-        wait_for(&server, "tls_alerts_sent_certificate_expired", 1),
+        support::wait_for_counter(&server, "tls_alerts_sent_certificate_expired", 1),
         1
     );
 
-    assert_eq!(wait_for(&server, "closed_tls", 3), 3);
-    assert_eq!(counter(&server, "tls_handshakes"), 0);
+    assert_eq!(support::wait_for_counter(&server, "closed_tls", 3), 3);
+    assert_eq!(support::counter(&server, "tls_handshakes"), 0);
     // The server goes on serving a good client.
     let good = pki.client_config_as(pki.client("alice"));
     let mut tls = connect(addr, &good).expect("handshake");
@@ -179,7 +165,7 @@ fn a_plaintext_client_on_the_tls_port_is_told_to_use_tls() {
         }
         other => panic!("expected one ERROR frame, got {other:?}"),
     }
-    assert_eq!(wait_for(&server, "closed_not_tls", 1), 1);
+    assert_eq!(support::wait_for_counter(&server, "closed_not_tls", 1), 1);
 }
 
 #[test]
@@ -201,7 +187,10 @@ fn a_stalled_handshake_is_cut_at_the_frame_timeout() {
             other => panic!("expected the server to close, got {other:?}"),
         }
     }
-    assert_eq!(wait_for(&server, "closed_handshake_timeout", 2), 2);
+    assert_eq!(
+        support::wait_for_counter(&server, "closed_handshake_timeout", 2),
+        2
+    );
 }
 
 #[test]
@@ -221,7 +210,10 @@ fn a_stalled_record_after_the_handshake_is_cut_at_the_frame_timeout() {
         Err(err) if err.kind() == io::ErrorKind::ConnectionReset => {}
         other => panic!("expected the server to close, got {other:?}"),
     }
-    assert_eq!(wait_for(&server, "closed_frame_timeout", 1), 1);
+    assert_eq!(
+        support::wait_for_counter(&server, "closed_frame_timeout", 1),
+        1
+    );
 }
 
 #[test]
@@ -238,13 +230,13 @@ fn a_tls_stream_cut_without_close_notify_is_a_transport_failure() {
         .sock
         .shutdown(std::net::Shutdown::Write)
         .expect("shutdown");
-    assert_eq!(wait_for(&server, "closed_peer", 1), 1);
+    assert_eq!(support::wait_for_counter(&server, "closed_peer", 1), 1);
     // A cut one: the socket ends with no close_notify (a truncation, RFC 8446 Section 6.1).
     let mut cut = connect(addr, &pki.client_config()).expect("handshake");
     call(&mut cut, 1, 0, WHOAMI.method, b"").expect("answered");
     cut.sock
         .shutdown(std::net::Shutdown::Write)
         .expect("shutdown");
-    assert_eq!(wait_for(&server, "closed_io", 1), 1);
-    assert_eq!(counter(&server, "closed_peer"), 1);
+    assert_eq!(support::wait_for_counter(&server, "closed_io", 1), 1);
+    assert_eq!(support::counter(&server, "closed_peer"), 1);
 }

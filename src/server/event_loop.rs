@@ -13,24 +13,23 @@
 //! timer per frame).
 
 use std::fs::File;
-use std::io::{self, Write};
-use std::net::{Shutdown, SocketAddr};
+use std::io;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
 use super::log_limit::{limited, LogLimit, INTERVAL};
 use super::mailbox::{Accepted, Mailbox};
-use super::transport::{TlsTransport, Transport};
+use super::transport::{self, TlsTransport, Transport};
 use super::workers::{Completed, Origin, WorkerPool};
 use super::{Conn, ServerConfig};
 use crate::connection::{BufferPool, CloseReason, Connection};
-use crate::proto::{Code, Encoder, FrameKind, Status};
+use crate::proto::{Code, Status};
 use crate::service::{BlockingCall, Failure, Router};
 use crate::stats::{self, CloseCause, Stats};
 
@@ -515,7 +514,7 @@ impl EventLoop {
                 );
                 let message =
                     format!("server has reached its limit of {max_connections} connections");
-                reject(&mut stream, &message);
+                transport::refuse(&mut stream, Code::RESOURCE_EXHAUSTED, &message);
                 continue;
             }
             if let Err(err) = stream.set_nodelay(true) {
@@ -561,7 +560,11 @@ impl EventLoop {
                     Instant::now(),
                     "rejecting {peer}: out of file descriptors"
                 );
-                reject(&mut stream, "server is out of file descriptors");
+                transport::refuse(
+                    &mut stream,
+                    Code::RESOURCE_EXHAUSTED,
+                    "server is out of file descriptors",
+                );
                 FdRefusal::Refused
             }
             Err(err) if err.kind() == io::ErrorKind::WouldBlock => FdRefusal::NothingWaiting,
@@ -1003,18 +1006,4 @@ fn serve_io(conn: &mut Conn, router: &Router, now: Instant) -> io::Result<()> {
         }
         return Ok(());
     }
-}
-
-/// Tells a refused connection why, in one non-blocking write, and drops it.
-fn reject(stream: &mut TcpStream, message: &str) {
-    let mut frame = BytesMut::new();
-    Encoder::new(1024).encode_simple(
-        &mut frame,
-        FrameKind::Error,
-        0,
-        Code::RESOURCE_EXHAUSTED,
-        message,
-    );
-    let _ = stream.write(&frame);
-    let _ = stream.shutdown(Shutdown::Write);
 }

@@ -110,8 +110,8 @@ pub fn fix_header_crc(frame: &mut [u8]) {
 }
 
 /// Reads frames until the server closes the connection (or a read times out, which fails the
-/// test). Returns every frame received.
-pub fn read_until_close(stream: &mut TcpStream) -> Vec<Frame> {
+/// test). Returns every frame received. Works over a plain socket or a TLS stream.
+pub fn read_until_close(stream: &mut impl Read) -> Vec<Frame> {
     let mut decoder = Decoder::new(DEFAULT_MAX_BODY_LEN);
     let mut buf = BytesMut::new();
     let mut frames = Vec::new();
@@ -120,8 +120,16 @@ pub fn read_until_close(stream: &mut TcpStream) -> Vec<Frame> {
         let n = match stream.read(&mut chunk) {
             Ok(n) => n,
             // A reset after the server closed a connection with unread input still counts as
-            // the close; everything it sent before is in `frames`.
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => 0,
+            // the close, and so does a TLS stream that ends without close_notify; everything
+            // the server sent before is in `frames`.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::UnexpectedEof
+                ) =>
+            {
+                0
+            }
             Err(e) => panic!("reading from the server: {e}"),
         };
         if n == 0 {
@@ -139,8 +147,14 @@ pub fn read_until_close(stream: &mut TcpStream) -> Vec<Frame> {
     }
 }
 
-/// Reads exactly `count` frames.
-pub fn read_frames(stream: &mut TcpStream, count: usize) -> Vec<Frame> {
+/// Reads exactly `count` frames, over a plain socket or a TLS stream.
+pub fn read_frames(stream: &mut impl Read, count: usize) -> Vec<Frame> {
+    try_read_frames(stream, count).unwrap_or_else(|e| panic!("read from the server: {e}"))
+}
+
+/// Reads exactly `count` frames; the read's error, or `UnexpectedEof` when the server closes
+/// first.
+pub fn try_read_frames(stream: &mut impl Read, count: usize) -> std::io::Result<Vec<Frame>> {
     let mut decoder = Decoder::new(DEFAULT_MAX_BODY_LEN);
     let mut buf = BytesMut::new();
     let mut frames = Vec::new();
@@ -152,16 +166,40 @@ pub fn read_frames(stream: &mut TcpStream, count: usize) -> Vec<Frame> {
         if frames.len() >= count {
             break;
         }
-        let n = stream.read(&mut chunk).expect("read from the server");
-        assert!(
-            n > 0,
-            "server closed after {} of {count} frames",
-            frames.len()
-        );
+        let n = stream.read(&mut chunk)?;
+        if n == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!("server closed after {} of {count} frames", frames.len()),
+            ));
+        }
         buf.extend_from_slice(&chunk[..n]);
     }
     assert!(buf.is_empty(), "unexpected bytes after {count} frames");
-    frames
+    Ok(frames)
+}
+
+/// The value of the counter `name` of an in-process server.
+pub fn counter(server: &RunningServer, name: &str) -> u64 {
+    server
+        .stats()
+        .snapshot()
+        .into_iter()
+        .find(|(n, _)| n == name)
+        .map_or_else(|| panic!("no counter {name}"), |(_, v)| v)
+}
+
+/// Polls the counter `name` of an in-process server until it is at least `at_least`, for at
+/// most 20 s; returns its last value. Tests assert on the value, not on how long it took.
+pub fn wait_for_counter(server: &RunningServer, name: &str, at_least: u64) -> u64 {
+    let start = Instant::now();
+    loop {
+        let value = counter(server, name);
+        if value >= at_least || start.elapsed() > Duration::from_secs(20) {
+            return value;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// Sends raw bytes.

@@ -16,12 +16,14 @@ mod plain;
 mod tls;
 
 use std::io::{self, Write};
+use std::net::Shutdown;
 use std::time::Instant;
 
 use bytes::BytesMut;
 use mio::net::TcpStream;
 
 use crate::auth::Identity;
+use crate::proto::{Code, Encoder, FrameKind};
 use crate::stats::CloseCause;
 
 pub(super) use tls::TlsTransport;
@@ -171,6 +173,16 @@ impl Transport {
             Transport::Tls(tls) => tls.take_established(),
         }
     }
+}
+
+/// Refuses a peer before anything else is said: one plaintext ERROR frame (`code`, request
+/// id 0, `message`) in one non-blocking write, then the write side shut. The caller drops
+/// the socket.
+pub(super) fn refuse(socket: &mut TcpStream, code: Code, message: &str) {
+    let mut frame = BytesMut::new();
+    Encoder::new(1024).encode_simple(&mut frame, FrameKind::Error, 0, code, message);
+    let _ = socket.write(&frame);
+    let _ = socket.shutdown(Shutdown::Write);
 }
 
 /// Writes go through the transport: plain bytes to the socket, or encrypted by TLS first.

@@ -33,7 +33,7 @@ use mio::net::TcpStream;
 use rustls::{AlertDescription, PeerIncompatible, ServerConfig, ServerConnection};
 
 use super::Established;
-use crate::proto::{Code, Encoder, FrameKind, MAGIC};
+use crate::proto::{Code, MAGIC};
 use crate::stats::{self, CloseCause, Stats, TlsAlert};
 
 /// Plaintext handed to rustls for encryption at once, at most: 64 KiB (four full records).
@@ -320,16 +320,7 @@ impl TlsTransport {
         if first[0] != MAGIC[0] {
             return Ok(false);
         }
-        let mut frame = BytesMut::new();
-        Encoder::new(1024).encode_simple(
-            &mut frame,
-            FrameKind::Error,
-            0,
-            Code::INVALID_ARGUMENT,
-            NOT_TLS_MESSAGE,
-        );
-        let _ = self.socket.write(&frame);
-        let _ = self.socket.shutdown(std::net::Shutdown::Write);
+        super::refuse(&mut self.socket, Code::INVALID_ARGUMENT, NOT_TLS_MESSAGE);
         // Take in what the client sent (up to 64 KiB), so that closing the socket sends a FIN,
         // not the reset that unread input causes, which could destroy the ERROR in flight.
         let mut sink = [0u8; 4096];
