@@ -5,7 +5,7 @@
 mod support;
 
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use courier::admin::WHOAMI;
 use courier::proto::{Code, Frame, HEADER_LEN};
