@@ -1,5 +1,6 @@
 # shellcheck shell=bash
-# Shell functions shared by the benchmark scripts in this folder (compare.sh, durability.sh).
+# Shell functions shared by the benchmark scripts in this folder (compare.sh, durability.sh,
+# tls.sh; idle_memory.sh takes make_tls_certs only).
 # Sourced, not run: source "$(dirname "${BASH_SOURCE[0]}")/lib.sh", after `set -euo pipefail`.
 #
 # init_run sets WORK (a scratch directory, removed on exit), STARTED_PIDS, RUNNING_PID and
@@ -329,4 +330,30 @@ print_report() { # seconds, what the run chose (e.g. "ports"), extra title, extr
     fi
     echo
     echo "took ${elapsed}s"
+}
+
+# --- TLS -------------------------------------------------------------------------------------
+
+# Writes, with openssl, an EC P-256 CA (ca.pem, ca.key) and a server certificate it signs for
+# 127.0.0.1 (server.pem: subject CN 127.0.0.1, an IP SAN 127.0.0.1, serverAuth; server.key)
+# into the directory $1, valid for two days: made afresh by every run, never kept as secrets.
+# openssl's messages go to $1/openssl.log.
+make_tls_certs() { # dir
+    local dir=$1
+    mkdir -p "$dir"
+    printf '%s\n' 'subjectAltName = IP:127.0.0.1' 'basicConstraints = critical, CA:FALSE' \
+        'keyUsage = critical, digitalSignature' 'extendedKeyUsage = serverAuth' \
+        >"$dir/server.ext"
+    {
+        openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$dir/ca.key" &&
+            openssl req -x509 -new -key "$dir/ca.key" -sha256 -days 2 \
+                -subj '/CN=courier benchmark CA' \
+                -addext 'basicConstraints = critical, CA:TRUE' \
+                -addext 'keyUsage = critical, keyCertSign, cRLSign' -out "$dir/ca.pem" &&
+            openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$dir/server.key" &&
+            openssl req -new -key "$dir/server.key" -subj '/CN=127.0.0.1' -out "$dir/server.csr" &&
+            openssl x509 -req -in "$dir/server.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" \
+                -set_serial 2 -days 2 -sha256 -extfile "$dir/server.ext" -out "$dir/server.pem" &&
+            openssl verify -CAfile "$dir/ca.pem" "$dir/server.pem"
+    } >"$dir/openssl.log" 2>&1 || die "cannot make the TLS certificates (log: $(tail -n 3 "$dir/openssl.log"))"
 }

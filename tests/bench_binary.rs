@@ -108,3 +108,90 @@ fn no_server_exits_2_with_one_line() {
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.contains("cannot connect"), "{stderr}");
 }
+
+#[test]
+fn reconnect_opens_a_connection_every_n_requests() {
+    let server = support::start_default();
+    let report = bench(
+        server.local_addr(),
+        &[
+            "--workload",
+            "echo",
+            "--requests",
+            "30",
+            "--clients",
+            "2",
+            "--threads",
+            "1",
+            "--reconnect",
+            "3",
+        ],
+    );
+    assert_eq!(report["requests"], 30, "{report}");
+    assert!(report["errors"].as_object().unwrap().is_empty(), "{report}");
+    // 10 connections of 3 requests each; the first 2 were opened before the clock started.
+    assert_eq!(report["connections"], 8, "{report}");
+    assert_eq!(report["connect_failures"], 0, "{report}");
+    assert!(
+        report["connections_per_second"].as_f64().unwrap() > 0.0,
+        "{report}"
+    );
+    assert_eq!(support::counter(&server, "connections_accepted"), 10);
+}
+
+#[test]
+fn reconnect_over_tls_runs_a_handshake_per_connection() {
+    let pki = support::tls::generate(&[]);
+    let server = support::start(
+        courier::server::Server::builder().tls(pki.server_config(false)),
+        support::bundled_router(),
+    );
+    let ca = pki.ca.path.to_str().expect("a UTF-8 path");
+    let report = bench(
+        server.local_addr(),
+        &[
+            "--workload",
+            "echo",
+            "--requests",
+            "12",
+            "--clients",
+            "2",
+            "--threads",
+            "1",
+            "--reconnect",
+            "1",
+            "--tls",
+            "--tls-ca",
+            ca,
+        ],
+    );
+    assert_eq!(report["requests"], 12, "{report}");
+    assert!(report["errors"].as_object().unwrap().is_empty(), "{report}");
+    assert_eq!(report["connections"], 10, "{report}");
+    assert_eq!(support::counter(&server, "tls_handshakes"), 12);
+}
+
+#[test]
+fn default_report_has_no_connection_figures_and_reconnect_0_is_refused() {
+    let server = support::start_default();
+    let report = bench(
+        server.local_addr(),
+        &["--workload", "echo", "--requests", "10"],
+    );
+    assert!(report.get("connections").is_none(), "{report}");
+    let output = Command::new(env!("CARGO_BIN_EXE_courier-bench"))
+        .args([
+            "--addr",
+            &server.local_addr().to_string(),
+            "--reconnect",
+            "0",
+        ])
+        .output()
+        .expect("run courier-bench");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--reconnect must be at least 1"),
+        "{stderr}"
+    );
+}

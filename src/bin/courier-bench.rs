@@ -46,6 +46,16 @@
 //! `COURIER_TOKEN` every connection starts with admin AUTH. The handshake and AUTH are part
 //! of connecting, not of the measured requests.
 //!
+//! With `--reconnect N` every connection is closed after N requests and a new one opened
+//! (TCP connect, the TLS handshake with `--tls`, AUTH with a token) for the next N:
+//! `--reconnect 1` opens a connection per request, as `redis-benchmark -k 0` does. A request's
+//! latency still starts at its `send`, after the connection is up, but the run's `seconds`
+//! (hence `throughput`) include every connect. Each connection builds its TLS configuration
+//! afresh, with an empty session cache, so every handshake is a full one (no session
+//! resumption), as with a new client process. The report adds `connections` (opened during
+//! the run, the first `--clients` ones, opened before it starts, not included),
+//! `connections_per_second` (`connections / seconds`) and `connect_failures`.
+//!
 //! A live progress line goes to stderr about once a second when stderr is a terminal. The
 //! exit code is 0 when the run finished (even with errors) and 2, with one line on stderr,
 //! when it could not start (no connection, bad flags, failed prefill).
@@ -56,6 +66,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt::Write as _;
 use std::io::{IsTerminal, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -69,6 +80,7 @@ use courier::client::{Client, ClientBuilder, ClientError, Pending};
 use courier::echo::ECHO;
 use courier::kv::{Key, SetRequest, Value, GET, MAX_VALUE_LEN, SET};
 use courier::proto::Code;
+use courier::tls::{ClientTlsBuilder, ClientTlsConfig};
 use hdrhistogram::Histogram;
 
 use client_flags::ClientSecurity;
@@ -130,6 +142,14 @@ struct Args {
     /// Print the results as one JSON object instead of text.
     #[arg(long)]
     json: bool,
+    /// Close each connection after N requests and open a new one for the next N: TCP
+    /// connect, then with --tls a full TLS handshake (every connection builds its own TLS
+    /// configuration, so no session is resumed; needs --tls-ca), then AUTH when a token is
+    /// set. 1: a new connection per request (redis-benchmark -k 0). Latency is measured from
+    /// each request's send, after its connection is up; the run's seconds include the
+    /// connects. Reports the connections opened and connections per second.
+    #[arg(long, value_name = "N")]
+    reconnect: Option<u64>,
     #[command(flatten)]
     security: ClientSecurity,
 }
@@ -201,11 +221,32 @@ fn key(n: u64) -> Bytes {
     Bytes::copy_from_slice(&key)
 }
 
+/// How connections are opened.
+struct Connector {
+    /// Timeouts, TLS, token.
+    builder: ClientBuilder,
+    /// With --reconnect and --tls: the TLS settings (the files' contents, read once), built
+    /// into a configuration of its own for every connection, with an empty session cache.
+    fresh_tls: Option<ClientTlsBuilder>,
+}
+
+impl Connector {
+    fn connect(&self, addr: SocketAddr) -> Result<Client, ClientError> {
+        let builder = self.builder.clone();
+        match &self.fresh_tls {
+            // The same bytes built once at start: building them again cannot fail.
+            Some(tls) => builder.tls(tls.clone().build().expect("built once at start")),
+            None => builder,
+        }
+        .connect(addr)
+    }
+}
+
 /// What the threads share: the plan and the live counters.
 struct Shared {
     addr: SocketAddr,
-    /// How every connection is made: timeouts, TLS, token.
-    client: ClientBuilder,
+    /// How every connection is made.
+    connector: Connector,
     workload: Workload,
     read_ratio: f64,
     pipeline: usize,
@@ -213,6 +254,8 @@ struct Shared {
     window: bool,
     keyspace: u64,
     value: Bytes,
+    /// Requests per connection (`--reconnect`); `u64::MAX` without it.
+    per_connection: u64,
     /// Total requests to issue, when the run is not timed.
     total: u64,
     /// When a timed run stops issuing.
@@ -259,6 +302,8 @@ struct Slot {
     client: Option<Client>,
     in_flight: VecDeque<(Call, Instant)>,
     rng: Rng,
+    /// Requests the connection may still carry before it is replaced (`--reconnect`).
+    left: u64,
     /// Connection failures since the last answer.
     failures: u32,
     retry_at: Instant,
@@ -272,6 +317,9 @@ struct Tally {
     misses: u64,
     errors: HashMap<String, u64>,
     clients_lost: u64,
+    /// Connections opened during the run, and connects that failed.
+    connections: u64,
+    connect_failures: u64,
     /// When the (last) thread collected its last response.
     finished: Instant,
 }
@@ -285,6 +333,8 @@ impl Tally {
             misses: 0,
             errors: HashMap::new(),
             clients_lost: 0,
+            connections: 0,
+            connect_failures: 0,
             finished: Instant::now(),
         }
     }
@@ -300,6 +350,8 @@ impl Tally {
         self.requests += other.requests;
         self.misses += other.misses;
         self.clients_lost += other.clients_lost;
+        self.connections += other.connections;
+        self.connect_failures += other.connect_failures;
         self.finished = self.finished.max(other.finished);
         for (name, count) in other.errors {
             self.error(name, count);
@@ -322,10 +374,6 @@ fn error_name(err: &ClientError) -> String {
         ClientError::Auth(_) => "auth".into(),
         _ => "other".into(),
     }
-}
-
-fn connect(builder: &ClientBuilder, addr: SocketAddr) -> Result<Client, ClientError> {
-    builder.clone().connect(addr)
 }
 
 /// Queues one request of the workload on `client`.
@@ -393,6 +441,7 @@ fn drive(shared: &Shared, clients: Vec<(usize, Client)>) -> Tally {
             client: Some(client),
             in_flight: VecDeque::with_capacity(shared.pipeline),
             rng: Rng::for_client(index),
+            left: shared.per_connection,
             failures: 0,
             retry_at: Instant::now(),
             retired: false,
@@ -412,9 +461,14 @@ fn drive(shared: &Shared, clients: Vec<(usize, Client)>) -> Tally {
                     waiting_to_reconnect = true;
                     continue;
                 }
-                match connect(&shared.client, shared.addr) {
-                    Ok(client) => slot.client = Some(client),
+                match shared.connector.connect(shared.addr) {
+                    Ok(client) => {
+                        slot.client = Some(client);
+                        slot.left = shared.per_connection;
+                        tally.connections += 1;
+                    }
                     Err(_) => {
+                        tally.connect_failures += 1;
                         slot.failures += 1;
                         slot.retry_at = Instant::now() + Duration::from_millis(100) * slot.failures;
                         waiting_to_reconnect = true;
@@ -426,7 +480,8 @@ fn drive(shared: &Shared, clients: Vec<(usize, Client)>) -> Tally {
             let mut failed = None;
             // One clock reading for the batch: its requests go out together, in the flush below.
             let sent = Instant::now();
-            while slot.in_flight.len() < shared.pipeline && shared.claim() {
+            while slot.in_flight.len() < shared.pipeline && slot.left > 0 && shared.claim() {
+                slot.left -= 1;
                 match send(shared, client, &mut slot.rng) {
                     Ok(call) => slot.in_flight.push_back((call, sent)),
                     Err(err) => {
@@ -484,6 +539,13 @@ fn drive(shared: &Shared, clients: Vec<(usize, Client)>) -> Tally {
                 }
             }
             outstanding |= !slot.in_flight.is_empty();
+            // --reconnect: the connection has carried its requests; the next round opens
+            // another.
+            if slot.left == 0 && slot.in_flight.is_empty() {
+                if let Some(client) = slot.client.take() {
+                    client.close();
+                }
+            }
         }
         if !outstanding && !shared.open() || slots.iter().all(|s| s.retired) {
             break;
@@ -498,7 +560,9 @@ fn drive(shared: &Shared, clients: Vec<(usize, Client)>) -> Tally {
 
 /// Sets every key of the keyspace once, `PREFILL_WINDOW` requests at a time.
 fn prefill(shared: &Shared, show_progress: bool) -> Result<()> {
-    let mut client = connect(&shared.client, shared.addr)
+    let mut client = shared
+        .connector
+        .connect(shared.addr)
         .with_context(|| format!("cannot connect to {} to prefill", shared.addr))?;
     let mut next = 0;
     while next < shared.keyspace {
@@ -535,14 +599,20 @@ struct Report {
     threads: usize,
     pipeline: usize,
     value_size: usize,
+    /// `--reconnect`: the figures about connections are reported.
+    reconnect: bool,
     seconds: f64,
     tally: Tally,
 }
 
 impl Report {
     fn throughput(&self) -> f64 {
+        self.per_second(self.tally.requests)
+    }
+
+    fn per_second(&self, count: u64) -> f64 {
         if self.seconds > 0.0 {
-            self.tally.requests as f64 / self.seconds
+            count as f64 / self.seconds
         } else {
             0.0
         }
@@ -592,6 +662,15 @@ impl Report {
             "latency ms:  p50 {p50:.3}  p90 {p90:.3}  p99 {p99:.3}  p99.9 {p999:.3}  max {max:.3}"
         );
         let _ = writeln!(out, "misses:      {}", self.tally.misses);
+        if self.reconnect {
+            let _ = writeln!(
+                out,
+                "connections: {} opened ({:.1}/s), {} failed",
+                self.tally.connections,
+                self.per_second(self.tally.connections),
+                self.tally.connect_failures
+            );
+        }
         let errors = self.errors();
         if errors.is_empty() {
             let _ = writeln!(out, "errors:      none");
@@ -609,12 +688,22 @@ impl Report {
             .iter()
             .map(|(name, count)| format!("{}:{count}", json_string(name)))
             .collect();
+        let connections = if self.reconnect {
+            format!(
+                ",\"connections\":{},\"connections_per_second\":{:.1},\"connect_failures\":{}",
+                self.tally.connections,
+                self.per_second(self.tally.connections),
+                self.tally.connect_failures
+            )
+        } else {
+            String::new()
+        };
         format!(
             concat!(
                 "{{\"workload\":{},\"clients\":{},\"threads\":{},\"pipeline\":{},",
                 "\"value_size\":{},\"requests\":{},\"seconds\":{:.3},\"throughput\":{:.1},",
                 "\"latency_ms\":{{\"p50\":{:.3},\"p90\":{:.3},\"p99\":{:.3},\"p999\":{:.3},",
-                "\"max\":{:.3}}},\"misses\":{},\"errors\":{{{}}}}}"
+                "\"max\":{:.3}}},\"misses\":{}{},\"errors\":{{{}}}}}"
             ),
             json_string(self.workload.name()),
             self.clients,
@@ -630,6 +719,7 @@ impl Report {
             p999,
             max,
             self.tally.misses,
+            connections,
             errors.join(",")
         )
     }
@@ -653,6 +743,28 @@ fn json_string(s: &str) -> String {
     out
 }
 
+/// --reconnect with --tls: the TLS flags' files read into memory, as a builder that every
+/// connection builds into a configuration of its own (so that its session cache is empty and
+/// its handshake a full one), without reading a file. Built once here, so that a bad file
+/// fails the run before it starts.
+fn fresh_tls(security: &ClientSecurity) -> Result<ClientTlsBuilder> {
+    let read = |path: &Path| {
+        std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+    };
+    let Some(ca) = &security.tls_ca else {
+        bail!("--reconnect with --tls needs --tls-ca (the system's roots would be loaded for every connection)");
+    };
+    let mut tls = ClientTlsConfig::builder().ca_pem(&read(ca)?);
+    if let Some(name) = &security.tls_server_name {
+        tls = tls.server_name(name);
+    }
+    if let (Some(cert), Some(key)) = (&security.tls_cert, &security.tls_key) {
+        tls = tls.client_cert_pem(&read(cert)?, &read(key)?);
+    }
+    tls.clone().build().context("TLS configuration")?;
+    Ok(tls)
+}
+
 fn run(args: &Args) -> Result<Report> {
     if args.clients == 0 || args.pipeline == 0 || args.keyspace == 0 {
         bail!("--clients, --pipeline and --keyspace must be at least 1");
@@ -662,6 +774,9 @@ fn run(args: &Args) -> Result<Report> {
             "--read-ratio must be between 0 and 1, not {}",
             args.read_ratio
         );
+    }
+    if args.reconnect == Some(0) {
+        bail!("--reconnect must be at least 1");
     }
     if args.value_size > MAX_VALUE_LEN {
         bail!("--value-size is at most {MAX_VALUE_LEN} bytes (the kv limit)");
@@ -690,11 +805,16 @@ fn run(args: &Args) -> Result<Report> {
     let builder = args
         .security
         .apply(Client::builder().connect_timeout(CONNECT_TIMEOUT))?;
+    let fresh_tls = match args.reconnect {
+        Some(_) if args.security.tls => Some(fresh_tls(&args.security)?),
+        _ => None,
+    };
+    let connector = Connector { builder, fresh_tls };
 
     // Connect every client first: a server that is not there fails the run before it starts.
     let mut per_thread: Vec<Vec<(usize, Client)>> = (0..threads).map(|_| Vec::new()).collect();
     for index in 0..args.clients {
-        let client = connect(&builder, addr).map_err(|err| {
+        let client = connector.connect(addr).map_err(|err| {
             client_flags::connect_error(err, &addr.to_string(), "is the server running?")
         })?;
         per_thread[index % threads].push((index, client));
@@ -702,13 +822,14 @@ fn run(args: &Args) -> Result<Report> {
 
     let mut shared = Shared {
         addr,
-        client: builder,
+        connector,
         workload: args.workload,
         read_ratio: args.read_ratio,
         pipeline: args.pipeline,
         window: args.window,
         keyspace: args.keyspace,
         value: Bytes::from(vec![b'x'; args.value_size]),
+        per_connection: args.reconnect.unwrap_or(u64::MAX),
         total: args.requests,
         end: None,
         issued: AtomicU64::new(0),
@@ -762,6 +883,7 @@ fn run(args: &Args) -> Result<Report> {
         threads,
         pipeline: args.pipeline,
         value_size: args.value_size,
+        reconnect: args.reconnect.is_some(),
         seconds,
         tally,
     })
