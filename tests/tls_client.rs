@@ -10,7 +10,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use courier::client::{Client, ClientError};
+use courier::client::{CallOptions, Client, ClientError};
 use courier::echo::ECHO;
 use courier::proto::{Code, Decoder, Encoder, Frame, FrameKind, Metadata, DEFAULT_MAX_BODY_LEN};
 use courier::tls::{ClientTlsConfig, ServerTlsConfig, ALPN};
@@ -455,6 +455,130 @@ fn a_silent_server_times_out_the_handshake_within_the_connect_timeout() {
         "{took:?}"
     );
     drop(listener);
+}
+
+#[test]
+fn a_bad_first_server_flight_is_answered_with_an_alert() {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let server = std::thread::spawn(move || {
+        let mut stream = support::accept_within(&listener, IO_TIMEOUT).expect("a connection");
+        stream.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+        let mut hello = [0u8; 4096];
+        assert!(stream.read(&mut hello).expect("ClientHello") > 0);
+        // A handshake record holding a ServerHello with an empty body, then more bytes than
+        // rustls takes in one go, so that the client processes the record while the rest of
+        // its first read waits.
+        let mut flight = vec![22, 3, 3, 0, 4, 2, 0, 0, 0];
+        flight.resize(10_000, 0);
+        stream.write_all(&flight).expect("write");
+        let mut after = Vec::new();
+        let _ = stream.read_to_end(&mut after);
+        after
+    });
+    let pki = generate(&[]);
+    let err = builder()
+        .tls(pki.client_config())
+        .connect(addr)
+        .expect_err("a broken ServerHello");
+    assert!(matches!(err, ClientError::Tls(_)), "{err:?}");
+    let after = server.join().expect("server thread");
+    // An alert record (content type 21) in plaintext: the handshake had no keys yet.
+    assert!(after.starts_with(&[21, 3, 3, 0, 2, 2]), "{after:?}");
+}
+
+/// How a trickling server holds back its answer.
+#[derive(Clone, Copy, Debug)]
+enum Trickle {
+    /// The one TLS record holding the response, a byte every 300 ms: no plaintext until it
+    /// is whole.
+    RecordBytes,
+    /// A KeyUpdate every 300 ms: whole records, none with plaintext.
+    KeyUpdates,
+}
+
+/// A TLS server on a thread that completes the handshake, reads one request and then
+/// trickles its response as `how` says, for up to 20 steps or until the client is gone.
+fn trickling_server(
+    config: Arc<rustls::ServerConfig>,
+    how: Trickle,
+) -> (SocketAddr, JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let handle = std::thread::spawn(move || {
+        let stream = support::accept_within(&listener, IO_TIMEOUT).expect("a connection");
+        stream.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+        let conn = ServerConnection::new(config).expect("server");
+        let mut tls = StreamOwned::new(conn, stream);
+        let mut decoder = Decoder::new(DEFAULT_MAX_BODY_LEN);
+        let mut input = BytesMut::new();
+        let mut chunk = [0u8; 4096];
+        let id = loop {
+            let n = tls.read(&mut chunk).expect("read the request");
+            assert!(n > 0, "the client closed before its request");
+            input.extend_from_slice(&chunk[..n]);
+            if let Some(Frame::Request(request)) = decoder.decode(&mut input).expect("decode") {
+                break request.request_id;
+            }
+        };
+        let step = Duration::from_millis(300);
+        match how {
+            Trickle::RecordBytes => {
+                let mut out = BytesMut::new();
+                respond(&Encoder::new(DEFAULT_MAX_BODY_LEN), &mut out, id, b"late");
+                tls.conn.writer().write_all(&out).expect("plaintext");
+                let mut record = Vec::new();
+                while tls.conn.wants_write() {
+                    tls.conn.write_tls(&mut record).expect("write_tls to a Vec");
+                }
+                for byte in record.into_iter().take(20) {
+                    std::thread::sleep(step);
+                    if tls.sock.write_all(&[byte]).is_err() {
+                        return;
+                    }
+                }
+            }
+            Trickle::KeyUpdates => {
+                for _ in 0..20 {
+                    std::thread::sleep(step);
+                    tls.conn.refresh_traffic_keys().expect("KeyUpdate");
+                    if tls.flush().is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    (addr, handle)
+}
+
+#[test]
+fn a_trickling_tls_server_cannot_hold_a_call_past_its_deadline() {
+    let pki = generate(&[]);
+    for how in [Trickle::RecordBytes, Trickle::KeyUpdates] {
+        let (addr, server) = trickling_server(server_config(&pki, false), how);
+        let mut client = builder()
+            .tls(pki.client_config())
+            .connect(addr)
+            .expect("connect");
+        let options = CallOptions {
+            deadline: Some(Duration::from_secs(1)),
+            ..CallOptions::default()
+        };
+        let start = Instant::now();
+        let err = client
+            .call_with(&ECHO, &Bytes::from_static(b"late"), &options)
+            .expect_err("no answer within the deadline");
+        let took = start.elapsed();
+        assert!(matches!(err, ClientError::Timeout), "{how:?}: {err:?}");
+        // A bound, not a measurement: before, each byte or record restarted the wait.
+        assert!(
+            took >= Duration::from_millis(990) && took < Duration::from_secs(3),
+            "{how:?}: {took:?}"
+        );
+        drop(client);
+        server.join().expect("server thread");
+    }
 }
 
 /// The error of a connect whose handshake the client refuses; the server's side ends too.

@@ -52,6 +52,7 @@ mod error;
 mod transport;
 
 use std::collections::{HashMap, HashSet};
+use std::fmt;
 use std::io;
 use std::marker::PhantomData;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -139,7 +140,9 @@ impl<Resp> Pending<Resp> {
 /// TLS error, is broken: every later call returns its error ([`ClientError::Closed`],
 /// [`ClientError::Connection`], [`ClientError::Protocol`], [`ClientError::Tls`]), and a new
 /// [`Client`] is needed.
-#[derive(Debug)]
+///
+/// `Debug` shows the connection's state and the sizes of its buffers, never their bytes (nor
+/// the token: see [`ClientBuilder`]).
 pub struct Client {
     transport: Transport,
     peer: SocketAddr,
@@ -169,6 +172,28 @@ pub struct Client {
     broken: Option<Broken>,
     /// The name AUTH gave on the current connection.
     identity: Option<String>,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The buffers' bytes are left out: the write buffer holds AUTH's token until it is
+        // written, and both hold whatever the application sends and receives.
+        f.debug_struct("Client")
+            .field("peer", &self.peer)
+            .field("transport", &self.transport)
+            .field("addrs", &self.addrs)
+            .field("config", &self.config)
+            .field("read_buffered", &self.read_buf.len())
+            .field("write_buffered", &self.write_buf.len())
+            .field("next_id", &self.next_id)
+            .field("outstanding", &self.outstanding.len())
+            .field("arrived", &self.arrived.len())
+            .field("orphaned", &self.orphaned.len())
+            .field("goaway", &self.goaway)
+            .field("broken", &self.broken)
+            .field("identity", &self.identity)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Client {
@@ -496,7 +521,17 @@ impl Client {
 
     /// With a token: sends AUTH on the new connection and waits for its answer, within the
     /// connect timeout (`proto-spec/SERVICES.md`, admin.Auth). Sets [`Client::identity`].
+    /// On failure, the write buffer is emptied: what is left of the AUTH frame holds the
+    /// token.
     fn authenticate(&mut self) -> Result<(), ClientError> {
+        let result = self.try_authenticate();
+        if result.is_err() {
+            self.write_buf.clear();
+        }
+        result
+    }
+
+    fn try_authenticate(&mut self) -> Result<(), ClientError> {
         let Some(token) = self.config.token.clone() else {
             return Ok(());
         };
@@ -586,6 +621,8 @@ impl Client {
         match result {
             Ok(0) => return Err(self.fail(Broken::Closed)),
             Ok(_) => {}
+            // A signal, or a TLS read that gave no plaintext yet: the caller checks the
+            // deadline and reads again.
             Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
             Err(e)
                 if matches!(
@@ -680,6 +717,35 @@ fn deadline_ms(deadline: Duration) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failed_auth_leaves_no_token_in_the_write_buffer_or_in_debug() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stream = std::net::TcpStream::connect(addr).unwrap();
+        let _server = listener.accept().unwrap();
+        // Every write fails at once (EPIPE): the AUTH frame stays unsent.
+        stream.shutdown(std::net::Shutdown::Write).unwrap();
+        let token = "secret-token-8d1f";
+        let config = Client::builder().token(token);
+        assert!(!format!("{config:?}").contains(token), "{config:?}");
+        let mut client = Client::from_transport(Transport::Plain(stream), addr, vec![addr], config);
+
+        let err = client.authenticate().unwrap_err();
+        assert!(matches!(err, ClientError::Io(_)), "{err:?}");
+        assert!(client.write_buf.is_empty(), "{:?}", client.write_buf);
+        let debug = format!("{client:?}");
+        assert!(!debug.contains(token), "{debug}");
+        assert!(debug.contains("write_buffered: 0"), "{debug}");
+
+        // Debug shows the buffers' sizes, never their bytes.
+        client.write_buf.extend_from_slice(token.as_bytes());
+        client.read_buf.extend_from_slice(token.as_bytes());
+        for debug in [format!("{client:?}"), format!("{client:#?}")] {
+            assert!(!debug.contains(token), "{debug}");
+        }
+        assert!(format!("{client:?}").contains("write_buffered: 17"));
+    }
 
     #[test]
     fn deadlines_round_up_to_whole_milliseconds_and_never_to_zero() {

@@ -34,44 +34,47 @@ impl Transport {
         }
     }
 
-    /// One read of at least a byte (waiting up to the socket's read timeout) appended to
-    /// `buf`, which has spare capacity; 0 at the end of the stream. For TLS: every byte of
-    /// plaintext rustls holds after reading what the socket had, which may be more than the
-    /// spare capacity (the buffer grows).
+    /// One read from the socket (waiting up to its read timeout) appended to `buf`, which has
+    /// spare capacity; 0 at the end of the stream.
+    ///
+    /// For TLS: the plaintext rustls already holds, if any, without touching the socket;
+    /// else at most one read of the socket and one pass of rustls over what it brought, and
+    /// every byte of plaintext that gave (which may be more than the spare capacity: the
+    /// buffer grows). When it gave none (part of a record, or records without application
+    /// data), an `Interrupted` error: the caller checks its deadline and reads again. So a
+    /// server that sends a byte at a time cannot hold a read past the deadline, as it could
+    /// if this read until a record was whole.
     ///
     /// # Errors
-    /// The socket's errors (`WouldBlock` past the read timeout); for TLS, an `InvalidData`
-    /// error whose inner error is the [`rustls::Error`] (see [`tls_error`]).
+    /// The socket's errors (`WouldBlock` past the read timeout); for TLS, `Interrupted` as
+    /// above, and an `InvalidData` error whose inner error is the [`rustls::Error`] (see
+    /// [`tls_error`]).
     pub(super) fn read(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
         let tls = match self {
             Transport::Plain(stream) => return crate::sys::read_spare(stream, buf, usize::MAX),
-            Transport::Tls(tls) => tls,
+            Transport::Tls(tls) => &mut **tls,
         };
-        let first = match tls.fill_buf() {
-            Ok(chunk) => chunk,
-            // TCP closed without a close_notify: the frames' lengths and checksums, not TLS,
-            // tell a whole frame from a cut one, so this is an end of stream like any other.
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
-            Err(e) => return Err(e),
-        };
-        let mut total = first.len();
-        buf.extend_from_slice(first);
-        tls.consume(total);
-        if total == 0 {
-            return Ok(0);
+        let StreamOwned { conn, sock } = tls;
+        if let Some(n) = take_plaintext(conn, buf)? {
+            return Ok(n);
         }
-        // The rest of what rustls decrypted, without reading the socket again.
-        loop {
-            let mut reader = tls.conn.reader();
-            match reader.fill_buf() {
-                Ok(chunk) if !chunk.is_empty() => {
-                    let n = chunk.len();
-                    buf.extend_from_slice(chunk);
-                    reader.consume(n);
-                    total += n;
-                }
-                _ => return Ok(total),
+        // What rustls has queued to send (an answer to a KeyUpdate, say) goes out first.
+        while conn.wants_write() {
+            if conn.write_tls(sock)? == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
             }
+        }
+        // One read of the socket: 0 at its end, which rustls notes and `take_plaintext`
+        // reports below.
+        conn.read_tls(sock)?;
+        if let Err(err) = conn.process_new_packets() {
+            // The alert that says why, if rustls queued one; the error is what counts.
+            let _ = conn.write_tls(sock);
+            return Err(io::Error::new(io::ErrorKind::InvalidData, err));
+        }
+        match take_plaintext(conn, buf)? {
+            Some(n) => Ok(n),
+            None => Err(io::ErrorKind::Interrupted.into()),
         }
     }
 
@@ -105,6 +108,32 @@ impl Transport {
             }
         }
         let _ = self.socket().shutdown(Shutdown::Both);
+    }
+}
+
+/// Moves the plaintext `conn` holds to `buf`: `Some(n)` for `n` bytes, `Some(0)` at the end
+/// of the stream (a close_notify, or TCP closed without one: the frames' lengths and
+/// checksums, not TLS, tell a whole frame from a cut one, so that is an end of stream like any
+/// other), `None` when it holds none and the stream goes on.
+fn take_plaintext(conn: &mut ClientConnection, buf: &mut BytesMut) -> io::Result<Option<usize>> {
+    let mut total = 0;
+    loop {
+        let mut reader = conn.reader();
+        match reader.fill_buf() {
+            Ok(chunk) if !chunk.is_empty() => {
+                let n = chunk.len();
+                buf.extend_from_slice(chunk);
+                reader.consume(n);
+                total += n;
+            }
+            // Closed with a close_notify, after what was read.
+            Ok(_) => return Ok(Some(total)),
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(Some(total)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                return Ok((total > 0).then_some(total))
+            }
+            Err(e) => return Err(e),
+        }
     }
 }
 
@@ -213,7 +242,11 @@ fn first_bytes(
         conn.read_tls(&mut rest)?;
         if !rest.is_empty() {
             // rustls takes what it can buffer; what it has must be processed first.
-            conn.process_new_packets().map_err(ClientError::Tls)?;
+            if let Err(err) = conn.process_new_packets() {
+                // The alert that says why, as in `handshake` (`proto-spec/PROTOCOL.md` 17.3).
+                let _ = conn.write_tls(stream);
+                return Err(ClientError::Tls(err));
+            }
         }
     }
     Ok(len)
