@@ -1,13 +1,13 @@
 //! The ACL file: identities, their token hashes and the methods each may call.
 
 use std::fmt;
-use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use serde::Deserialize;
 use toml::Spanned;
 
+use super::error::AclError;
 use super::token::TokenTable;
 use super::{Authenticator, Authorizer, Identity};
 
@@ -239,12 +239,13 @@ impl Acl {
             };
 
             let mut rules = Vec::with_capacity(identity.allow.len());
-            for pattern in &identity.allow {
+            for (index, pattern) in identity.allow.iter().enumerate() {
                 let rule =
                     Rule::parse(pattern.get_ref()).map_err(|reason| AclError::BadPattern {
                         path: file_path(),
                         line: line(pattern.span().start),
                         name: name.to_string(),
+                        index: index + 1,
                         pattern: pattern.get_ref().clone(),
                         reason,
                     })?;
@@ -355,174 +356,6 @@ fn redact_strings(message: &str) -> String {
     }
     out.push_str(rest);
     out
-}
-
-/// Why an ACL could not be read. Never shows a token or a token hash.
-///
-/// Every variant but `Io` carries `path`: the file, when the ACL came from
-/// [`Acl::load`] (`None` from [`Acl::from_toml`]), and a line number (from 1) in the TOML text.
-#[derive(Debug)]
-#[non_exhaustive]
-pub enum AclError {
-    /// The file could not be read.
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The error (`InvalidData` when the file is not UTF-8).
-        source: io::Error,
-    },
-    /// The text is not TOML, or not shaped like an ACL: an unknown field, a missing `name`, a
-    /// value of the wrong type.
-    Syntax {
-        /// The file, if any.
-        path: Option<PathBuf>,
-        /// The line and column (both from 1, the column in characters) where the toml crate
-        /// places the error, when it does.
-        position: Option<(usize, usize)>,
-        /// The toml crate's message, on one line (its lines joined by `; `), without the line's
-        /// text, which could hold a token written into the file by mistake; a string value
-        /// quoted in the message reads `a string`.
-        message: String,
-    },
-    /// An identity's `name` is `""`.
-    EmptyName {
-        /// The file, if any.
-        path: Option<PathBuf>,
-        /// The line of the `name`.
-        line: usize,
-    },
-    /// Two identities have the same `name`.
-    DuplicateName {
-        /// The file, if any.
-        path: Option<PathBuf>,
-        /// The line of the second `name`.
-        line: usize,
-        /// The name.
-        name: String,
-        /// The line of the first.
-        first_line: usize,
-    },
-    /// A `token_sha256` is not 64 hex digits.
-    BadTokenHash {
-        /// The file, if any.
-        path: Option<PathBuf>,
-        /// The line of the `token_sha256`.
-        line: usize,
-        /// The identity's name.
-        name: String,
-    },
-    /// Two identities have the same `token_sha256` (so one token would prove both).
-    DuplicateToken {
-        /// The file, if any.
-        path: Option<PathBuf>,
-        /// The line of the second `token_sha256`.
-        line: usize,
-        /// The identity of the second.
-        name: String,
-        /// The identity of the first.
-        other: String,
-    },
-    /// An `allow` pattern is not `*`, `<service>.*` or `<service>.<method>` (service and method
-    /// not empty, without `*` or whitespace).
-    BadPattern {
-        /// The file, if any.
-        path: Option<PathBuf>,
-        /// The line of the pattern.
-        line: usize,
-        /// The identity's name.
-        name: String,
-        /// The pattern as written.
-        pattern: String,
-        /// What is wrong with it.
-        reason: &'static str,
-    },
-}
-
-impl fmt::Display for AclError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fn file(f: &mut fmt::Formatter<'_>, path: Option<&PathBuf>) -> fmt::Result {
-            match path {
-                Some(path) => write!(f, "ACL file {}: ", path.display()),
-                None => f.write_str("ACL: "),
-            }
-        }
-        match self {
-            AclError::Io { path, source } => {
-                write!(f, "cannot read ACL file {}: {source}", path.display())
-            }
-            AclError::Syntax {
-                path,
-                position,
-                message,
-            } => {
-                file(f, path.as_ref())?;
-                if let Some((line, column)) = position {
-                    write!(f, "line {line}, column {column}: ")?;
-                }
-                f.write_str(message)
-            }
-            AclError::EmptyName { path, line } => {
-                file(f, path.as_ref())?;
-                write!(f, "line {line}: an identity's name is empty")
-            }
-            AclError::DuplicateName {
-                path,
-                line,
-                name,
-                first_line,
-            } => {
-                file(f, path.as_ref())?;
-                write!(
-                    f,
-                    "line {line}: identity {name:?} is already defined at line {first_line}"
-                )
-            }
-            AclError::BadTokenHash { path, line, name } => {
-                file(f, path.as_ref())?;
-                write!(
-                    f,
-                    "line {line}: identity {name:?}: token_sha256 must be 64 hex digits \
-                     (the SHA-256 of the token, never the token itself)"
-                )
-            }
-            AclError::DuplicateToken {
-                path,
-                line,
-                name,
-                other,
-            } => {
-                file(f, path.as_ref())?;
-                write!(
-                    f,
-                    "line {line}: identity {name:?} has the same token_sha256 as identity \
-                     {other:?}; each token must prove one identity"
-                )
-            }
-            AclError::BadPattern {
-                path,
-                line,
-                name,
-                pattern,
-                reason,
-            } => {
-                file(f, path.as_ref())?;
-                write!(
-                    f,
-                    "line {line}: identity {name:?}: bad pattern {pattern:?} ({reason}); \
-                     a pattern is \"*\", \"<service>.*\" or \"<service>.<method>\""
-                )
-            }
-        }
-    }
-}
-
-impl std::error::Error for AclError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            AclError::Io { source, .. } => Some(source),
-            _ => None,
-        }
-    }
 }
 
 #[cfg(test)]
@@ -857,6 +690,7 @@ allow = ["kv.Get", "admin.*"]
             match &e {
                 AclError::BadPattern {
                     line: 5,
+                    index: 2,
                     name,
                     pattern,
                     ..
@@ -866,11 +700,33 @@ allow = ["kv.Get", "admin.*"]
                 }
                 other => panic!("{bad:?}: {other:?}"),
             }
+            // Shown only when it looks like a pattern (a token pasted there is not echoed).
+            let text = e.to_string();
+            if bad.contains('.') {
+                assert!(text.contains(&format!("bad pattern {bad:?}")), "{text}");
+            } else {
+                assert!(text.contains("bad pattern #2 of allow"), "{text}");
+            }
         }
         for good in ["*", "kv.*", "kv.Get", "a.b.c", "é.ü"] {
             let acl = Acl::from_toml(&format!("[[identity]]\nname = \"a\"\nallow = [{good:?}]\n"));
             assert!(acl.is_ok(), "{good:?}: {acl:?}");
         }
+    }
+
+    #[test]
+    fn a_token_in_allow_is_not_echoed() {
+        let token = "c2VjcmV0LXRva2VuLWluLXRoZS13cm9uZy1wbGFjZQ";
+        let e = err(&format!(
+            "[[identity]]\nname = \"a\"\nallow = [\"kv.*\", \"admin.Stats\", {token:?}]\n"
+        ));
+        assert!(matches!(e, AclError::BadPattern { index: 3, .. }), "{e:?}");
+        for shown in [e.to_string(), format!("{e:?}"), format!("{e:#?}")] {
+            assert!(!shown.contains(token), "{shown}");
+        }
+        assert!(e
+            .to_string()
+            .contains("line 3: identity \"a\": bad pattern #3 of allow"));
     }
 
     #[test]

@@ -73,10 +73,12 @@ use std::sync::Arc;
 
 mod acl;
 mod cert;
+mod error;
 mod token;
 
-pub use acl::{Acl, AclError};
+pub use acl::Acl;
 pub use cert::certificate_identity;
+pub use error::AclError;
 pub use token::{hash_token, TokenTable};
 
 /// Who a connection has proven to be: a name and how it was proven.

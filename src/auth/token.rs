@@ -64,12 +64,18 @@ impl TokenTable {
 
     /// Maps the token whose SHA-256 is `sha256` to `name`. A hash already in the table is
     /// mapped to `name` instead of its former name.
+    ///
+    /// An empty `name` is stored, but its token never authenticates
+    /// ([`authenticate`](Authenticator::authenticate) returns `None` for it): an identity
+    /// without a name proves nothing, and the server treats one as no identity. Mapping a
+    /// hash to `""` thus revokes its token.
     pub fn insert_hash(&mut self, name: &str, sha256: [u8; 32]) {
         self.insert_shared(Arc::from(name), sha256);
     }
 
     /// Maps `token` to `name`: stores [`hash_token`]`(token)`, never the token. An empty token
-    /// can be stored but never authenticates.
+    /// can be stored but never authenticates; neither does a token mapped to an empty name
+    /// (see [`insert_hash`](Self::insert_hash)).
     pub fn insert_token(&mut self, name: &str, token: &[u8]) {
         self.insert_hash(name, hash_token(token));
     }
@@ -94,7 +100,8 @@ impl TokenTable {
 }
 
 impl Authenticator for TokenTable {
-    /// The identity whose token is `token`, or `None` (also for an empty token).
+    /// The identity whose token is `token`, or `None` (also for an empty token, and for a
+    /// token mapped to an empty name).
     fn authenticate(&self, token: &[u8]) -> Option<Identity> {
         let hash = hash_token(token);
         let mut found = Choice::from(0);
@@ -108,6 +115,9 @@ impl Authenticator for TokenTable {
             return None;
         }
         let entry = self.entries.get(usize::try_from(index).ok()?)?;
+        if entry.name.is_empty() {
+            return None;
+        }
         Some(Identity::new(entry.name.clone(), IdentitySource::Token))
     }
 }
@@ -181,6 +191,19 @@ mod tests {
         assert_eq!(tokens.authenticate(b""), None);
         assert!(TokenTable::new().authenticate(b"alice-token").is_none());
         assert!(TokenTable::new().is_empty());
+    }
+
+    #[test]
+    fn an_empty_name_never_authenticates() {
+        let mut tokens = table();
+        tokens.insert_token("", b"nameless-token");
+        assert_eq!(tokens.len(), 4);
+        assert_eq!(tokens.authenticate(b"nameless-token"), None);
+        // Mapping a known hash to "" revokes its token; the others still work.
+        tokens.insert_hash("", hash_token(b"alice-token"));
+        assert_eq!(tokens.len(), 4);
+        assert_eq!(tokens.authenticate(b"alice-token"), None);
+        assert_eq!(tokens.authenticate(b"bob-token").unwrap().name(), "bob");
     }
 
     #[test]
