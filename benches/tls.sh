@@ -72,7 +72,7 @@
 #
 # Needs: cargo; openssl; redis-server, redis-benchmark and redis-cli built with TLS (Redis 7;
 # Debian's are; installed with apt-get, through sudo when not root, when missing); coreutils
-# (timeout, sha256sum); awk. About 10 minutes at the defaults on a 2-core machine.
+# (timeout, sha256sum); awk. About 5 minutes at the defaults on a 2-core machine.
 
 set -euo pipefail
 # shellcheck source=SCRIPTDIR/lib.sh
