@@ -42,7 +42,8 @@ pub struct Authentication {
     pub required: bool,
 }
 
-/// A connection's identity and AUTH state.
+/// A connection's identity and AUTH state; boxed in the connection, and allocated only once
+/// it has one or its server requires one, so that a connection with neither pays 8 bytes.
 #[derive(Debug, Default)]
 pub(super) struct Session {
     /// Shared by the server's connections; `None`: no authentication.
@@ -63,24 +64,39 @@ impl Connection {
     /// connection before it reads). While an identity is required and missing, frame bodies
     /// are limited to [`PRE_AUTH_MAX_BODY`].
     pub fn set_authentication(&mut self, authentication: Arc<Authentication>) {
-        self.session.authentication = Some(authentication);
+        self.session.get_or_insert_with(Box::default).authentication = Some(authentication);
         self.update_body_limit();
     }
 
     /// Gives the connection `identity` (the subject of a verified client certificate, say),
     /// replacing any it had; `None` takes it away.
     pub fn set_identity(&mut self, identity: Option<Identity>) {
-        self.session.identity = identity.map(Arc::new);
+        match (identity, &mut self.session) {
+            (None, None) => {}
+            (identity, session) => {
+                session.get_or_insert_with(Box::default).identity = identity.map(Arc::new);
+            }
+        }
         self.update_body_limit();
     }
 
     /// The connection's identity, if it has one.
     pub fn identity(&self) -> Option<&Identity> {
-        self.session.identity.as_deref()
+        self.session.as_ref()?.identity.as_deref()
+    }
+
+    /// Whether the connection must authenticate before anything else.
+    fn needs_identity(&self) -> bool {
+        self.session.as_ref().is_some_and(|s| s.needs_identity())
+    }
+
+    /// The identity to hand to a handler's [`Context`](crate::service::Context).
+    pub(super) fn context_identity(&self) -> Option<Arc<Identity>> {
+        self.session.as_ref()?.identity.clone()
     }
 
     fn update_body_limit(&mut self) {
-        let max = if self.session.needs_identity() {
+        let max = if self.needs_identity() {
             self.config.max_body_len.min(PRE_AUTH_MAX_BODY)
         } else {
             self.config.max_body_len
@@ -108,11 +124,11 @@ impl Connection {
                 self.answer_failure(request_id, &Failure::status(status));
                 return true;
             }
-            let answer = WhoAmI::of(self.session.identity.as_deref());
+            let answer = WhoAmI::of(self.identity());
             self.answer_ok(request_id, |out| answer.encode(out));
             return true;
         }
-        if self.session.needs_identity() {
+        if self.needs_identity() {
             let status = Status::unauthenticated("authenticate first (admin.Auth); not processed");
             self.answer_failure(request_id, &Failure::status(status));
             return true;
@@ -123,8 +139,8 @@ impl Connection {
     fn on_auth(&mut self, request_id: u64, token: &Bytes, now: Instant) {
         let authenticator = self
             .session
-            .authentication
             .as_ref()
+            .and_then(|s| s.authentication.as_ref())
             .and_then(|a| a.authenticator.clone());
         let Some(authenticator) = authenticator else {
             let status =
@@ -147,8 +163,10 @@ impl Connection {
             }
             None => {
                 stats::inc(&self.stats.auth_failed);
-                self.session.failures = self.session.failures.saturating_add(1);
-                if self.session.failures >= MAX_AUTH_FAILURES {
+                // An authenticator was found above, so the session exists.
+                let session = self.session.get_or_insert_with(Box::default);
+                session.failures = session.failures.saturating_add(1);
+                if session.failures >= MAX_AUTH_FAILURES {
                     let message = format!("{MAX_AUTH_FAILURES} failed AUTH attempts");
                     let error = (request_id, Code::UNAUTHENTICATED, message.as_str());
                     self.end(CloseReason::AuthFailures, Some(error), now);

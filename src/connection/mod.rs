@@ -170,7 +170,7 @@ pub struct Connection {
     /// first, kept for the connection's life.
     held: Option<Box<Held>>,
     /// Its identity, and how it may get one.
-    session: auth::Session,
+    session: Option<Box<auth::Session>>,
 }
 
 /// Encoded responses that wait for a commit, and what to answer instead if it fails; and the
@@ -237,7 +237,7 @@ impl Connection {
             output_paused: false,
             in_flight_paused: false,
             held: None,
-            session: auth::Session::default(),
+            session: None,
         }
     }
 
@@ -505,7 +505,7 @@ impl Connection {
             return;
         }
         let mut ctx = Context::new(request_id, received_at, deadline, metadata);
-        ctx.identity = self.session.identity.clone();
+        ctx.identity = self.context_identity();
         let start = self.write_buf.len();
         let mut outcome = None;
         let encoded = self.encoder.encode_response_with(
