@@ -79,19 +79,7 @@ MARKDOWN=${MARKDOWN:-0}
 RAW_DIR=${RAW_DIR:-}
 ECHO_FRAME=1048576
 
-for arg in "$@"; do
-    case "$arg" in
-    --markdown) MARKDOWN=1 ;;
-    -h | --help)
-        print_help "${BASH_SOURCE[0]}"
-        exit 0
-        ;;
-    *)
-        printf 'unknown argument: %s (try --help)\n' "$arg" >&2
-        exit 2
-        ;;
-    esac
-done
+parse_args "${BASH_SOURCE[0]}" "$@"
 
 require_positive_integers ROUNDS REQUESTS REQUESTS_PIPELINED CLIENTS PIPELINE VALUE_SIZE \
     KEYSPACE LOAD_THREADS ECHO_SECONDS ECHO_CLIENTS ECHO_PIPELINE CASE_TIMEOUT
@@ -161,17 +149,7 @@ log "prefill: $KEYSPACE keys of $VALUE_SIZE bytes on each server"
 bounded "courier prefill" "$BENCH" --addr "127.0.0.1:$KV_PORT" --workload get --prefill \
     --keyspace "$KEYSPACE" --value-size "$VALUE_SIZE" --clients 1 --threads 1 --requests 1 \
     --json >"$WORK/prefill-courier.json"
-awk -v n="$KEYSPACE" -v size="$VALUE_SIZE" 'BEGIN {
-    v = ""; for (i = 0; i < size; i++) v = v "x"
-    for (i = 0; i < n; i++) {
-        k = sprintf("key:%012d", i)
-        printf "*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n", length(k), k, size, v
-    }
-}' >"$WORK/prefill-redis.resp"
-bounded "redis prefill" redis-cli -h 127.0.0.1 -p "$REDIS_PORT" --pipe \
-    <"$WORK/prefill-redis.resp" >"$WORK/prefill-redis.log"
-keys=$(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" dbsize)
-[[ "$keys" == "$KEYSPACE" ]] || die "redis holds $keys keys after the prefill, not $KEYSPACE"
+prefill_redis redis-cli -h 127.0.0.1 -p "$REDIS_PORT"
 
 # --- the cases -----------------------------------------------------------------------------
 # Each run appends "round case side throughput p99_ms cpu_per_unit" to $WORK/results:
@@ -182,12 +160,8 @@ keys=$(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" dbsize)
 : >"$WORK/commands"
 WARNINGS=()
 
-log_result() { # the line just added to the results
-    log "  $(tail -n 1 "$WORK/results" | awk '{ printf "%-7s throughput %s  p99 %s ms  cpu %s", $3, $4, $5, $6 }')"
-}
-
 run_courier_kv() { # case workload pipeline requests
-    local out="$WORK/r$ROUND-$1-courier.json" before after cmd errors misses
+    local out="$WORK/r$ROUND-$1-courier.json" before after cmd
     cmd=("$BENCH" --addr "127.0.0.1:$KV_PORT" --workload "$2" --clients "$CLIENTS"
         --threads "$LOAD_THREADS" --pipeline "$3" --requests "$4" --value-size "$VALUE_SIZE"
         --keyspace "$KEYSPACE" --json)
@@ -195,17 +169,13 @@ run_courier_kv() { # case workload pipeline requests
     before=$(cpu_ticks "$KV_PID")
     bounded "courier-bench $1" "${cmd[@]}" >"$out"
     after=$(cpu_ticks "$KV_PID")
-    errors=$(grep -o '"errors":{[^}]*}' "$out" | cut -d: -f2-)
-    misses=$(json_number "$out" misses)
-    if [[ "$errors" != "{}" || "$misses" != 0 ]]; then
-        WARNINGS+=("round $ROUND $1 courier: errors $errors, misses $misses")
-    fi
+    bench_errors "$out" "round $ROUND $1 courier"
     awk -v r="$ROUND" -v c="$1" -v t="$(json_number "$out" throughput)" \
         -v p="$(json_number "$out" p99)" -v n="$(json_number "$out" requests)" \
         -v d=$((after - before)) -v hz="$CLK_TCK" \
         'BEGIN { printf "%s %s courier %s %s %.6f\n", r, c, t, p, d / hz / n * 1e6 }' \
         >>"$WORK/results"
-    log_result
+    log_result 7
 }
 
 run_redis_kv() { # case test pipeline requests
@@ -227,11 +197,11 @@ run_redis_kv() { # case test pipeline requests
         }
         END { if (!done || !col["rps"] || !col["p99_latency_ms"]) exit 1 }' "$out" \
         >>"$WORK/results" || die "cannot read redis-benchmark's output: $(cat "$out")"
-    log_result
+    log_result 7
 }
 
 run_courier_echo() {
-    local out="$WORK/r$ROUND-echo-courier.json" before after cmd errors
+    local out="$WORK/r$ROUND-echo-courier.json" before after cmd
     cmd=("$BENCH" --addr "127.0.0.1:$ECHO_PORT" --workload echo --clients "$ECHO_CLIENTS"
         --threads "$LOAD_THREADS" --pipeline "$ECHO_PIPELINE" --window --duration "$ECHO_SECONDS"
         --value-size "$ECHO_FRAME" --json)
@@ -239,14 +209,13 @@ run_courier_echo() {
     before=$(cpu_ticks "$ECHO_PID")
     bounded "courier-bench echo" "${cmd[@]}" >"$out"
     after=$(cpu_ticks "$ECHO_PID")
-    errors=$(grep -o '"errors":{[^}]*}' "$out" | cut -d: -f2-)
-    [[ "$errors" == "{}" ]] || WARNINGS+=("round $ROUND echo courier: errors $errors")
+    bench_errors "$out" "round $ROUND echo courier"
     awk -v r="$ROUND" -v t="$(json_number "$out" throughput)" -v p="$(json_number "$out" p99)" \
         -v n="$(json_number "$out" requests)" -v size="$ECHO_FRAME" -v d=$((after - before)) \
         -v hz="$CLK_TCK" 'BEGIN {
             printf "%s echo courier %.3f %s %.6f\n", r, t * size / 1e6, p, d / hz / (n * size / 1e9)
         }' >>"$WORK/results"
-    log_result
+    log_result 7
 }
 
 run_iperf3() {
@@ -266,7 +235,7 @@ run_iperf3() {
             if (!bytes || !bps) exit 1
             printf "%s echo iperf3 %.3f - %.6f\n", r, bps / 8 / 1e6, d / hz / (bytes / 1e9)
         }' "$out" >>"$WORK/results" || die "cannot read iperf3's output: $(head -c 600 "$out")"
-    log_result
+    log_result 7
 }
 
 for ROUND in $(seq "$ROUNDS"); do

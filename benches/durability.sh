@@ -84,19 +84,7 @@ MARKDOWN=${MARKDOWN:-0}
 RAW_DIR=${RAW_DIR:-}
 MODES=(always everysec none)
 
-for arg in "$@"; do
-    case "$arg" in
-    --markdown) MARKDOWN=1 ;;
-    -h | --help)
-        print_help "${BASH_SOURCE[0]}"
-        exit 0
-        ;;
-    *)
-        printf 'unknown argument: %s (try --help)\n' "$arg" >&2
-        exit 2
-        ;;
-    esac
-done
+parse_args "${BASH_SOURCE[0]}" "$@"
 
 require_positive_integers ROUNDS REQUESTS REQUESTS_PIPELINED CLIENTS VALUE_SIZE KEYSPACE \
     LOAD_THREADS CASE_TIMEOUT
@@ -191,7 +179,6 @@ load_command() { # side port depth requests: sets LOAD_CMD
 # stopped and its directory deleted.
 run_case() { # depth mode side
     local depth=$1 mode=$2 side=$3 name port dir pid out requests before after ticks bytes
-    local errors
     name="r$ROUND-p$depth-$mode-$side"
     dir="$DATA/$name"
     requests=$(requests_for "$depth")
@@ -223,8 +210,7 @@ run_case() { # depth mode side
     note_maintenance "$name" "p${depth}_$mode" "$side"
 
     if [[ $side == courier ]]; then
-        errors=$(grep -o '"errors":{[^}]*}' "$out" | cut -d: -f2-)
-        [[ "$errors" == "{}" ]] || WARNINGS+=("$name: errors $errors")
+        bench_errors "$out" "$name"
         awk -v r="$ROUND" -v c="p${depth}_$mode" -v t="$(json_number "$out" throughput)" \
             -v p50="$(json_number "$out" p50)" -v p99="$(json_number "$out" p99)" \
             -v n="$(json_number "$out" requests)" -v d="$ticks" -v hz="$CLK_TCK" -v b="$bytes" \

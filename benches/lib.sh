@@ -22,6 +22,52 @@ print_help() { # script
     sed -n '2,/^$/{s/^# \{0,1\}//;p}' "$1"
 }
 
+parse_args() { # script args...: --markdown sets MARKDOWN=1; -h/--help prints the script's header
+    local script=$1 arg
+    shift
+    for arg in "$@"; do
+        case "$arg" in
+        --markdown) MARKDOWN=1 ;;
+        -h | --help)
+            print_help "$script"
+            exit 0
+            ;;
+        *)
+            printf 'unknown argument: %s (try --help)\n' "$arg" >&2
+            exit 2
+            ;;
+        esac
+    done
+}
+
+log_result() { # side-column width: logs the line just added to $WORK/results
+    log "  $(tail -n 1 "$WORK/results" | awk -v w="$1" '{ printf "%-*s throughput %s  p99 %s ms  cpu %s", w, $3, $4, $5, $6 }')"
+}
+
+bench_errors() { # report what: warns (WARNINGS) of errors and misses in a courier-bench JSON report
+    local errors misses
+    errors=$(grep -o '"errors":{[^}]*}' "$1" | cut -d: -f2-)
+    misses=$(json_number "$1" misses)
+    if [[ "$errors" != "{}" || "${misses:-0}" != 0 ]]; then
+        WARNINGS+=("$2: errors $errors, misses ${misses:-0}")
+    fi
+}
+
+prefill_redis() { # redis-cli command...: SETs every key of KEYSPACE, as redis-benchmark -r names
+    # them (key:NNNNNNNNNNNN), VALUE_SIZE bytes of 'x' each, through --pipe; checks DBSIZE.
+    local keys
+    awk -v n="$KEYSPACE" -v size="$VALUE_SIZE" 'BEGIN {
+        v = ""; for (i = 0; i < size; i++) v = v "x"
+        for (i = 0; i < n; i++) {
+            k = sprintf("key:%012d", i)
+            printf "*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n", length(k), k, size, v
+        }
+    }' >"$WORK/prefill-redis.resp"
+    bounded "redis prefill" "$@" --pipe <"$WORK/prefill-redis.resp" >"$WORK/prefill-redis.log"
+    keys=$("$@" dbsize)
+    [[ "$keys" == "$KEYSPACE" ]] || die "redis holds $keys keys after the prefill, not $KEYSPACE"
+}
+
 require_positive_integers() { # variable names
     local knob
     for knob in "$@"; do

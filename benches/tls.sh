@@ -97,19 +97,7 @@ RAW_DIR=${RAW_DIR:-}
 CONN_BODY=4
 unset COURIER_TOKEN
 
-for arg in "$@"; do
-    case "$arg" in
-    --markdown) MARKDOWN=1 ;;
-    -h | --help)
-        print_help "${BASH_SOURCE[0]}"
-        exit 0
-        ;;
-    *)
-        printf 'unknown argument: %s (try --help)\n' "$arg" >&2
-        exit 2
-        ;;
-    esac
-done
+parse_args "${BASH_SOURCE[0]}" "$@"
 
 require_positive_integers ROUNDS REQUESTS REQUESTS_PIPELINED CONN_REQUESTS CLIENTS PIPELINE \
     VALUE_SIZE KEYSPACE LOAD_THREADS CASE_TIMEOUT
@@ -198,17 +186,7 @@ bounded "courier prefill" "$BENCH" --addr "127.0.0.1:$KV_PORT" "${prefill[@]}" \
     >"$WORK/prefill-courier.json"
 with_token bounded "courier ACL prefill" "$BENCH" --addr "127.0.0.1:$ACL_PORT" \
     "${prefill[@]}" >"$WORK/prefill-courier-acl.json"
-awk -v n="$KEYSPACE" -v size="$VALUE_SIZE" 'BEGIN {
-    v = ""; for (i = 0; i < size; i++) v = v "x"
-    for (i = 0; i < n; i++) {
-        k = sprintf("key:%012d", i)
-        printf "*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n", length(k), k, size, v
-    }
-}' >"$WORK/prefill-redis.resp"
-bounded "redis prefill" "${REDIS_CLI[@]}" --pipe <"$WORK/prefill-redis.resp" \
-    >"$WORK/prefill-redis.log"
-keys=$("${REDIS_CLI[@]}" dbsize)
-[[ "$keys" == "$KEYSPACE" ]] || die "redis holds $keys keys after the prefill, not $KEYSPACE"
+prefill_redis "${REDIS_CLI[@]}"
 
 # The ACL holds: no request without the token, and the token's identity may GET.
 if "${KV_CLI_TLS[@]}" --addr "127.0.0.1:$ACL_PORT" get key:0000000000 >/dev/null 2>"$WORK/acl-anonymous.log"; then
@@ -228,24 +206,11 @@ with_token "${KV_CLI_TLS[@]}" --addr "127.0.0.1:$ACL_PORT" get key:0000000000 >/
 : >"$WORK/commands"
 WARNINGS=()
 
-log_result() { # the line just added to the results
-    log "  $(tail -n 1 "$WORK/results" | awk '{ printf "%-9s throughput %s  p99 %s ms  cpu %s", $3, $4, $5, $6 }')"
-}
-
 # Like note_command, for a command run with the run's token in COURIER_TOKEN (not shown).
 note_command_with_token() { # command...
     if ((ROUND == 1)); then
         printf 'COURIER_TOKEN=<the token> ' >>"$WORK/commands"
         note_command "$@"
-    fi
-}
-
-bench_errors() { # courier-bench's JSON report: warns of errors and misses
-    local errors misses
-    errors=$(grep -o '"errors":{[^}]*}' "$1" | cut -d: -f2-)
-    misses=$(json_number "$1" misses)
-    if [[ "$errors" != "{}" || "${misses:-0}" != 0 ]]; then
-        WARNINGS+=("round $ROUND $2: errors $errors, misses $misses")
     fi
 }
 
@@ -274,13 +239,13 @@ run_courier_kv() { # case workload pipeline requests side port pid
     before=$(cpu_ticks "$7")
     "${auth[@]}" bounded "courier-bench $1 $5" "${cmd[@]}" >"$out"
     after=$(cpu_ticks "$7")
-    bench_errors "$out" "$1 $5"
+    bench_errors "$out" "round $ROUND $1 $5"
     awk -v r="$ROUND" -v c="$1" -v s="$5" -v t="$(json_number "$out" throughput)" \
         -v p="$(json_number "$out" p99)" -v n="$(json_number "$out" requests)" \
         -v d=$((after - before)) -v hz="$CLK_TCK" \
         'BEGIN { printf "%s %s %s %s %s %.6f\n", r, c, s, t, p, d / hz / n * 1e6 }' \
         >>"$WORK/results"
-    log_result
+    log_result 9
 }
 
 run_redis_kv() { # case test pipeline requests
@@ -293,7 +258,7 @@ run_redis_kv() { # case test pipeline requests
     bounded "redis-benchmark $1" "${cmd[@]}" >"$out"
     after=$(cpu_ticks "$REDIS_PID")
     redis_row "$out" "$1" "$2" "$4" $((after - before)) 1e6
-    log_result
+    log_result 9
 }
 
 # Appends the results line of redis-benchmark's CSV output $1 (case $2, test $3): the
@@ -326,7 +291,7 @@ run_courier_conn() {
     hs_after=$(courier_handshakes "$KV_PORT")
     # Less the handshake of the connection that read hs_after.
     handshakes=$((hs_after - hs_before - 1))
-    bench_errors "$out" "new connections courier"
+    bench_errors "$out" "round $ROUND new connections courier"
     # The --clients connections opened before courier-bench's clock starts are not in its
     # count; the server's count has them.
     opened=$(($(json_number "$out" connections) + CLIENTS))
@@ -335,7 +300,7 @@ run_courier_conn() {
         -v d=$((after - before)) -v hz="$CLK_TCK" \
         'BEGIN { printf "%s conn courier %s - %.6f\n", r, t, d / hz / n * 1000 }' \
         >>"$WORK/results"
-    log_result
+    log_result 9
 }
 
 run_redis_conn() {
@@ -351,7 +316,7 @@ run_redis_conn() {
     handshakes=$((hs_after - hs_before - 1))
     check_handshakes redis "$handshakes" "$CONN_REQUESTS"
     redis_row "$out" conn ping_mbulk "$handshakes" $((after - before)) 1000
-    log_result
+    log_result 9
 }
 
 # Warns when a server counted far more or fewer handshakes than the connections expected.
