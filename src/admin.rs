@@ -59,12 +59,9 @@ pub const MAX_TOKEN_LEN: usize = 1024;
 /// The answer to WHOAMI: how the connection got its identity, and its name.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WhoAmI {
-    /// How the connection got its identity; `None` for a connection with no identity
-    /// (anonymous), and for a source this version does not know (see `source_code`).
-    pub source: Option<IdentitySource>,
     /// The source byte as sent: 0 anonymous, 1 certificate, 2 token, 3 custom; a client
     /// accepts other values, from later versions, and shows them as a number
-    /// (`proto-spec/SERVICES.md` Section 0.3).
+    /// (`proto-spec/SERVICES.md` Section 0.3). [`WhoAmI::source`] reads it.
     pub source_code: u8,
     /// The identity's name; empty when anonymous.
     pub name: String,
@@ -73,18 +70,22 @@ pub struct WhoAmI {
 impl WhoAmI {
     /// The answer for `identity` (`None`: anonymous).
     pub fn of(identity: Option<&Identity>) -> Self {
-        let source = identity.map(Identity::source);
         WhoAmI {
-            source,
-            source_code: source.map_or(0, IdentitySource::wire),
+            source_code: identity.map_or(0, |id| id.source().wire()),
             name: identity.map_or_else(String::new, |id| id.name().to_string()),
         }
+    }
+
+    /// How the connection got its identity; `None` for a connection with no identity
+    /// (anonymous), and for a source this version does not know (see `source_code`).
+    pub fn source(&self) -> Option<IdentitySource> {
+        IdentitySource::from_wire(self.source_code)
     }
 }
 
 impl Message for WhoAmI {
     fn encode<B: BufMut>(&self, dst: &mut B) {
-        dst.put_u8(self.source.map_or(self.source_code, IdentitySource::wire));
+        dst.put_u8(self.source_code);
         dst.put_slice(self.name.as_bytes());
     }
 
@@ -92,20 +93,10 @@ impl Message for WhoAmI {
         let (&source_code, name) = src
             .split_first()
             .ok_or_else(|| MessageError::invalid("empty WHOAMI answer"))?;
-        let source = match source_code {
-            1 => Some(IdentitySource::Certificate),
-            2 => Some(IdentitySource::Token),
-            3 => Some(IdentitySource::Custom),
-            _ => None,
-        };
         let name = std::str::from_utf8(name)
             .map_err(|_| MessageError::invalid("identity name is not UTF-8"))?
             .to_string();
-        Ok(WhoAmI {
-            source,
-            source_code,
-            name,
-        })
+        Ok(WhoAmI { source_code, name })
     }
 }
 
@@ -166,14 +157,14 @@ mod tests {
     fn whoami_keeps_a_source_it_does_not_know() {
         let later = WhoAmI::decode(Bytes::from_static(b"\x09svc")).expect("decodes");
         assert_eq!(
-            (later.source, later.source_code, later.name.as_str()),
+            (later.source(), later.source_code, later.name.as_str()),
             (None, 9, "svc")
         );
         let mut again = Vec::new();
         later.encode(&mut again);
         assert_eq!(again, b"\x09svc");
         let anonymous = WhoAmI::decode(Bytes::from_static(b"\x00")).expect("decodes");
-        assert_eq!((anonymous.source, anonymous.source_code), (None, 0));
+        assert_eq!((anonymous.source(), anonymous.source_code), (None, 0));
         assert!(WhoAmI::decode(Bytes::new()).is_err());
     }
 

@@ -92,7 +92,7 @@ fn nothing_but_auth_whoami_and_ping_runs_before_authentication() {
     assert_eq!(code, Code::UNAUTHENTICATED);
     let (code, _) = response(call(&mut conn, 3, 0, courier::admin::STATS.method, b""));
     assert_eq!(code, Code::UNAUTHENTICATED);
-    assert_eq!(whoami(&mut conn, 4).source, None);
+    assert_eq!(whoami(&mut conn, 4).source(), None);
     support::send_raw(&mut conn, &support::encode(&Frame::Ping(9)));
     assert_eq!(support::read_frames(&mut conn, 1), vec![Frame::Pong(9)]);
     // Then AUTH, and the same GET runs.
@@ -100,7 +100,7 @@ fn nothing_but_auth_whoami_and_ping_runs_before_authentication() {
     assert_eq!((code, &name[..]), (Code::OK, &b"alice"[..]));
     let me = whoami(&mut conn, 6);
     assert_eq!(
-        (me.source, me.name.as_str()),
+        (me.source(), me.name.as_str()),
         (Some(IdentitySource::Token), "alice")
     );
     let (code, _) = response(call(&mut conn, 7, kv::SERVICE, kv::GET.method, b"k"));
@@ -119,7 +119,7 @@ fn a_wrong_token_is_refused_and_changes_nothing() {
     // Empty and over-long tokens are refused the same way.
     let (code, _) = response(call(&mut conn, 2, 0, AUTH.method, b""));
     assert_eq!(code, Code::UNAUTHENTICATED);
-    assert_eq!(whoami(&mut conn, 3).source, None);
+    assert_eq!(whoami(&mut conn, 3).source(), None);
     // A good AUTH, then a wrong one: the identity stays.
     let mut other = support::raw_connect(server.local_addr());
     assert_eq!(auth(&mut other, 1, READER).0, Code::OK);

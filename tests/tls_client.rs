@@ -749,7 +749,10 @@ fn the_real_server_over_mutual_tls_with_a_token() {
         .expect("connect");
     assert_eq!(client.identity(), None);
     let me = whoami(&mut client);
-    assert_eq!(me.source, Some(courier::auth::IdentitySource::Certificate));
+    assert_eq!(
+        me.source(),
+        Some(courier::auth::IdentitySource::Certificate)
+    );
     assert_eq!(me.name, "alice");
     assert_eq!(echo(&mut client, "as alice").expect("echo"), "as alice");
     client.close();
@@ -762,7 +765,7 @@ fn the_real_server_over_mutual_tls_with_a_token() {
         .expect("connect");
     assert_eq!(client.identity(), Some("bob"));
     let me = whoami(&mut client);
-    assert_eq!(me.source, Some(courier::auth::IdentitySource::Token));
+    assert_eq!(me.source(), Some(courier::auth::IdentitySource::Token));
     assert_eq!(me.name, "bob");
     let value = Bytes::from(vec![b'v'; 100_000]);
     let set = courier::kv::SetRequest {

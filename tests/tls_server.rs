@@ -80,7 +80,7 @@ fn every_kv_method_works_over_tls() {
     // Without a client certificate the connection is anonymous.
     let me = call(&mut tls, 5, 0, WHOAMI.method, b"").expect("WHOAMI");
     let me = WhoAmI::decode(ok_payload(me)).expect("decodes");
-    assert_eq!((me.source, me.name.as_str()), (None, ""));
+    assert_eq!((me.source(), me.name.as_str()), (None, ""));
     assert_eq!(support::counter(&server, "tls_handshakes"), 1);
     // A clean close sends close_notify, which the server counts.
     tls.conn.send_close_notify();
@@ -101,7 +101,7 @@ fn mutual_tls_gives_the_certificate_subject_as_identity() {
     assert_eq!(&ok_payload(caller)[..], b"alice");
     let me = call(&mut tls, 2, 0, WHOAMI.method, b"").expect("WHOAMI");
     let me = WhoAmI::decode(ok_payload(me)).expect("decodes");
-    assert_eq!(me.source, Some(IdentitySource::Certificate));
+    assert_eq!(me.source(), Some(IdentitySource::Certificate));
     assert_eq!(me.name, "alice");
 }
 

@@ -134,6 +134,17 @@ impl IdentitySource {
             IdentitySource::Custom => 3,
         }
     }
+
+    /// The source a WHOAMI byte stands for: the inverse of [`IdentitySource::wire`]; `None`
+    /// for 0 (no identity) and for values this version does not know.
+    pub fn from_wire(byte: u8) -> Option<IdentitySource> {
+        match byte {
+            1 => Some(IdentitySource::Certificate),
+            2 => Some(IdentitySource::Token),
+            3 => Some(IdentitySource::Custom),
+            _ => None,
+        }
+    }
 }
 
 /// Which identity a token proves (admin AUTH).
