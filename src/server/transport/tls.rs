@@ -359,15 +359,8 @@ impl TlsTransport {
     /// Queues close_notify once, then writes out everything and shuts the socket's write
     /// side. `Ok(false)` while the socket is full.
     pub(super) fn shutdown_write(&mut self) -> io::Result<bool> {
-        if !self.close_sent && !self.peer_closed_abruptly() {
-            self.close_sent = true;
-            self.tls.send_close_notify();
-            self.stats.tls_alert_sent(TlsAlert::CloseNotify);
-        }
-        match self.write_pending() {
-            Ok(()) => {}
-            Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-            Err(err) => return Err(err),
+        if !self.say_goodbye()? {
+            return Ok(false);
         }
         self.socket.shutdown(std::net::Shutdown::Write)?;
         Ok(true)
@@ -377,7 +370,20 @@ impl TlsTransport {
     /// while records remain, which must be on the socket by `until` (else
     /// [`TlsTransport::deadline`] passes and the connection is closed as a write timeout).
     pub(super) fn finish(&mut self, until: Instant) -> io::Result<bool> {
-        if self.failure.is_some() || self.peer_closed_abruptly() {
+        if self.failure.is_some() {
+            return Ok(true);
+        }
+        let done = self.say_goodbye()?;
+        if !done {
+            self.finish_deadline.get_or_insert(until);
+        }
+        Ok(done)
+    }
+
+    /// Queues close_notify once (not to a peer gone mid-handshake) and writes out what
+    /// rustls holds: `Ok(false)` while the socket is full.
+    fn say_goodbye(&mut self) -> io::Result<bool> {
+        if self.peer_closed_abruptly() {
             return Ok(true);
         }
         if !self.close_sent {
@@ -387,10 +393,7 @@ impl TlsTransport {
         }
         match self.write_pending() {
             Ok(()) => Ok(true),
-            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
-                self.finish_deadline.get_or_insert(until);
-                Ok(false)
-            }
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => Ok(false),
             Err(err) => Err(err),
         }
     }
