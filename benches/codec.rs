@@ -35,7 +35,7 @@
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use courier::proto::{DecodeError, Decoder, Encoder, Frame, Metadata, Request, HEADER_LEN};
+use courier_rpc::proto::{DecodeError, Decoder, Encoder, Frame, Metadata, Request, HEADER_LEN};
 use criterion::{
     black_box, criterion_group, criterion_main, measurement::WallTime, BenchmarkGroup, BenchmarkId,
     Criterion, Throughput,

@@ -36,12 +36,12 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use courier::admin::{StatsReport, STATS};
-use courier::client::Client;
-use courier::echo::ECHO;
-use courier::proto::{Code, Encoder, Frame, FrameKind, Metadata, Request, HEADER_LEN, MAGIC};
-use courier::server::{RunningServer, Server};
-use courier::service::{Method, Router};
+use courier_rpc::admin::{StatsReport, STATS};
+use courier_rpc::client::Client;
+use courier_rpc::echo::ECHO;
+use courier_rpc::proto::{Code, Encoder, Frame, FrameKind, Metadata, Request, HEADER_LEN, MAGIC};
+use courier_rpc::server::{RunningServer, Server};
+use courier_rpc::service::{Method, Router};
 use hdrhistogram::Histogram;
 
 /// Times the whole sequence (every attack, each after a baseline) is run.
@@ -235,15 +235,17 @@ fn phase(
 
 fn start_server() -> RunningServer {
     let mut router = Router::new();
-    courier::echo::register(&mut router);
-    courier::kv::register(&mut router, Arc::new(courier::kv::Store::new()));
+    courier_rpc::echo::register(&mut router);
+    courier_rpc::kv::register(&mut router, Arc::new(courier_rpc::kv::Store::new()));
     router.register_blocking(SLEEP, |_ctx, body: Bytes| {
         thread::sleep(Duration::from_secs(1));
         Ok(body)
     });
     // The cores the normal client leaves free, as benches/compare.sh does: a loop on the
     // client's core would fight it for that core.
-    let loops = courier::server::default_loops().saturating_sub(1).max(1);
+    let loops = courier_rpc::server::default_loops()
+        .saturating_sub(1)
+        .max(1);
     Server::builder()
         .addr("127.0.0.1:0".parse().expect("valid address"))
         .loops(loops)

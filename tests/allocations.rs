@@ -12,10 +12,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use courier::connection::{BufferPool, Connection, ConnectionConfig};
-use courier::proto::{Encoder, Frame, Metadata, Request};
-use courier::service::Router;
-use courier::stats::Stats;
+use courier_rpc::connection::{BufferPool, Connection, ConnectionConfig};
+use courier_rpc::proto::{Encoder, Frame, Metadata, Request};
+use courier_rpc::service::Router;
+use courier_rpc::stats::Stats;
 
 #[path = "support/counting.rs"]
 mod counting;
@@ -49,8 +49,11 @@ fn batch(first_id: u64, load: Load) -> BytesMut {
     let mut out = BytesMut::new();
     for i in 0..16 {
         let (service, payload) = match load {
-            Load::Echo(size) => (courier::echo::SERVICE, Bytes::from(vec![i as u8; size])),
-            Load::Get => (courier::kv::SERVICE, Bytes::from_static(b"key:0000000001")),
+            Load::Echo(size) => (courier_rpc::echo::SERVICE, Bytes::from(vec![i as u8; size])),
+            Load::Get => (
+                courier_rpc::kv::SERVICE,
+                Bytes::from_static(b"key:0000000001"),
+            ),
         };
         let frame = Frame::Request(Request {
             request_id: first_id + i,
@@ -94,10 +97,10 @@ fn serve(
 
 fn steady_state_allocations(load: Load) -> (usize, u64) {
     let mut router = Router::new();
-    courier::echo::register(&mut router);
-    let store = Arc::new(courier::kv::Store::new());
+    courier_rpc::echo::register(&mut router);
+    let store = Arc::new(courier_rpc::kv::Store::new());
     store.set(b"key:0000000001", &[7; 64]);
-    courier::kv::register(&mut router, store);
+    courier_rpc::kv::register(&mut router, store);
     let stats = Arc::new(Stats::new());
     let mut conn = Connection::new(
         ConnectionConfig::default(),

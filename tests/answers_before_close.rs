@@ -10,12 +10,12 @@ mod support;
 use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use courier::echo;
-use courier::kv::logfile::{FsyncPolicy, Log};
-use courier::kv::{self, Store};
-use courier::proto::{Code, Frame, Response};
-use courier::server::Server;
-use courier::service::Router;
+use courier_rpc::echo;
+use courier_rpc::kv::logfile::{FsyncPolicy, Log};
+use courier_rpc::kv::{self, Store};
+use courier_rpc::proto::{Code, Frame, Response};
+use courier_rpc::server::Server;
+use courier_rpc::service::Router;
 use support::{encode, raw_connect, read_until_close, request, send_raw, start, TempDir};
 
 /// Where the kv service keeps its data in one case.
@@ -93,7 +93,8 @@ fn run_case(storage: Storage, ending: Ending, loops: usize) -> Vec<Frame> {
     };
     let server = start(Server::builder().loops(loops), router(&store, log.as_ref()));
     {
-        let mut client = courier::client::Client::connect(server.local_addr()).expect("connect");
+        let mut client =
+            courier_rpc::client::Client::connect(server.local_addr()).expect("connect");
         client
             .call(
                 &kv::SET,

@@ -10,13 +10,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use courier::admin::{WhoAmI, AUTH, MAX_TOKEN_LEN, WHOAMI};
-use courier::auth::{hash_token, Acl, IdentitySource, TokenTable};
-use courier::connection::{MAX_AUTH_FAILURES, PRE_AUTH_MAX_BODY};
-use courier::kv;
-use courier::proto::{Code, Frame};
-use courier::server::{RunningServer, Server};
-use courier::service::Message;
+use courier_rpc::admin::{WhoAmI, AUTH, MAX_TOKEN_LEN, WHOAMI};
+use courier_rpc::auth::{hash_token, Acl, IdentitySource, TokenTable};
+use courier_rpc::connection::{MAX_AUTH_FAILURES, PRE_AUTH_MAX_BODY};
+use courier_rpc::kv;
+use courier_rpc::proto::{Code, Frame};
+use courier_rpc::server::{RunningServer, Server};
+use courier_rpc::service::Message;
 use support::kv_process;
 
 const ALICE: &str = "alice-s3cret-token";
@@ -90,7 +90,7 @@ fn nothing_but_auth_whoami_and_ping_runs_before_authentication() {
     // Unknown methods say the same: nothing is learnt before authenticating.
     let (code, _) = response(call(&mut conn, 2, 77, 1, b""));
     assert_eq!(code, Code::UNAUTHENTICATED);
-    let (code, _) = response(call(&mut conn, 3, 0, courier::admin::STATS.method, b""));
+    let (code, _) = response(call(&mut conn, 3, 0, courier_rpc::admin::STATS.method, b""));
     assert_eq!(code, Code::UNAUTHENTICATED);
     assert_eq!(whoami(&mut conn, 4).source(), None);
     support::send_raw(&mut conn, &support::encode(&Frame::Ping(9)));
@@ -147,7 +147,7 @@ fn each_identity_may_call_only_what_the_acl_allows() {
     assert!(String::from_utf8_lossy(&message).contains("reader may not call kv.Set"));
     let (code, _) = response(call(&mut reader, 3, kv::SERVICE, kv::DELETE.method, b"k"));
     assert_eq!(code, Code::PERMISSION_DENIED);
-    let (code, _) = response(call(&mut reader, 4, courier::echo::SERVICE, 1, b"hi"));
+    let (code, _) = response(call(&mut reader, 4, courier_rpc::echo::SERVICE, 1, b"hi"));
     assert_eq!(code, Code::PERMISSION_DENIED);
     // The refused SET did not happen; alice's does.
     let mut alice = support::raw_connect(server.local_addr());
@@ -165,9 +165,21 @@ fn each_identity_may_call_only_what_the_acl_allows() {
     let (code, value) = response(call(&mut reader, 6, kv::SERVICE, kv::GET.method, b"k"));
     assert_eq!((code, &value[..]), (Code::OK, &b"v"[..]));
     // alice's ACL entry has no admin.*: STATS is refused to her, allowed to reader.
-    let (code, _) = response(call(&mut alice, 3, 0, courier::admin::STATS.method, b""));
+    let (code, _) = response(call(
+        &mut alice,
+        3,
+        0,
+        courier_rpc::admin::STATS.method,
+        b"",
+    ));
     assert_eq!(code, Code::PERMISSION_DENIED);
-    let (code, _) = response(call(&mut reader, 7, 0, courier::admin::STATS.method, b""));
+    let (code, _) = response(call(
+        &mut reader,
+        7,
+        0,
+        courier_rpc::admin::STATS.method,
+        b"",
+    ));
     assert_eq!(code, Code::OK);
     assert_eq!(support::counter(&server, "requests_PERMISSION_DENIED"), 4);
 }
@@ -204,7 +216,7 @@ fn unauthenticated_frames_are_limited_to_16_kib() {
     let mut anonymous = support::raw_connect(server.local_addr());
     support::send_raw(
         &mut anonymous,
-        &support::encode(&support::request(1, courier::echo::SERVICE, 1, &big)),
+        &support::encode(&support::request(1, courier_rpc::echo::SERVICE, 1, &big)),
     );
     match &support::read_until_close(&mut anonymous)[..] {
         [Frame::Error { code, .. }] => assert_eq!(*code, Code::RESOURCE_EXHAUSTED),
@@ -213,7 +225,7 @@ fn unauthenticated_frames_are_limited_to_16_kib() {
     // Once authenticated, the server's own limit (4 MiB) applies.
     let mut alice = support::raw_connect(server.local_addr());
     assert_eq!(auth(&mut alice, 1, ALICE).0, Code::OK);
-    let (code, echoed) = response(call(&mut alice, 2, courier::echo::SERVICE, 1, &big));
+    let (code, echoed) = response(call(&mut alice, 2, courier_rpc::echo::SERVICE, 1, &big));
     assert_eq!((code, echoed.len()), (Code::OK, big.len()));
 }
 

@@ -10,9 +10,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use courier::proto::{Code, Frame};
-use courier::server::Server;
-use courier::service::Method;
+use courier_rpc::proto::{Code, Frame};
+use courier_rpc::server::Server;
+use courier_rpc::service::Method;
 use support::*;
 
 /// Eight pipelined echo requests in one write, with a 100-byte high-water mark: decoding

@@ -143,7 +143,7 @@ fn reconnect_opens_a_connection_every_n_requests() {
 fn reconnect_over_tls_runs_a_handshake_per_connection() {
     let pki = support::tls::generate(&[]);
     let server = support::start(
-        courier::server::Server::builder().tls(pki.server_config(false)),
+        courier_rpc::server::Server::builder().tls(pki.server_config(false)),
         support::bundled_router(),
     );
     let ca = pki.ca.path.to_str().expect("a UTF-8 path");

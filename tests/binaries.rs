@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Output, Stdio};
 
 use bytes::Bytes;
-use courier::client::Client;
+use courier_rpc::client::Client;
 
 mod support;
 use support::TempDir;
@@ -175,7 +175,7 @@ fn echo_server_echoes() {
     let mut client = Client::connect(server.addr).expect("connect");
     let body = Bytes::from_static(b"ping through a real process");
     assert_eq!(
-        client.call(&courier::echo::ECHO, &body).expect("echo"),
+        client.call(&courier_rpc::echo::ECHO, &body).expect("echo"),
         body
     );
 }

@@ -15,11 +15,11 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use courier::client::{Client, ClientError};
-use courier::echo::ECHO;
-use courier::proto::{Code, Frame, Metadata, Request, Response};
-use courier::server::Server;
-use courier::service::{Method, Router};
+use courier_rpc::client::{Client, ClientError};
+use courier_rpc::echo::ECHO;
+use courier_rpc::proto::{Code, Frame, Metadata, Request, Response};
+use courier_rpc::server::Server;
+use courier_rpc::service::{Method, Router};
 
 use support::{encode, raw_connect, read_frames, request, send_raw, start, stats, wait_for_stats};
 
@@ -77,7 +77,7 @@ impl Gate {
 /// A router with the echo service and [`GATED`] waiting at `gate`.
 fn gated_router(gate: &Arc<Gate>) -> Router {
     let mut router = Router::new();
-    courier::echo::register(&mut router);
+    courier_rpc::echo::register(&mut router);
     let gate = Arc::clone(gate);
     router.register_blocking(GATED, move |_ctx, body: Bytes| {
         gate.pass();
@@ -122,7 +122,7 @@ fn status_code<T: std::fmt::Debug>(result: Result<T, ClientError>) -> Code {
 fn a_sleeping_blocking_handler_delays_no_inline_request() {
     let invoked = Arc::new(AtomicUsize::new(0));
     let mut router = Router::new();
-    courier::echo::register(&mut router);
+    courier_rpc::echo::register(&mut router);
     let counter = Arc::clone(&invoked);
     router.register_blocking(SLEEPY, move |_ctx, body: Bytes| {
         counter.fetch_add(1, Ordering::SeqCst);

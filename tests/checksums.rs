@@ -1,7 +1,7 @@
 mod support;
 
-use courier::echo::ECHO;
-use courier::proto::{Code, Frame, HEADER_LEN};
+use courier_rpc::echo::ECHO;
+use courier_rpc::proto::{Code, Frame, HEADER_LEN};
 
 use support::{
     assert_serving, encode, raw_connect, read_frames, read_until_close, request, send_raw,

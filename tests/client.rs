@@ -8,10 +8,10 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use courier::client::{CallOptions, Client, ClientError};
-use courier::proto::{Code, Metadata};
-use courier::server::Server;
-use courier::service::{Method, Router};
+use courier_rpc::client::{CallOptions, Client, ClientError};
+use courier_rpc::proto::{Code, Metadata};
+use courier_rpc::server::Server;
+use courier_rpc::service::{Method, Router};
 
 /// Answers with what the handler saw: the deadline in whole ms (0 if none) and the metadata.
 const INSPECT: Method<(), String> = Method::new(9, 1, "test.Inspect");
@@ -102,7 +102,10 @@ fn responses_are_matched_by_request_id_when_waited_in_reverse() {
     let pending: Vec<_> = (0..200u32)
         .map(|i| {
             client
-                .send(&courier::echo::ECHO, &Bytes::from(i.to_be_bytes().to_vec()))
+                .send(
+                    &courier_rpc::echo::ECHO,
+                    &Bytes::from(i.to_be_bytes().to_vec()),
+                )
                 .map(|p| (i, p))
         })
         .collect::<Result<_, _>>()
@@ -134,14 +137,14 @@ fn a_silent_server_times_out_and_a_closing_one_is_closed() {
         .read_timeout(Duration::from_millis(200))
         .connect(addr)
         .expect("connect");
-    let result = client.call(&courier::echo::ECHO, &Bytes::from_static(b"hello?"));
+    let result = client.call(&courier_rpc::echo::ECHO, &Bytes::from_static(b"hello?"));
     assert!(
         matches!(result, Err(ClientError::Timeout)),
         "got {result:?}"
     );
 
     let mut closing = Client::connect(addr).expect("connect");
-    let result = closing.call(&courier::echo::ECHO, &Bytes::from_static(b"hello?"));
+    let result = closing.call(&courier_rpc::echo::ECHO, &Bytes::from_static(b"hello?"));
     assert!(
         matches!(result, Err(ClientError::Closed) | Err(ClientError::Io(_))),
         "got {result:?}"
@@ -157,7 +160,7 @@ fn a_request_over_the_limit_is_refused_before_sending() {
         .max_body_len(16)
         .connect(server.local_addr())
         .expect("connect");
-    let result = client.call(&courier::echo::ECHO, &Bytes::from(vec![0; 17]));
+    let result = client.call(&courier_rpc::echo::ECHO, &Bytes::from(vec![0; 17]));
     assert!(
         matches!(result, Err(ClientError::Encode(_))),
         "got {result:?}"
@@ -165,7 +168,7 @@ fn a_request_over_the_limit_is_refused_before_sending() {
     // Nothing was sent, so the connection is still good.
     assert_eq!(
         client
-            .call(&courier::echo::ECHO, &Bytes::from(vec![1; 16]))
+            .call(&courier_rpc::echo::ECHO, &Bytes::from(vec![1; 16]))
             .expect("within the limit"),
         Bytes::from(vec![1; 16])
     );
@@ -190,14 +193,14 @@ fn server_error_frame_is_a_connection_error() {
     );
     // The client allows large frames, the server does not: the server answers ERROR.
     let mut client = Client::connect(server.local_addr()).expect("connect");
-    let result = client.call(&courier::echo::ECHO, &Bytes::from(vec![0; 65]));
+    let result = client.call(&courier_rpc::echo::ECHO, &Bytes::from(vec![0; 65]));
     match result {
         Err(ClientError::Connection(s)) => assert_eq!(s.code, Code::RESOURCE_EXHAUSTED),
         other => panic!("expected a connection error, got {other:?}"),
     }
     // The connection is gone; the client says so without touching the socket.
     assert!(matches!(
-        client.call(&courier::echo::ECHO, &Bytes::new()),
+        client.call(&courier_rpc::echo::ECHO, &Bytes::new()),
         Err(ClientError::Connection(_))
     ));
 }

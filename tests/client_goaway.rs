@@ -22,9 +22,9 @@ use std::thread;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use courier::client::{Client, ClientError};
-use courier::echo::ECHO;
-use courier::proto::{Code, Frame, Metadata, Request, Response};
+use courier_rpc::client::{Client, ClientError};
+use courier_rpc::echo::ECHO;
+use courier_rpc::proto::{Code, Frame, Metadata, Request, Response};
 use support::{accept_within, encode, read_frames, read_until_close, send_raw, IO_TIMEOUT};
 
 /// The client's connect and read timeouts: below the fake server's `IO_TIMEOUT`, so a client

@@ -12,10 +12,10 @@ use std::thread;
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use courier::kv::{self, Store};
-use courier::proto::{Code, Frame, Metadata, Request};
-use courier::server::Server;
-use courier::service::{Method, Router};
+use courier_rpc::kv::{self, Store};
+use courier_rpc::proto::{Code, Frame, Metadata, Request};
+use courier_rpc::server::Server;
+use courier_rpc::service::{Method, Router};
 use support::{encode, raw_connect, read_frames, send_raw, start, stats};
 
 /// Sleeps 300 ms on a worker, then answers with its body.

@@ -6,10 +6,10 @@ use std::thread;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use courier::client::Client;
-use courier::echo::ECHO;
-use courier::proto::{Code, Frame, HEADER_LEN};
-use courier::server::Server;
+use courier_rpc::client::Client;
+use courier_rpc::echo::ECHO;
+use courier_rpc::proto::{Code, Frame, HEADER_LEN};
+use courier_rpc::server::Server;
 
 use support::{
     assert_serving, bundled_router, encode, raw_connect, read_until_close, request, send_raw,

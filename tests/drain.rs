@@ -11,10 +11,10 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use courier::client::{Client, ClientError};
-use courier::proto::{Code, Frame, Status};
-use courier::server::Server;
-use courier::service::{Commit, Method, Router};
+use courier_rpc::client::{Client, ClientError};
+use courier_rpc::proto::{Code, Frame, Status};
+use courier_rpc::server::Server;
+use courier_rpc::service::{Commit, Method, Router};
 
 use support::{encode, raw_connect, read_until_close, request, send_raw, start};
 

@@ -3,8 +3,8 @@
 mod support;
 
 use bytes::Bytes;
-use courier::client::Client;
-use courier::echo::ECHO;
+use courier_rpc::client::Client;
+use courier_rpc::echo::ECHO;
 
 #[test]
 fn echo_returns_the_body_for_sizes_from_empty_to_one_mebibyte() {

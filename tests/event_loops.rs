@@ -12,12 +12,12 @@ use std::sync::Arc;
 use std::thread;
 
 use bytes::Bytes;
-use courier::client::Client;
-use courier::echo::ECHO;
-use courier::proto::{Code, Frame};
-use courier::server::Server;
-use courier::service::{Method, Router};
-use courier::stats::Stats;
+use courier_rpc::client::Client;
+use courier_rpc::echo::ECHO;
+use courier_rpc::proto::{Code, Frame};
+use courier_rpc::server::Server;
+use courier_rpc::service::{Method, Router};
+use courier_rpc::stats::Stats;
 
 use support::{
     bundled_router, echo_request, raw_connect, read_frames, read_until_close, send_raw, start,
@@ -73,7 +73,7 @@ fn connections_are_dealt_out_to_every_loop_in_turn() {
 #[test]
 fn blocking_calls_come_back_to_the_loop_of_their_connection() {
     let mut router = Router::new();
-    courier::echo::register(&mut router);
+    courier_rpc::echo::register(&mut router);
     router.register_blocking(QUICK, |_ctx, body: Bytes| {
         let mut out = b"done:".to_vec();
         out.extend_from_slice(&body);

@@ -16,8 +16,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use courier::client::Client;
-use courier::proto::{Code, Decoder, Frame, DEFAULT_MAX_BODY_LEN};
+use courier_rpc::client::Client;
+use courier_rpc::proto::{Code, Decoder, Frame, DEFAULT_MAX_BODY_LEN};
 
 use support::{encode, raise_fd_limit, stats};
 

@@ -22,7 +22,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 
 use bytes::BytesMut;
-use courier::proto::{DecodeError, Decoder, Encoder, Frame, HEADER_LEN};
+use courier_rpc::proto::{DecodeError, Decoder, Encoder, Frame, HEADER_LEN};
 
 const REGRESSIONS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/regressions");
 

@@ -14,12 +14,12 @@ use std::thread;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use courier::admin::StatsReport;
-use courier::client::Client;
-use courier::echo::ECHO;
-use courier::kv::{self, SetRequest};
-use courier::proto::{Code, DecodeError, Frame, Metadata, Request, HEADER_LEN};
-use courier::server::Server;
+use courier_rpc::admin::StatsReport;
+use courier_rpc::client::Client;
+use courier_rpc::echo::ECHO;
+use courier_rpc::kv::{self, SetRequest};
+use courier_rpc::proto::{Code, DecodeError, Frame, Metadata, Request, HEADER_LEN};
+use courier_rpc::server::Server;
 
 use support::{
     assert_serving, bundled_router, echo_request, encode, expect_single_error, fix_header_crc,

@@ -7,8 +7,8 @@ mod support;
 
 use std::time::Duration;
 
-use courier::echo::ECHO;
-use courier::server::Server;
+use courier_rpc::echo::ECHO;
+use courier_rpc::server::Server;
 
 use support::{
     assert_serving, bundled_router, encode, hostile_set_linger_zero, hostile_stats,

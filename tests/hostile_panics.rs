@@ -9,10 +9,10 @@ use std::sync::Once;
 use std::thread;
 
 use bytes::Bytes;
-use courier::client::{Client, ClientError};
-use courier::proto::{Code, Status};
-use courier::server::Server;
-use courier::service::{Method, Router};
+use courier_rpc::client::{Client, ClientError};
+use courier_rpc::proto::{Code, Status};
+use courier_rpc::server::Server;
+use courier_rpc::service::{Method, Router};
 
 use support::{bundled_router, hostile_stats, hostile_stats_client, start};
 

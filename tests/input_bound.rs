@@ -9,10 +9,10 @@ use std::io::Write;
 use std::thread;
 
 use bytes::Bytes;
-use courier::connection::{ConnectionConfig, READ_CHUNK};
-use courier::proto::{Frame, HEADER_LEN};
-use courier::server::Server;
-use courier::service::{Method, Router};
+use courier_rpc::connection::{ConnectionConfig, READ_CHUNK};
+use courier_rpc::proto::{Frame, HEADER_LEN};
+use courier_rpc::server::Server;
+use courier_rpc::service::{Method, Router};
 use support::{encode, raw_connect, read_frames, request, start, stats};
 
 /// Takes any body and answers with nothing.

@@ -9,8 +9,8 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use bytes::Bytes;
-use courier::client::Client;
-use courier::kv::{Key, SetRequest, GET, SET};
+use courier_rpc::client::Client;
+use courier_rpc::kv::{Key, SetRequest, GET, SET};
 use support::kv_process;
 
 /// client.py against `addr` with `args`; no token in its environment.
@@ -140,7 +140,7 @@ fn python_client_sends_deadlines_rounded_up_and_never_zero() {
 
 #[test]
 fn python_client_reads_a_goaway_as_the_spec_says() {
-    use courier::proto::{Code, Frame, Response};
+    use courier_rpc::proto::{Code, Frame, Response};
     use std::io::Read;
     // A scripted server: it reads the client's four pipelined requests, drains with a GOAWAY
     // naming request 2, answers 1 and 2, and closes.

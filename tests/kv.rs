@@ -3,9 +3,11 @@
 mod support;
 
 use bytes::Bytes;
-use courier::client::{Client, ClientError};
-use courier::kv::{Deleted, Key, SetRequest, Value, DELETE, GET, MAX_KEY_LEN, MAX_VALUE_LEN, SET};
-use courier::proto::Code;
+use courier_rpc::client::{Client, ClientError};
+use courier_rpc::kv::{
+    Deleted, Key, SetRequest, Value, DELETE, GET, MAX_KEY_LEN, MAX_VALUE_LEN, SET,
+};
+use courier_rpc::proto::Code;
 
 fn key(k: &str) -> Key {
     Key(Bytes::copy_from_slice(k.as_bytes()))
@@ -115,7 +117,7 @@ fn malformed_set_body_is_invalid_argument_and_the_connection_goes_on() {
     let codes: Vec<_> = frames
         .iter()
         .map(|f| match f {
-            courier::proto::Frame::Response(r) => (r.request_id, r.code),
+            courier_rpc::proto::Frame::Response(r) => (r.request_id, r.code),
             other => panic!("expected responses, got {other:?}"),
         })
         .collect();

@@ -20,9 +20,9 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use courier::client::{Client, ClientError};
-use courier::kv::{self, Deleted, SetRequest};
-use courier::proto::Code;
+use courier_rpc::client::{Client, ClientError};
+use courier_rpc::kv::{self, Deleted, SetRequest};
+use courier_rpc::proto::Code;
 use support::kv_process::*;
 use support::TempDir;
 

@@ -6,9 +6,9 @@ mod support;
 use std::sync::Arc;
 use std::thread;
 
-use courier::kv::logfile::{FsyncPolicy, Log, LogConfig, LogError, LOG_FILE};
-use courier::kv::Store;
-use courier::service::Commit;
+use courier_rpc::kv::logfile::{FsyncPolicy, Log, LogConfig, LogError, LOG_FILE};
+use courier_rpc::kv::Store;
+use courier_rpc::service::Commit;
 use support::TempDir;
 
 fn config(dir: &TempDir, fsync: FsyncPolicy) -> LogConfig {

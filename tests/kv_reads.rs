@@ -13,12 +13,12 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use courier::client::Client;
-use courier::kv::logfile::{FsyncPolicy, Log};
-use courier::kv::{self, Key, SetRequest};
-use courier::proto::Status;
-use courier::server::Server;
-use courier::service::{Commit, Router};
+use courier_rpc::client::Client;
+use courier_rpc::kv::logfile::{FsyncPolicy, Log};
+use courier_rpc::kv::{self, Key, SetRequest};
+use courier_rpc::proto::Status;
+use courier_rpc::server::Server;
+use courier_rpc::service::{Commit, Router};
 use support::{start, TempDir};
 
 /// The log's own commit, 200 ms late, counted.

@@ -9,9 +9,9 @@ use std::io;
 use std::os::unix::process::CommandExt;
 use std::time::{Duration, Instant};
 
-use courier::kv;
-use courier::kv::record::{set_len, FILE_HEADER};
-use courier::proto::Code;
+use courier_rpc::kv;
+use courier_rpc::kv::record::{set_len, FILE_HEADER};
+use courier_rpc::proto::Code;
 use support::kv_process::*;
 use support::TempDir;
 
@@ -262,7 +262,7 @@ fn disk_value(name: &str) -> Vec<u8> {
 
 /// One client of the full-disk runs: batches of 8 pipelined SETs of new keys
 /// (`c<client>-<n>`) until a whole batch is refused; every answer is recorded.
-fn fill_disk(mut client: courier::client::Client, id: usize) -> Vec<(String, Answer)> {
+fn fill_disk(mut client: courier_rpc::client::Client, id: usize) -> Vec<(String, Answer)> {
     let mut answers = Vec::new();
     for batch in 0..2_000 {
         let mut pending = Vec::with_capacity(8);
@@ -281,14 +281,14 @@ fn fill_disk(mut client: courier::client::Client, id: usize) -> Vec<(String, Ans
         for (name, p) in pending {
             let answer = match client.wait(p) {
                 Ok(()) => Answer::Ok,
-                Err(courier::client::ClientError::Status(s)) if s.code == Code::UNAVAILABLE => {
+                Err(courier_rpc::client::ClientError::Status(s)) if s.code == Code::UNAVAILABLE => {
                     refused += 1;
                     Answer::NotStored
                 }
-                Err(courier::client::ClientError::Status(s)) if s.code == Code::UNKNOWN => {
+                Err(courier_rpc::client::ClientError::Status(s)) if s.code == Code::UNKNOWN => {
                     Answer::Unknown
                 }
-                Err(courier::client::ClientError::Status(s)) => {
+                Err(courier_rpc::client::ClientError::Status(s)) => {
                     panic!("{name}: unexpected answer {s}")
                 }
                 Err(_) => Answer::None,
@@ -570,7 +570,9 @@ fn a_failed_fsync_answers_outcome_unknown_and_refuses_writes() {
     // A read of the key whose outcome is unknown shows nothing.
     let read = client.call(&kv::GET, &key("c"));
     match read {
-        Err(courier::client::ClientError::Status(s)) => assert_eq!(s.code, Code::UNKNOWN, "{s}"),
+        Err(courier_rpc::client::ClientError::Status(s)) => {
+            assert_eq!(s.code, Code::UNKNOWN, "{s}")
+        }
         other => panic!("GET c: expected UNKNOWN, got {other:?}"),
     }
     // Reads of the durable keys answer their value, or UNKNOWN where they share a shard of
@@ -578,7 +580,7 @@ fn a_failed_fsync_answers_outcome_unknown_and_refuses_writes() {
     for k in ["a", "b"] {
         match client.call(&kv::GET, &key(k)) {
             Ok(value) => assert_eq!(&value.0[..], k.as_bytes()),
-            Err(courier::client::ClientError::Status(s)) if s.code == Code::UNKNOWN => {}
+            Err(courier_rpc::client::ClientError::Status(s)) if s.code == Code::UNKNOWN => {}
             other => panic!("GET {k}: {other:?}"),
         }
     }

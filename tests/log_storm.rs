@@ -11,9 +11,9 @@ use std::sync::{Mutex, Once};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use courier::client::Client;
-use courier::echo::ECHO;
-use courier::server::Server;
+use courier_rpc::client::Client;
+use courier_rpc::echo::ECHO;
+use courier_rpc::server::Server;
 use log::{Level, LevelFilter, Log, Metadata, Record};
 
 use support::{

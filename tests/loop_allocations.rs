@@ -12,7 +12,7 @@ mod support;
 use std::io::{Read, Write};
 
 use bytes::BytesMut;
-use courier::server::Server;
+use courier_rpc::server::Server;
 use support::{bundled_router, echo_request, raw_connect, start};
 
 #[path = "support/counting.rs"]

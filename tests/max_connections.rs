@@ -5,10 +5,10 @@ use std::thread;
 use std::time::Duration;
 
 use bytes::Bytes;
-use courier::client::{Client, ClientError};
-use courier::echo::ECHO;
-use courier::proto::{Code, Frame};
-use courier::server::Server;
+use courier_rpc::client::{Client, ClientError};
+use courier_rpc::echo::ECHO;
+use courier_rpc::proto::{Code, Frame};
+use courier_rpc::server::Server;
 
 use support::{assert_serving, bundled_router, raw_connect, read_until_close, send_raw, start};
 

@@ -1,10 +1,10 @@
 mod support;
 
 use bytes::Bytes;
-use courier::client::Client;
-use courier::echo::ECHO;
-use courier::proto::Code;
-use courier::server::Server;
+use courier_rpc::client::Client;
+use courier_rpc::echo::ECHO;
+use courier_rpc::proto::Code;
+use courier_rpc::server::Server;
 
 use support::{
     assert_serving, bundled_router, expect_single_error, header_claiming, raw_connect,

@@ -4,10 +4,10 @@ use std::collections::{HashMap, HashSet};
 use std::thread;
 
 use bytes::{Bytes, BytesMut};
-use courier::client::{Client, Pending};
-use courier::echo::ECHO;
-use courier::kv::{Key, SetRequest, Value, GET, SET};
-use courier::proto::{Code, Frame};
+use courier_rpc::client::{Client, Pending};
+use courier_rpc::echo::ECHO;
+use courier_rpc::kv::{Key, SetRequest, Value, GET, SET};
+use courier_rpc::proto::{Code, Frame};
 
 use support::{encode, raw_connect, read_frames, request, send_raw, start_default};
 

@@ -4,10 +4,10 @@
 mod support;
 
 use bytes::Bytes;
-use courier::client::{Client, ClientError};
-use courier::proto::{Code, Status};
-use courier::server::Server;
-use courier::service::{Method, Router};
+use courier_rpc::client::{Client, ClientError};
+use courier_rpc::proto::{Code, Status};
+use courier_rpc::server::Server;
+use courier_rpc::service::{Method, Router};
 
 const DIVIDE: Method<Bytes, Bytes> = Method::new(7, 1, "math.Divide");
 const PANIC: Method<Bytes, Bytes> = Method::new(7, 2, "math.Panic");

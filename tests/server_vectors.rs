@@ -11,9 +11,9 @@ use std::thread;
 use std::time::Duration;
 
 use bytes::Bytes;
-use courier::proto::{Frame, Metadata, Request};
-use courier::server::Server;
-use courier::service::{Method, Router};
+use courier_rpc::proto::{Frame, Metadata, Request};
+use courier_rpc::server::Server;
+use courier_rpc::service::{Method, Router};
 use serde_json::Value;
 use support::{
     bundled_router, encode, raw_connect, read_frames, read_until_close, send_raw, start,
@@ -129,21 +129,21 @@ fn a_response_over_the_body_limit_is_answered_resource_exhausted() {
 
 /// An ACL with one identity, "alice", whose token is the vectors' "s3cret-token", allowed
 /// the kv service only.
-fn alice_acl() -> std::sync::Arc<courier::auth::Acl> {
-    let hash: String = courier::auth::hash_token(b"s3cret-token")
+fn alice_acl() -> std::sync::Arc<courier_rpc::auth::Acl> {
+    let hash: String = courier_rpc::auth::hash_token(b"s3cret-token")
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
     let text =
         format!("[[identity]]\nname = \"alice\"\ntoken_sha256 = \"{hash}\"\nallow = [\"kv.*\"]\n");
-    std::sync::Arc::new(courier::auth::Acl::from_toml(&text).expect("valid ACL"))
+    std::sync::Arc::new(courier_rpc::auth::Acl::from_toml(&text).expect("valid ACL"))
 }
 
 fn echo(request_id: u64) -> Frame {
     Frame::Request(Request {
         request_id,
-        service: courier::echo::SERVICE,
-        method: courier::echo::ECHO.method,
+        service: courier_rpc::echo::SERVICE,
+        method: courier_rpc::echo::ECHO.method,
         deadline_ms: 0,
         metadata: Metadata::new(),
         payload: Bytes::from_static(b"hi"),
@@ -188,8 +188,8 @@ fn failed_auths_answer_as_their_vectors() {
     let wrong = |id: u64| {
         encode(&Frame::Request(Request {
             request_id: id,
-            service: courier::admin::SERVICE,
-            method: courier::admin::AUTH.method,
+            service: courier_rpc::admin::SERVICE,
+            method: courier_rpc::admin::AUTH.method,
             deadline_ms: 0,
             metadata: Metadata::new(),
             payload: Bytes::from_static(b"wrong"),

@@ -3,8 +3,8 @@ mod support;
 use std::net::TcpStream;
 
 use bytes::BytesMut;
-use courier::echo::ECHO;
-use courier::proto::{Code, Frame};
+use courier_rpc::echo::ECHO;
+use courier_rpc::proto::{Code, Frame};
 
 use support::{
     encode, raw_connect, read_frames, read_until_close, request, send_raw, start_default,

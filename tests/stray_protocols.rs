@@ -3,10 +3,10 @@ mod support;
 use std::net::SocketAddr;
 
 use bytes::Bytes;
-use courier::client::Client;
-use courier::echo::ECHO;
-use courier::proto::{Code, Frame, HEADER_LEN};
-use courier::server::RunningServer;
+use courier_rpc::client::Client;
+use courier_rpc::echo::ECHO;
+use courier_rpc::proto::{Code, Frame, HEADER_LEN};
+use courier_rpc::server::RunningServer;
 
 use support::{
     assert_serving, encode, fix_header_crc, raw_connect, read_until_close, request, send_raw,

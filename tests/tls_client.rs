@@ -10,10 +10,12 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use courier::client::{CallOptions, Client, ClientError};
-use courier::echo::ECHO;
-use courier::proto::{Code, Decoder, Encoder, Frame, FrameKind, Metadata, DEFAULT_MAX_BODY_LEN};
-use courier::tls::{ClientTlsConfig, ServerTlsConfig, ALPN};
+use courier_rpc::client::{CallOptions, Client, ClientError};
+use courier_rpc::echo::ECHO;
+use courier_rpc::proto::{
+    Code, Decoder, Encoder, Frame, FrameKind, Metadata, DEFAULT_MAX_BODY_LEN,
+};
+use courier_rpc::tls::{ClientTlsConfig, ServerTlsConfig, ALPN};
 use rustls::pki_types::ServerName;
 use rustls::{ClientConnection, Connection, ServerConnection, StreamOwned};
 use support::tls::{generate, TestPki, EXPIRED_CN, STRANGER_CN};
@@ -241,7 +243,7 @@ fn respond(encoder: &Encoder, out: &mut BytesMut, id: u64, payload: &[u8]) {
         .expect("encode a response");
 }
 
-fn builder() -> courier::client::ClientBuilder {
+fn builder() -> courier_rpc::client::ClientBuilder {
     Client::builder()
         .connect_timeout(Duration::from_secs(5))
         .read_timeout(IO_TIMEOUT)
@@ -721,19 +723,21 @@ fn a_client_certificate_the_server_refuses_fails_auth_or_the_first_call() {
 
 /// The real server over mutual TLS with a token table: "bob" by token, "alice" by
 /// certificate.
-fn start_real(pki: &TestPki) -> courier::server::RunningServer {
-    let mut tokens = courier::auth::TokenTable::new();
+fn start_real(pki: &TestPki) -> courier_rpc::server::RunningServer {
+    let mut tokens = courier_rpc::auth::TokenTable::new();
     tokens.insert_token("bob", TOKEN);
     support::start(
-        courier::server::Server::builder()
+        courier_rpc::server::Server::builder()
             .tls(pki.server_config(true))
             .authenticator(Arc::new(tokens)),
         support::bundled_router(),
     )
 }
 
-fn whoami(client: &mut Client) -> courier::admin::WhoAmI {
-    client.call(&courier::admin::WHOAMI, &()).expect("WHOAMI")
+fn whoami(client: &mut Client) -> courier_rpc::admin::WhoAmI {
+    client
+        .call(&courier_rpc::admin::WHOAMI, &())
+        .expect("WHOAMI")
 }
 
 #[test]
@@ -751,7 +755,7 @@ fn the_real_server_over_mutual_tls_with_a_token() {
     let me = whoami(&mut client);
     assert_eq!(
         me.source(),
-        Some(courier::auth::IdentitySource::Certificate)
+        Some(courier_rpc::auth::IdentitySource::Certificate)
     );
     assert_eq!(me.name, "alice");
     assert_eq!(echo(&mut client, "as alice").expect("echo"), "as alice");
@@ -765,18 +769,18 @@ fn the_real_server_over_mutual_tls_with_a_token() {
         .expect("connect");
     assert_eq!(client.identity(), Some("bob"));
     let me = whoami(&mut client);
-    assert_eq!(me.source(), Some(courier::auth::IdentitySource::Token));
+    assert_eq!(me.source(), Some(courier_rpc::auth::IdentitySource::Token));
     assert_eq!(me.name, "bob");
     let value = Bytes::from(vec![b'v'; 100_000]);
-    let set = courier::kv::SetRequest {
+    let set = courier_rpc::kv::SetRequest {
         key: Bytes::from_static(b"k"),
         value: value.clone(),
     };
-    client.call(&courier::kv::SET, &set).expect("SET");
+    client.call(&courier_rpc::kv::SET, &set).expect("SET");
     let got = client
         .call(
-            &courier::kv::GET,
-            &courier::kv::Key(Bytes::from_static(b"k")),
+            &courier_rpc::kv::GET,
+            &courier_rpc::kv::Key(Bytes::from_static(b"k")),
         )
         .expect("GET");
     assert_eq!(got.0, value);
@@ -825,7 +829,7 @@ fn a_tls_client_on_a_real_plaintext_port_and_a_plaintext_client_on_a_tls_port() 
     );
 
     let tls = support::start(
-        courier::server::Server::builder().tls(pki.server_config(false)),
+        courier_rpc::server::Server::builder().tls(pki.server_config(false)),
         support::bundled_router(),
     );
     let mut client = builder().connect(tls.local_addr()).expect("TCP connects");
@@ -840,7 +844,7 @@ fn a_tls_client_on_a_real_plaintext_port_and_a_plaintext_client_on_a_tls_port() 
 
 /// The SHA-256 of `token` in hex, as an ACL file holds it.
 fn token_hash_hex(token: &[u8]) -> String {
-    courier::auth::hash_token(token)
+    courier_rpc::auth::hash_token(token)
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()

@@ -7,9 +7,9 @@ mod support;
 use std::thread;
 use std::time::Duration;
 
-use courier::admin::WHOAMI;
-use courier::proto::{Code, Frame, HEADER_LEN};
-use courier::server::{RunningServer, Server, ServerBuilder};
+use courier_rpc::admin::WHOAMI;
+use courier_rpc::proto::{Code, Frame, HEADER_LEN};
+use courier_rpc::server::{RunningServer, Server, ServerBuilder};
 
 use support::tls::TestPki;
 use support::tls_raw::{self, Tls};

@@ -9,8 +9,8 @@ use std::io::Write;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use courier::proto::Frame;
-use courier::server::Server;
+use courier_rpc::proto::Frame;
+use courier_rpc::server::Server;
 
 /// Runs `openssl s_client` against `port` with `extra` arguments, writing a PING (id 7) and
 /// keeping stdin open a moment so the answer arrives before it closes.

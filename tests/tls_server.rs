@@ -10,13 +10,13 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use courier::admin::{WhoAmI, WHOAMI};
-use courier::auth::IdentitySource;
-use courier::kv;
-use courier::proto::{Code, Frame};
-use courier::server::{RunningServer, Server, ServerBuilder};
-use courier::service::{Message, Method, Router};
-use courier::tls::ClientTlsConfig;
+use courier_rpc::admin::{WhoAmI, WHOAMI};
+use courier_rpc::auth::IdentitySource;
+use courier_rpc::kv;
+use courier_rpc::proto::{Code, Frame};
+use courier_rpc::server::{RunningServer, Server, ServerBuilder};
+use courier_rpc::service::{Message, Method, Router};
+use courier_rpc::tls::ClientTlsConfig;
 
 use support::tls::TestPki;
 use support::tls_raw::{call, connect};

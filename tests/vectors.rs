@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use bytes::{Bytes, BytesMut};
-use courier::proto::{
+use courier_rpc::proto::{
     Code, DecodeError, Decoder, Encoder, Frame, Metadata, DEFAULT_MAX_BODY_LEN, HEADER_LEN,
 };
 use serde_json::Value;

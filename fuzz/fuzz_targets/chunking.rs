@@ -17,7 +17,7 @@
 #![no_main]
 
 use bytes::BytesMut;
-use courier::proto::{DecodeError, Decoder, Frame, HEADER_LEN};
+use courier_rpc::proto::{DecodeError, Decoder, Frame, HEADER_LEN};
 use libfuzzer_sys::fuzz_target;
 
 /// A small limit so that "too large" and "complete" are both reachable.

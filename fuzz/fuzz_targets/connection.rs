@@ -10,10 +10,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use courier::connection::{BufferPool, Connection, ConnectionConfig, READ_CHUNK};
-use courier::proto::{Decoder, HEADER_LEN};
-use courier::service::{Method, Router};
-use courier::stats::Stats;
+use courier_rpc::connection::{BufferPool, Connection, ConnectionConfig, READ_CHUNK};
+use courier_rpc::proto::{Decoder, HEADER_LEN};
+use courier_rpc::service::{Method, Router};
+use courier_rpc::stats::Stats;
 use libfuzzer_sys::fuzz_target;
 
 const ECHO: Method<Bytes, Bytes> = Method::new(1, 1, "echo.Echo");
@@ -24,8 +24,8 @@ const HOLD: Method<Bytes, Bytes> = Method::new(1, 3, "test.Hold");
 /// A commit that does nothing: the target decides whether it succeeds.
 struct NoCommit;
 
-impl courier::service::Commit for NoCommit {
-    fn commit(&self, _ticket: u64) -> Result<(), courier::proto::Status> {
+impl courier_rpc::service::Commit for NoCommit {
+    fn commit(&self, _ticket: u64) -> Result<(), courier_rpc::proto::Status> {
         Ok(())
     }
 }
@@ -109,7 +109,7 @@ fuzz_target!(|input: &[u8]| {
             7 => conn.return_buffers(&mut pool),
             8 | 9 => {
                 // The end of a loop turn: the held responses' commit, kept or failed.
-                let failed = courier::proto::Status::unavailable("disk full");
+                let failed = courier_rpc::proto::Status::unavailable("disk full");
                 let result = if op % 11 == 8 { Ok(()) } else { Err(&failed) };
                 conn.committed(result, now);
                 assert_eq!(

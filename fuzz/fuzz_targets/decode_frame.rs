@@ -9,7 +9,7 @@
 #![no_main]
 
 use bytes::BytesMut;
-use courier::proto::{Decoder, Encoder};
+use courier_rpc::proto::{Decoder, Encoder};
 use libfuzzer_sys::fuzz_target;
 
 /// A small limit so that "too large" and "complete" are both reachable.

@@ -36,14 +36,14 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use courier::admin;
-use courier::auth::{Acl, TokenTable};
-use courier::connection::{
+use courier_rpc::admin;
+use courier_rpc::auth::{Acl, TokenTable};
+use courier_rpc::connection::{
     Authentication, Connection, ConnectionConfig, MAX_AUTH_FAILURES, PRE_AUTH_MAX_BODY, READ_CHUNK,
 };
-use courier::proto::{Code, Decoder, Encoder, Frame, Metadata, Status, HEADER_LEN};
-use courier::service::{Context, Method, Router};
-use courier::stats::Stats;
+use courier_rpc::proto::{Code, Decoder, Encoder, Frame, Metadata, Status, HEADER_LEN};
+use courier_rpc::service::{Context, Method, Router};
+use courier_rpc::stats::Stats;
 use libfuzzer_sys::fuzz_target;
 
 const ECHO: Method<Bytes, Bytes> = Method::new(1, 1, "echo.Echo");

@@ -30,8 +30,8 @@
 #![no_main]
 
 use bytes::{Bytes, BytesMut};
-use courier::proto::metadata::{MAX_METADATA_ENTRIES, MAX_METADATA_LEN};
-use courier::proto::{
+use courier_rpc::proto::metadata::{MAX_METADATA_ENTRIES, MAX_METADATA_LEN};
+use courier_rpc::proto::{
     Code, DecodeError, Decoder, EncodeError, Encoder, Frame, Metadata, MetadataError, Request,
     Response, FLAG_METADATA, HEADER_LEN, MAGIC, VERSION,
 };

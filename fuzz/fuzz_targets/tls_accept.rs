@@ -23,10 +23,10 @@ use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use bytes::BytesMut;
-use courier::connection::{Connection, ConnectionConfig};
-use courier::proto::{Code, Decoder, Frame};
-use courier::stats::Stats;
-use courier::tls::ServerTlsConfig;
+use courier_rpc::connection::{Connection, ConnectionConfig};
+use courier_rpc::proto::{Code, Decoder, Frame};
+use courier_rpc::stats::Stats;
+use courier_rpc::tls::ServerTlsConfig;
 use libfuzzer_sys::fuzz_target;
 
 /// The most a server may have written: rustls's default buffer limit.
@@ -144,11 +144,11 @@ fn plaintext_port(stream: &[u8], cuts: &[u8]) {
             break;
         }
         let _ = conn.read_from(&mut &chunk[..]);
-        conn.process(now, &courier::service::Router::new());
+        conn.process(now, &courier_rpc::service::Router::new());
         let _ = conn.flush_to(&mut output, now);
     }
     conn.begin_turn();
-    conn.process(now, &courier::service::Router::new());
+    conn.process(now, &courier_rpc::service::Router::new());
     let _ = conn.flush_to(&mut output, now);
 
     let mut buf = BytesMut::from(&output[..]);

@@ -51,7 +51,7 @@
 //! # Example
 //!
 //! ```
-//! use courier::auth::{Acl, Authenticator, Authorizer};
+//! use courier_rpc::auth::{Acl, Authenticator, Authorizer};
 //!
 //! let acl = Acl::from_toml(
 //!     r#"
@@ -65,7 +65,7 @@
 //! assert_eq!(alice.name(), "alice");
 //! assert!(acl.allows(&alice, 2, 1, "kv.Get"));
 //! assert!(!acl.allows(&alice, 0, 1, "admin.Stats"));
-//! # Ok::<(), courier::auth::AclError>(())
+//! # Ok::<(), courier_rpc::auth::AclError>(())
 //! ```
 
 use std::fmt;

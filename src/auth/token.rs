@@ -15,7 +15,7 @@ use super::{Authenticator, Identity, IdentitySource};
 /// or guessable token is easily reversed by trying candidates).
 ///
 /// ```
-/// let hash = courier::auth::hash_token(b"password");
+/// let hash = courier_rpc::auth::hash_token(b"password");
 /// assert_eq!(hash[..4], [0x5e, 0x88, 0x48, 0x98]);
 /// ```
 pub fn hash_token(token: &[u8]) -> [u8; 32] {
@@ -38,7 +38,7 @@ pub fn hash_token(token: &[u8]) -> [u8; 32] {
 /// token is being replaced). `Debug` shows the number of entries and the names, never a hash.
 ///
 /// ```
-/// use courier::auth::{Authenticator, TokenTable};
+/// use courier_rpc::auth::{Authenticator, TokenTable};
 ///
 /// let mut tokens = TokenTable::new();
 /// tokens.insert_token("alice", b"a long random token");

@@ -76,11 +76,11 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
 use clap::{Parser, ValueEnum};
-use courier::client::{Client, ClientBuilder, ClientError, Pending};
-use courier::echo::ECHO;
-use courier::kv::{Key, SetRequest, Value, GET, MAX_VALUE_LEN, SET};
-use courier::proto::Code;
-use courier::tls::{ClientTlsBuilder, ClientTlsConfig};
+use courier_rpc::client::{Client, ClientBuilder, ClientError, Pending};
+use courier_rpc::echo::ECHO;
+use courier_rpc::kv::{Key, SetRequest, Value, GET, MAX_VALUE_LEN, SET};
+use courier_rpc::proto::Code;
+use courier_rpc::tls::{ClientTlsBuilder, ClientTlsConfig};
 use hdrhistogram::Histogram;
 
 use client_flags::ClientSecurity;

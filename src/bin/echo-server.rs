@@ -6,8 +6,8 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use clap::Parser;
-use courier::echo;
-use courier::service::Router;
+use courier_rpc::echo;
+use courier_rpc::service::Router;
 
 /// courier's echo server: the response to every echo request is its own body.
 /// Logs to stderr; set RUST_LOG=debug for more.

@@ -11,10 +11,10 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use bytes::Bytes;
 use clap::{Parser, Subcommand};
-use courier::admin::STATS;
-use courier::client::{Client, ClientError};
-use courier::kv::{Key, SetRequest, DELETE, GET, SET};
-use courier::proto::Code;
+use courier_rpc::admin::STATS;
+use courier_rpc::client::{Client, ClientError};
+use courier_rpc::kv::{Key, SetRequest, DELETE, GET, SET};
+use courier_rpc::proto::Code;
 
 use client_flags::ClientSecurity;
 

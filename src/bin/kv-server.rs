@@ -1,5 +1,5 @@
 //! `kv-server`: the bundled key-value service (GET, SET, DELETE), kept in memory and made
-//! durable by an append-only log (`courier::kv::logfile`).
+//! durable by an append-only log (`courier_rpc::kv::logfile`).
 
 mod common;
 
@@ -10,11 +10,11 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
-use courier::kv::logfile::{
+use courier_rpc::kv::logfile::{
     FsyncPolicy, Log, LogConfig, DEFAULT_COMPACT_MIN_SIZE, DEFAULT_COMPACT_RATIO, DEFAULT_DATA_DIR,
 };
-use courier::service::Router;
-use courier::{echo, kv};
+use courier_rpc::service::Router;
+use courier_rpc::{echo, kv};
 
 /// courier's key-value server: GET, SET and DELETE of byte strings, kept in memory and
 /// logged to an append-only file that is replayed on start. Also answers the echo service.

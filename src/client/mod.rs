@@ -17,8 +17,8 @@
 //!
 //! ```no_run
 //! use bytes::Bytes;
-//! use courier::client::Client;
-//! use courier::echo::ECHO;
+//! use courier_rpc::client::Client;
+//! use courier_rpc::echo::ECHO;
 //!
 //! let mut client = Client::connect("127.0.0.1:7879")?;
 //! let pending: Vec<_> = (0..100)
@@ -27,7 +27,7 @@
 //! for (i, p) in pending.into_iter().enumerate() {
 //!     assert_eq!(client.wait(p)?, Bytes::from(format!("msg {i}")));
 //! }
-//! # Ok::<(), courier::client::ClientError>(())
+//! # Ok::<(), courier_rpc::client::ClientError>(())
 //! ```
 //!
 //! Over TLS, with a token read from the environment (never from the command line, where
@@ -35,9 +35,9 @@
 //!
 //! ```no_run
 //! use bytes::Bytes;
-//! use courier::client::Client;
-//! use courier::echo::ECHO;
-//! use courier::tls::ClientTlsConfig;
+//! use courier_rpc::client::Client;
+//! use courier_rpc::echo::ECHO;
+//! use courier_rpc::tls::ClientTlsConfig;
 //!
 //! let tls = ClientTlsConfig::builder().ca_file("ca.pem").server_name("kv.example").build()?;
 //! let token = std::env::var("COURIER_TOKEN")?;

@@ -71,7 +71,7 @@
 //! # Examples
 //!
 //! ```
-//! use courier::kv::record::{self, End, Op, FILE_HEADER};
+//! use courier_rpc::kv::record::{self, End, Op, FILE_HEADER};
 //!
 //! let mut log = FILE_HEADER.to_vec();
 //! record::encode_set(&mut log, b"k", b"v");

@@ -56,7 +56,7 @@ enum State {
 ///
 /// ```
 /// use bytes::BytesMut;
-/// use courier::proto::{Decoder, Encoder, Frame, DEFAULT_MAX_BODY_LEN};
+/// use courier_rpc::proto::{Decoder, Encoder, Frame, DEFAULT_MAX_BODY_LEN};
 ///
 /// let mut wire = BytesMut::new();
 /// Encoder::new(DEFAULT_MAX_BODY_LEN).encode(&Frame::Ping(7), &mut wire).unwrap();

@@ -21,7 +21,7 @@ use super::status::Code;
 ///
 /// ```
 /// use bytes::BytesMut;
-/// use courier::proto::{Code, Encoder, Metadata, HEADER_LEN};
+/// use courier_rpc::proto::{Code, Encoder, Metadata, HEADER_LEN};
 ///
 /// let encoder = Encoder::new(1024);
 /// let mut out = BytesMut::new();

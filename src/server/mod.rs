@@ -15,9 +15,9 @@
 //!
 //! ```
 //! use bytes::Bytes;
-//! use courier::client::Client;
-//! use courier::server::Server;
-//! use courier::service::{Method, Router};
+//! use courier_rpc::client::Client;
+//! use courier_rpc::server::Server;
+//! use courier_rpc::service::{Method, Router};
 //!
 //! const REVERSE: Method<Bytes, Bytes> = Method::new(10, 1, "demo.Reverse");
 //!

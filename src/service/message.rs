@@ -16,7 +16,7 @@ use bytes::{BufMut, Bytes};
 ///
 /// ```
 /// use bytes::{Buf, BufMut, Bytes};
-/// use courier::service::{Message, MessageError};
+/// use courier_rpc::service::{Message, MessageError};
 ///
 /// /// Two big-endian u32s.
 /// #[derive(Debug, PartialEq)]

@@ -13,7 +13,7 @@ use std::marker::PhantomData;
 ///
 /// ```
 /// use bytes::Bytes;
-/// use courier::service::Method;
+/// use courier_rpc::service::Method;
 ///
 /// pub const ECHO: Method<Bytes, Bytes> = Method::new(1, 1, "echo.Echo");
 /// assert_eq!((ECHO.service, ECHO.method), (1, 1));

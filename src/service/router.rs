@@ -210,8 +210,8 @@ impl fmt::Debug for BlockingCall {
 /// # Examples
 ///
 /// ```
-/// use courier::proto::Status;
-/// use courier::service::{Method, Router};
+/// use courier_rpc::proto::Status;
+/// use courier_rpc::service::{Method, Router};
 ///
 /// const SHOUT: Method<String, String> = Method::new(10, 1, "demo.Shout");
 ///

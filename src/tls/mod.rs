@@ -26,7 +26,7 @@
 //!
 //! ```no_run
 //! use std::path::Path;
-//! use courier::tls::{ClientTlsConfig, ServerTlsConfig};
+//! use courier_rpc::tls::{ClientTlsConfig, ServerTlsConfig};
 //!
 //! // A server that asks every client for a certificate issued by clients-ca.pem.
 //! let server = ServerTlsConfig::from_pem_files(
@@ -43,7 +43,7 @@
 //!     .client_cert_files("client.pem", "client.key")
 //!     .build()?;
 //! assert_eq!(client.server_name(), Some("kv.example"));
-//! # Ok::<(), courier::tls::TlsError>(())
+//! # Ok::<(), courier_rpc::tls::TlsError>(())
 //! ```
 
 use std::sync::Arc;

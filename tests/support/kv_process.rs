@@ -12,9 +12,9 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use courier::client::{Client, ClientError};
-use courier::kv::{self, Key, SetRequest};
-use courier::proto::{Code, Status};
+use courier_rpc::client::{Client, ClientError};
+use courier_rpc::kv::{self, Key, SetRequest};
+use courier_rpc::proto::{Code, Status};
 
 pub const KV_SERVER: &str = env!("CARGO_BIN_EXE_kv-server");
 /// The log file in a data directory.

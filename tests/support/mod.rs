@@ -11,10 +11,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use courier::proto::{Decoder, Encoder, Frame, Metadata, Request, DEFAULT_MAX_BODY_LEN};
-use courier::server::{RunningServer, Server, ServerBuilder};
-use courier::service::Router;
-use courier::{echo, kv};
+use courier_rpc::proto::{Decoder, Encoder, Frame, Metadata, Request, DEFAULT_MAX_BODY_LEN};
+use courier_rpc::server::{RunningServer, Server, ServerBuilder};
+use courier_rpc::service::Router;
+use courier_rpc::{echo, kv};
 
 /// How long a raw socket waits for the server before a test fails: generous, never hit on
 /// success.
@@ -209,7 +209,7 @@ pub fn send_raw(stream: &mut TcpStream, bytes: &[u8]) {
 
 /// Asserts that the server still serves a fresh client: one echo round trip.
 pub fn assert_serving(addr: SocketAddr) {
-    let mut client = courier::client::Client::connect(addr).expect("connect a fresh client");
+    let mut client = courier_rpc::client::Client::connect(addr).expect("connect a fresh client");
     let reply = client
         .call(&echo::ECHO, &Bytes::from_static(b"still here"))
         .expect("echo from a fresh client");
@@ -232,7 +232,7 @@ pub fn header_claiming(request_id: u64, body_len: u32) -> Vec<u8> {
     let mut frame = echo_request(request_id, b"").to_vec();
     assert_eq!(
         frame.len(),
-        courier::proto::HEADER_LEN,
+        courier_rpc::proto::HEADER_LEN,
         "an empty request is a bare header"
     );
     frame[24..28].copy_from_slice(&body_len.to_be_bytes());
@@ -245,7 +245,7 @@ pub fn header_claiming(request_id: u64, body_len: u32) -> Vec<u8> {
 pub fn expect_single_error(
     frames: &[Frame],
     request_id: u64,
-    code: courier::proto::Code,
+    code: courier_rpc::proto::Code,
 ) -> String {
     match frames {
         [Frame::Error {
@@ -304,10 +304,10 @@ pub fn tls_client_hello() -> Vec<u8> {
 }
 
 /// The server's counters, asked for over a fresh connection with the admin STATS request.
-pub fn stats(addr: SocketAddr) -> courier::admin::StatsReport {
-    let mut client = courier::client::Client::connect(addr).expect("connect for STATS");
+pub fn stats(addr: SocketAddr) -> courier_rpc::admin::StatsReport {
+    let mut client = courier_rpc::client::Client::connect(addr).expect("connect for STATS");
     client
-        .call(&courier::admin::STATS, &())
+        .call(&courier_rpc::admin::STATS, &())
         .expect("STATS answered")
 }
 
@@ -316,8 +316,8 @@ pub fn stats(addr: SocketAddr) -> courier::admin::StatsReport {
 pub fn wait_for_stats(
     addr: SocketAddr,
     limit: Duration,
-    done: impl Fn(&courier::admin::StatsReport) -> bool,
-) -> courier::admin::StatsReport {
+    done: impl Fn(&courier_rpc::admin::StatsReport) -> bool,
+) -> courier_rpc::admin::StatsReport {
     let start = std::time::Instant::now();
     loop {
         let report = stats(addr);
@@ -362,24 +362,24 @@ pub fn open_fds() -> usize {
 /// A client kept open for STATS requests, so that polling the counters opens and closes no
 /// connection of its own (which would move `closed_peer` and `connections_open`). It counts
 /// as one open connection for as long as it lives.
-pub fn hostile_stats_client(addr: SocketAddr) -> courier::client::Client {
-    courier::client::Client::connect(addr).expect("connect the STATS client")
+pub fn hostile_stats_client(addr: SocketAddr) -> courier_rpc::client::Client {
+    courier_rpc::client::Client::connect(addr).expect("connect the STATS client")
 }
 
 /// The server's counters, asked for on `client` (see [`hostile_stats_client`]).
-pub fn hostile_stats(client: &mut courier::client::Client) -> courier::admin::StatsReport {
+pub fn hostile_stats(client: &mut courier_rpc::client::Client) -> courier_rpc::admin::StatsReport {
     client
-        .call(&courier::admin::STATS, &())
+        .call(&courier_rpc::admin::STATS, &())
         .expect("STATS answered on the STATS client")
 }
 
 /// [`wait_for_stats`] over one kept-open STATS client: polls until `done` holds or `limit`
 /// passes, and returns the last report.
 pub fn hostile_wait_for_stats(
-    client: &mut courier::client::Client,
+    client: &mut courier_rpc::client::Client,
     limit: Duration,
-    done: impl Fn(&courier::admin::StatsReport) -> bool,
-) -> courier::admin::StatsReport {
+    done: impl Fn(&courier_rpc::admin::StatsReport) -> bool,
+) -> courier_rpc::admin::StatsReport {
     let start = std::time::Instant::now();
     loop {
         let report = hostile_stats(client);

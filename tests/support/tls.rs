@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use courier::tls::{ClientTlsConfig, ServerTlsConfig};
+use courier_rpc::tls::{ClientTlsConfig, ServerTlsConfig};
 use rcgen::{
     date_time_ymd, BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType,
     ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose,

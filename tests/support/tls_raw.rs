@@ -4,8 +4,8 @@ use std::io::{self, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 
-use courier::proto::Frame;
-use courier::tls::ClientTlsConfig;
+use courier_rpc::proto::Frame;
+use courier_rpc::tls::ClientTlsConfig;
 use rustls::pki_types::ServerName;
 use rustls::{ClientConnection, StreamOwned};
 

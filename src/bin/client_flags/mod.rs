@@ -6,9 +6,9 @@ use std::os::unix::ffi::OsStringExt;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use courier::admin::MAX_TOKEN_LEN;
-use courier::client::{ClientBuilder, ClientError};
-use courier::tls::ClientTlsConfig;
+use courier_rpc::admin::MAX_TOKEN_LEN;
+use courier_rpc::client::{ClientBuilder, ClientError};
+use courier_rpc::tls::ClientTlsConfig;
 
 /// The environment variable a token is read from when no --token-file is given.
 pub const TOKEN_ENV: &str = "COURIER_TOKEN";

@@ -8,20 +8,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use courier::auth::Acl;
-use courier::connection::{
+use courier_rpc::auth::Acl;
+use courier_rpc::connection::{
     DEFAULT_FRAME_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_IN_FLIGHT, DEFAULT_OUTPUT_HARD_CAP,
     DEFAULT_OUTPUT_HIGH_WATER, DEFAULT_WRITE_TIMEOUT,
 };
-use courier::proto::DEFAULT_MAX_BODY_LEN;
-use courier::server::{
+use courier_rpc::proto::DEFAULT_MAX_BODY_LEN;
+use courier_rpc::server::{
     default_loops, Server, ServerBuilder, DEFAULT_MAX_CONNECTIONS, DEFAULT_WORKERS,
 };
-use courier::service::Router;
-use courier::tls::ServerTlsConfig;
+use courier_rpc::service::Router;
+use courier_rpc::tls::ServerTlsConfig;
 
 /// The limits every bundled server takes on its command line; the defaults are the
-/// library's (`courier::server::ServerBuilder` documents each).
+/// library's (`courier_rpc::server::ServerBuilder` documents each).
 #[derive(clap::Args, Debug)]
 pub struct Limits {
     /// Most connections open at once; one more is refused with RESOURCE_EXHAUSTED.
@@ -125,7 +125,7 @@ fn raise_fd_limit(max_connections: usize) {
     let wanted = u64::try_from(max_connections)
         .unwrap_or(u64::MAX)
         .saturating_add(32);
-    match courier::server::raise_open_file_limit(wanted) {
+    match courier_rpc::server::raise_open_file_limit(wanted) {
         Ok(now) if now < wanted => log::warn!(
             "open-file limit is {now}, below the {wanted} that --max-connections {max_connections} needs; connections beyond it are refused"
         ),
