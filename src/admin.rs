@@ -68,6 +68,12 @@ pub struct WhoAmI {
 }
 
 impl WhoAmI {
+    /// Appends the answer's encoding, which cannot fail: the source byte, then the name.
+    pub(crate) fn put<B: BufMut>(&self, dst: &mut B) {
+        dst.put_u8(self.source_code);
+        dst.put_slice(self.name.as_bytes());
+    }
+
     /// The answer for `identity` (`None`: anonymous).
     pub fn of(identity: Option<&Identity>) -> Self {
         WhoAmI {
@@ -84,9 +90,9 @@ impl WhoAmI {
 }
 
 impl Message for WhoAmI {
-    fn encode<B: BufMut>(&self, dst: &mut B) {
-        dst.put_u8(self.source_code);
-        dst.put_slice(self.name.as_bytes());
+    fn encode<B: BufMut>(&self, dst: &mut B) -> Result<(), MessageError> {
+        self.put(dst);
+        Ok(())
     }
 
     fn decode(src: Bytes) -> Result<Self, MessageError> {
@@ -117,13 +123,14 @@ impl StatsReport {
 }
 
 impl Message for StatsReport {
-    fn encode<B: BufMut>(&self, dst: &mut B) {
+    fn encode<B: BufMut>(&self, dst: &mut B) -> Result<(), MessageError> {
         for (name, value) in &self.0 {
             dst.put_slice(name.as_bytes());
             dst.put_u8(b' ');
             dst.put_slice(value.to_string().as_bytes());
             dst.put_u8(b'\n');
         }
+        Ok(())
     }
 
     fn decode(src: Bytes) -> Result<Self, MessageError> {
@@ -161,7 +168,7 @@ mod tests {
             (None, 9, "svc")
         );
         let mut again = Vec::new();
-        later.encode(&mut again);
+        later.encode(&mut again).expect("encodes");
         assert_eq!(again, b"\x09svc");
         let anonymous = WhoAmI::decode(Bytes::from_static(b"\x00")).expect("decodes");
         assert_eq!((anonymous.source(), anonymous.source_code), (None, 0));
@@ -172,7 +179,7 @@ mod tests {
     fn report_round_trips_and_rejects_garbage() {
         let report = StatsReport(vec![("frames_in".into(), 7), ("closed_io".into(), 0)]);
         let mut buf = Vec::new();
-        report.encode(&mut buf);
+        report.encode(&mut buf).expect("encodes");
         assert_eq!(buf, b"frames_in 7\nclosed_io 0\n");
         let back = StatsReport::decode(Bytes::from(buf)).expect("decodes");
         assert_eq!(back, report);

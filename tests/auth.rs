@@ -70,7 +70,8 @@ fn set_payload(key: &[u8], value: &[u8]) -> Vec<u8> {
         key: Bytes::copy_from_slice(key),
         value: Bytes::copy_from_slice(value),
     }
-    .encode(&mut out);
+    .encode(&mut out)
+    .expect("encodes");
     out
 }
 

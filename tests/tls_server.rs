@@ -55,7 +55,7 @@ fn code_of(frame: &Frame) -> Code {
 
 fn encoded(message: &impl Message) -> Vec<u8> {
     let mut out = Vec::new();
-    message.encode(&mut out);
+    message.encode(&mut out).expect("encodes");
     out
 }
 

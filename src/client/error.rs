@@ -29,6 +29,9 @@ pub enum ClientError {
     Protocol(ProtocolError),
     /// The request was refused before sending (too large).
     Encode(EncodeError),
+    /// The request message has no valid encoding ([`Message::encode`](crate::service::Message::encode)
+    /// failed); nothing was sent and the connection is fine.
+    Message(MessageError),
     /// The connection is closed: by the server without a GOAWAY first, or after an earlier
     /// fatal error. Also a request the server still owed after its GOAWAY whose response
     /// never came before the connection ended. A request sent before the close and not
@@ -81,6 +84,7 @@ impl fmt::Display for ClientError {
             ClientError::Timeout => f.write_str("timed out waiting for the response"),
             ClientError::Protocol(e) => write!(f, "protocol error: {e}"),
             ClientError::Encode(e) => write!(f, "request not sent: {e}"),
+            ClientError::Message(e) => write!(f, "request not sent: it does not encode: {e}"),
             ClientError::Closed => f.write_str("connection closed"),
             ClientError::Io(e) => write!(f, "io error: {e}"),
             ClientError::Tls(e) => write!(f, "TLS error: {e}"),

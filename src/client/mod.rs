@@ -325,6 +325,8 @@ impl Client {
         self.check_usable()?;
         let request_id = self.take_id();
         let deadline_ms = options.deadline.map_or(0, deadline_ms);
+        let start = self.write_buf.len();
+        let mut refused = None;
         self.encoder
             .encode_request_with(
                 &mut self.write_buf,
@@ -333,9 +335,14 @@ impl Client {
                 method.method,
                 deadline_ms,
                 &options.metadata,
-                |out| request.encode(out),
+                |out| refused = request.encode(out).err(),
             )
             .map_err(ClientError::Encode)?;
+        if let Some(err) = refused {
+            // The frame was built around a partial message: take it back, send nothing.
+            self.write_buf.truncate(start);
+            return Err(ClientError::Message(err));
+        }
         let deadline = Instant::now() + options.deadline.unwrap_or(self.config.read_timeout);
         self.outstanding.insert(request_id, deadline);
         if self.write_buf.len() > AUTO_FLUSH {

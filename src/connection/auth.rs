@@ -23,7 +23,7 @@ use super::{CloseReason, Connection};
 use crate::admin::{self, WhoAmI, MAX_TOKEN_LEN};
 use crate::auth::{Authenticator, Identity};
 use crate::proto::{Code, Metadata, Status};
-use crate::service::{Failure, Message};
+use crate::service::Failure;
 use crate::stats;
 
 /// Largest frame body a connection without an identity may send while the server requires
@@ -125,7 +125,7 @@ impl Connection {
                 return true;
             }
             let answer = WhoAmI::of(self.identity());
-            self.answer_ok(request_id, |out| answer.encode(out));
+            self.answer_ok(request_id, |out| answer.put(out));
             return true;
         }
         if self.needs_identity() {

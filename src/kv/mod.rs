@@ -51,8 +51,9 @@ pub const DELETE: Method<Key, Deleted> = Method::new(SERVICE, 3, "kv.Delete");
 pub struct Key(pub Bytes);
 
 impl Message for Key {
-    fn encode<B: BufMut>(&self, dst: &mut B) {
+    fn encode<B: BufMut>(&self, dst: &mut B) -> Result<(), MessageError> {
         dst.put_slice(&self.0);
+        Ok(())
     }
     fn decode(src: Bytes) -> Result<Self, MessageError> {
         check_key(&src)?;
@@ -65,8 +66,9 @@ impl Message for Key {
 pub struct Value(pub Bytes);
 
 impl Message for Value {
-    fn encode<B: BufMut>(&self, dst: &mut B) {
+    fn encode<B: BufMut>(&self, dst: &mut B) -> Result<(), MessageError> {
         dst.put_slice(&self.0);
+        Ok(())
     }
     fn decode(src: Bytes) -> Result<Self, MessageError> {
         Ok(Value(src))
@@ -83,12 +85,19 @@ pub struct SetRequest {
 }
 
 impl Message for SetRequest {
-    fn encode<B: BufMut>(&self, dst: &mut B) {
-        // Keys longer than u16 are refused by the server's limit; clamp rather than wrap.
-        let len = u16::try_from(self.key.len()).unwrap_or(u16::MAX);
+    fn encode<B: BufMut>(&self, dst: &mut B) -> Result<(), MessageError> {
+        // The server refuses keys over MAX_KEY_LEN; one over the u16 prefix cannot be sent.
+        let len = u16::try_from(self.key.len()).map_err(|_| {
+            MessageError::invalid(format!(
+                "key is {} bytes; its u16 length prefix counts at most {}",
+                self.key.len(),
+                u16::MAX
+            ))
+        })?;
         dst.put_u16(len);
-        dst.put_slice(&self.key[..usize::from(len)]);
+        dst.put_slice(&self.key);
         dst.put_slice(&self.value);
+        Ok(())
     }
     fn decode(mut src: Bytes) -> Result<Self, MessageError> {
         if src.len() < 2 {
@@ -118,8 +127,9 @@ impl Message for SetRequest {
 pub struct Deleted(pub bool);
 
 impl Message for Deleted {
-    fn encode<B: BufMut>(&self, dst: &mut B) {
+    fn encode<B: BufMut>(&self, dst: &mut B) -> Result<(), MessageError> {
         dst.put_u8(u8::from(self.0));
+        Ok(())
     }
     fn decode(src: Bytes) -> Result<Self, MessageError> {
         match src[..] {

@@ -304,9 +304,11 @@ impl Router {
         Resp: Message,
         F: Fn(&Context, Req) -> Result<Resp, Status> + Send + Sync + 'static,
     {
+        let name = method.name;
         let encoded = move |ctx: &Context, request: Req, out: &mut BytesMut| {
-            handler(ctx, request)?.encode(out);
-            Ok(())
+            handler(ctx, request)?
+                .encode(out)
+                .map_err(|err| Status::internal(format!("{name}: response does not encode: {err}")))
         };
         self.insert(method, encoded, blocking)
     }
