@@ -172,6 +172,53 @@ impl fmt::Display for Status {
 
 impl std::error::Error for Status {}
 
+/// The status a handler answers with when an IO operation fails, chosen by the error's kind
+/// with the table of tonic's `Status::from_io_error` (the gRPC library most Rust services
+/// use), so that `?` on an `io::Error` in a handler gives the code a gRPC user expects:
+///
+/// | `io::ErrorKind` | code |
+/// | --- | --- |
+/// | `NotFound` | NOT_FOUND |
+/// | `AlreadyExists` | ALREADY_EXISTS |
+/// | `PermissionDenied` | PERMISSION_DENIED |
+/// | `InvalidInput` | INVALID_ARGUMENT |
+/// | `InvalidData` | DATA_LOSS |
+/// | `TimedOut` | DEADLINE_EXCEEDED |
+/// | `UnexpectedEof` | OUT_OF_RANGE |
+/// | `ConnectionAborted` | ABORTED |
+/// | `ConnectionRefused`, `ConnectionReset`, `NotConnected`, `AddrInUse`, `AddrNotAvailable` | UNAVAILABLE |
+/// | `BrokenPipe`, `WouldBlock`, `WriteZero`, `Interrupted` | INTERNAL |
+/// | any other | UNKNOWN |
+///
+/// The message is the error's `Display` text, which the caller sees: do not return an IO
+/// error whose text names what a caller must not learn (a private path, say).
+impl From<std::io::Error> for Status {
+    fn from(err: std::io::Error) -> Self {
+        use std::io::ErrorKind;
+        let code = match err.kind() {
+            ErrorKind::NotFound => Code::NOT_FOUND,
+            ErrorKind::AlreadyExists => Code::ALREADY_EXISTS,
+            ErrorKind::PermissionDenied => Code::PERMISSION_DENIED,
+            ErrorKind::InvalidInput => Code::INVALID_ARGUMENT,
+            ErrorKind::InvalidData => Code::DATA_LOSS,
+            ErrorKind::TimedOut => Code::DEADLINE_EXCEEDED,
+            ErrorKind::UnexpectedEof => Code::OUT_OF_RANGE,
+            ErrorKind::ConnectionAborted => Code::ABORTED,
+            ErrorKind::ConnectionRefused
+            | ErrorKind::ConnectionReset
+            | ErrorKind::NotConnected
+            | ErrorKind::AddrInUse
+            | ErrorKind::AddrNotAvailable => Code::UNAVAILABLE,
+            ErrorKind::BrokenPipe
+            | ErrorKind::WouldBlock
+            | ErrorKind::WriteZero
+            | ErrorKind::Interrupted => Code::INTERNAL,
+            _ => Code::UNKNOWN,
+        };
+        Status::new(code, err.to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -188,5 +235,28 @@ mod tests {
         assert_eq!(Code::DATA_LOSS.0, 15);
         assert_eq!(Code(99).name(), None);
         assert_eq!(Code(99).to_string(), "CODE(99)");
+    }
+
+    #[test]
+    fn io_errors_map_by_kind() {
+        use std::io::{Error, ErrorKind};
+        let cases = [
+            (ErrorKind::NotFound, Code::NOT_FOUND),
+            (ErrorKind::AlreadyExists, Code::ALREADY_EXISTS),
+            (ErrorKind::PermissionDenied, Code::PERMISSION_DENIED),
+            (ErrorKind::InvalidInput, Code::INVALID_ARGUMENT),
+            (ErrorKind::InvalidData, Code::DATA_LOSS),
+            (ErrorKind::TimedOut, Code::DEADLINE_EXCEEDED),
+            (ErrorKind::UnexpectedEof, Code::OUT_OF_RANGE),
+            (ErrorKind::ConnectionAborted, Code::ABORTED),
+            (ErrorKind::ConnectionRefused, Code::UNAVAILABLE),
+            (ErrorKind::BrokenPipe, Code::INTERNAL),
+            (ErrorKind::Other, Code::UNKNOWN),
+        ];
+        for (kind, code) in cases {
+            let status = Status::from(Error::new(kind, "disk says no"));
+            assert_eq!((kind, status.code), (kind, code));
+            assert_eq!(status.message, "disk says no");
+        }
     }
 }

@@ -43,6 +43,8 @@ mod event_loop;
 mod log_limit;
 mod mailbox;
 mod security;
+#[cfg(feature = "signal")]
+mod signals;
 mod transport;
 mod workers;
 
@@ -60,6 +62,8 @@ pub use crate::sys::raise_open_file_limit;
 pub use config::{
     default_loops, ServerConfig, DEFAULT_ADDR, DEFAULT_BACKLOG, DEFAULT_MAX_CONNECTIONS,
 };
+#[cfg(feature = "signal")]
+pub use signals::{drain_on_signals, SignalGuard};
 pub use workers::{DEFAULT_WORKERS, DEFAULT_WORKER_QUEUE};
 
 use crate::connection::Connection;
@@ -227,12 +231,17 @@ impl ServerBuilder {
     /// handlers.
     ///
     /// # Errors
-    /// `InvalidInput` when the output hard cap is below the high-water mark;
+    /// `InvalidInput` when the router fails [`Router::check`] (two handlers for one method,
+    /// or a method in service 0; the error wraps the [`RouteError`](crate::service::RouteError)
+    /// naming them) or the output hard cap is below the high-water mark;
     /// `PermissionDenied` for an address beyond loopback with no access control (protected
     /// mode: see [`ServerBuilder::insecure_open_access`]); otherwise the IO error of creating
     /// the pollers, binding the address (`AddrInUse` when taken) or starting the worker
     /// threads.
     pub fn bind(self, mut router: Router) -> io::Result<Server> {
+        router
+            .check()
+            .map_err(|err| io::Error::new(io::ErrorKind::InvalidInput, err))?;
         let config = self.config;
         if let Some(authorizer) = &config.authorizer {
             router.set_authorizer(Arc::clone(authorizer));

@@ -5,11 +5,16 @@
 //! handlers. The server dispatches through the router; the client calls through the same
 //! [`Method`] constants.
 
+mod definition;
 mod message;
 mod method;
 mod router;
+#[cfg(feature = "serde")]
+mod serde;
 
+#[cfg(feature = "serde")]
+pub use self::serde::{Cbor, Json};
 pub use message::{Message, MessageError};
 pub use method::Method;
-pub use router::{BlockingCall, Commit, Context, Router};
+pub use router::{BlockingCall, Commit, Context, RouteError, Router, Service};
 pub(crate) use router::{Failure, Outcome};

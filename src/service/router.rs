@@ -229,6 +229,8 @@ pub struct Router {
     /// Sorted by key (service << 16 | method) and searched by bisection: a handful of
     /// comparisons for the few dozen methods a server has, with no hashing per request.
     routes: Vec<(u32, Arc<Route>)>,
+    /// Registrations refused because their ids were taken, reported by [`Router::check`].
+    conflicts: Vec<RouteError>,
     commit: Option<Arc<dyn Commit>>,
     authorizer: Option<Arc<dyn Authorizer>>,
 }
@@ -243,8 +245,12 @@ impl Router {
         Router::default()
     }
 
-    /// Registers `handler` for `method`, to run inline on the event loop; replaces any handler
-    /// registered before for the same (service, method).
+    /// Registers `handler` for `method`, to run inline on the event loop.
+    ///
+    /// Registering a second handler for the same (service, method) keeps the first and makes
+    /// the router invalid: [`Router::check`], which building a server calls, then fails
+    /// naming both. Service 0 is the server's own ([`crate::admin`]); a method in it fails
+    /// the same check.
     pub fn register<Req, Resp, F>(&mut self, method: Method<Req, Resp>, handler: F) -> &mut Self
     where
         Req: Message,
@@ -255,7 +261,7 @@ impl Router {
     }
 
     /// Registers `handler` for `method`, to run on the server's worker pool, so that a handler
-    /// that blocks delays no other request. A blocking request is answered UNAVAILABLE at once
+    /// that blocks delays no other request. Ids are checked as for [`Router::register`]. A blocking request is answered UNAVAILABLE at once
     /// when the pool's queue is full, and DEADLINE_EXCEEDED without running when its deadline
     /// passed while it waited. Responses of blocking requests may overtake earlier ones; the
     /// client matches them by request id.
@@ -277,8 +283,8 @@ impl Router {
     /// produce the encoding of a `Resp` without building one, such as copying a stored value
     /// out under a lock (no allocation, no reference count). What the handler appends to the
     /// buffer is sent as the body of the OK response, so it must be a valid encoding of
-    /// `Resp`; on `Err` anything appended is discarded and the status is sent instead. Replaces
-    /// any handler registered before for the same (service, method).
+    /// `Resp`; on `Err` anything appended is discarded and the status is sent instead. Ids are
+    /// checked as for [`Router::register`].
     pub fn register_encoded<Req, Resp, F>(
         &mut self,
         method: Method<Req, Resp>,
@@ -339,10 +345,44 @@ impl Router {
         });
         let key = route_key(method.service, method.method);
         match self.routes.binary_search_by_key(&key, |(k, _)| *k) {
-            Ok(i) => self.routes[i].1 = route,
+            Ok(i) => self.conflicts.push(RouteError::Duplicate {
+                service: method.service,
+                method: method.method,
+                first: self.routes[i].1.name,
+                second: name,
+            }),
             Err(i) => self.routes.insert(i, (key, route)),
         }
         self
+    }
+
+    /// Registers every method of `service`: a service declared with [`service!`](crate::service!)
+    /// and its implementation (the declaration's `service` or `shared` function), or any
+    /// other [`Service`].
+    pub fn add_service(&mut self, service: impl Service) -> &mut Self {
+        service.register(self);
+        self
+    }
+
+    /// Whether the router can serve: no two registrations for the same (service, method), and
+    /// no method of its own in service 0, which the server's built-in admin service owns.
+    /// Building a server ([`ServerBuilder::bind`](crate::server::ServerBuilder::bind)) calls
+    /// this before it registers the admin service.
+    ///
+    /// # Errors
+    /// The first conflict, naming both methods ([`RouteError::Duplicate`]) or the method in
+    /// service 0 ([`RouteError::Reserved`]).
+    pub fn check(&self) -> Result<(), RouteError> {
+        if let Some(conflict) = self.conflicts.first() {
+            return Err(conflict.clone());
+        }
+        match self.routes.first() {
+            Some((key, route)) if key >> 16 == 0 => Err(RouteError::Reserved {
+                method: (key & 0xffff) as u16,
+                name: route.name,
+            }),
+            _ => Ok(()),
+        }
     }
 
     fn find(&self, service: u16, method: u16) -> Option<&Arc<Route>> {
@@ -415,6 +455,69 @@ impl Router {
             .map_err(|failure| failure.status)
     }
 
+    /// Calls `method` on this thread as a server would, without a socket: the request is
+    /// encoded, dispatched ([`Router::dispatch`], so the authorizer, decoding, the handler and
+    /// panics are treated as in a server) and the response decoded. The context is
+    /// [`Context::new`] with request id 1, received now, no deadline and no metadata; use
+    /// [`Router::call_with`] for another. For testing handlers: the round trip through the
+    /// message encodings is the one a client's call makes, less the frame.
+    ///
+    /// # Errors
+    /// The status a client would receive; INTERNAL when the request does not encode (as the
+    /// server answers a response that does not), INVALID_ARGUMENT when the response does not
+    /// decode.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use courier_rpc::{Code, Method, Router, Status};
+    ///
+    /// const HALVE: Method<u32, u32> = Method::new(10, 1, "math.halve");
+    ///
+    /// let mut router = Router::new();
+    /// router.register(HALVE, |_ctx, n: u32| match n % 2 {
+    ///     0 => Ok(n / 2),
+    ///     _ => Err(Status::invalid_argument("odd")),
+    /// });
+    /// assert_eq!(router.call(&HALVE, &42), Ok(21));
+    /// assert_eq!(router.call(&HALVE, &7).unwrap_err().code, Code::INVALID_ARGUMENT);
+    /// ```
+    pub fn call<Req: Message, Resp: Message>(
+        &self,
+        method: &Method<Req, Resp>,
+        request: &Req,
+    ) -> Result<Resp, Status> {
+        let ctx = Context::new(1, Instant::now(), None, Metadata::new());
+        self.call_with(&ctx, method, request)
+    }
+
+    /// [`Router::call`] with the context `ctx` (a deadline, metadata, or an identity).
+    ///
+    /// # Errors
+    /// As [`Router::call`].
+    pub fn call_with<Req: Message, Resp: Message>(
+        &self,
+        ctx: &Context,
+        method: &Method<Req, Resp>,
+        request: &Req,
+    ) -> Result<Resp, Status> {
+        let mut payload = BytesMut::new();
+        request.encode(&mut payload).map_err(|err| {
+            Status::internal(format!("{}: request does not encode: {err}", method.name))
+        })?;
+        let mut out = BytesMut::new();
+        self.dispatch(
+            ctx,
+            method.service,
+            method.method,
+            payload.freeze(),
+            &mut out,
+        )?;
+        Resp::decode(out.freeze()).map_err(|err| {
+            Status::invalid_argument(format!("{}: response does not decode: {err}", method.name))
+        })
+    }
+
     /// Calls an inline handler, or returns a blocking one's call for the worker pool.
     pub(crate) fn route(
         &self,
@@ -476,6 +579,60 @@ impl Router {
         })
     }
 }
+
+/// A set of methods registered together, such as the handlers of a service declared with
+/// [`service!`](crate::service!); see [`Router::add_service`].
+pub trait Service {
+    /// Registers every method of the service on `router`.
+    fn register(self, router: &mut Router);
+}
+
+/// Why a [`Router`] cannot serve ([`Router::check`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RouteError {
+    /// Two handlers were registered for one (service, method).
+    Duplicate {
+        /// The service id.
+        service: u16,
+        /// The method id.
+        method: u16,
+        /// The name of the method registered first.
+        first: &'static str,
+        /// The name of the method registered second.
+        second: &'static str,
+    },
+    /// A method was registered in service 0, which the server's admin service owns.
+    Reserved {
+        /// The method id.
+        method: u16,
+        /// The method's name.
+        name: &'static str,
+    },
+}
+
+impl fmt::Display for RouteError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RouteError::Duplicate {
+                service,
+                method,
+                first,
+                second,
+            } => write!(
+                f,
+                "{second} and {first} are both registered as service {service} method {method}"
+            ),
+            RouteError::Reserved { method, name } => write!(
+                f,
+                "{name} is registered as service 0 method {method}, but service 0 is the \
+                 server's admin service; give the service another id"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for RouteError {}
 
 impl fmt::Debug for Router {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -192,7 +192,8 @@ fn serve(
             _ => anyhow::Error::new(err).context(format!("cannot listen on {addr}")),
         })?;
     // Handlers first: a SIGTERM sent as soon as the address is printed must drain, not kill.
-    let signals = on_signals(name, &server, drain_timeout)?;
+    let signals = courier_rpc::server::drain_on_signals(server.handle(), drain_timeout)
+        .context("cannot install the SIGTERM/SIGINT handlers")?;
     let mut stdout = std::io::stdout();
     if security.tls_cert.is_some() {
         log::info!("{name}: serving TLS 1.3 (ALPN courier/1)");
@@ -200,43 +201,6 @@ fn serve(
     writeln!(stdout, "{name} listening on {}", server.local_addr())?;
     stdout.flush()?;
     let result = server.run().context("server loop failed");
-    signals.close();
+    drop(signals);
     result
-}
-
-/// Drains the server on the first SIGTERM or SIGINT, and stops it at once on the next.
-fn on_signals(
-    name: &str,
-    server: &Server,
-    drain_timeout: Duration,
-) -> Result<signal_hook::iterator::Handle> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])
-        .context("cannot install the SIGTERM/SIGINT handlers")?;
-    let handle = signals.handle();
-    let server = server.handle();
-    let name = name.to_owned();
-    std::thread::Builder::new()
-        .name("courier-signals".into())
-        .spawn(move || {
-            for (n, signal) in signals.forever().enumerate() {
-                let which = if signal == SIGTERM {
-                    "SIGTERM"
-                } else {
-                    "SIGINT"
-                };
-                if n == 0 {
-                    log::info!(
-                        "{name}: {which}: draining (at most {} s; send it again to stop now)",
-                        drain_timeout.as_secs_f64()
-                    );
-                    server.drain(drain_timeout);
-                } else {
-                    log::warn!("{name}: {which} again: stopping now");
-                    server.shutdown();
-                }
-            }
-        })
-        .context("cannot start the signal thread")?;
-    Ok(handle)
 }

@@ -1,0 +1,203 @@
+//! Services declared with `service!` over loopback: the typed stub against the server trait,
+//! blocking methods on the worker pool, `?` on io and message errors, owned and shared state,
+//! and the ids a server refuses to be built with.
+
+use std::io;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use courier_rpc::service::RouteError;
+use courier_rpc::{
+    service, Bytes, CallOptions, Client, ClientError, Code, Context, Message, Method, Router,
+    Server, Status,
+};
+
+service! {
+    /// A test service: numbers and a file.
+    pub mod numbers(service = 50, name = "numbers") {
+        /// The server side.
+        trait Numbers;
+        /// The typed client.
+        client NumbersClient;
+        /// Doubles a number; OUT_OF_RANGE on overflow.
+        rpc DOUBLE = 1: double(u32) -> u32;
+        /// Whether a number is even, decoded from a nested payload with `?`.
+        rpc EVEN = 2: even(Bytes) -> bool;
+        /// Reads a file: `?` on its io::Error.
+        rpc(blocking) READ = 3: read(String) -> Bytes;
+        /// How many calls so far, on the worker pool, with the thread's name.
+        rpc(blocking) CALLS = 4: calls(()) -> String;
+    }
+}
+
+#[derive(Default)]
+struct Impl {
+    calls: AtomicU32,
+}
+
+impl numbers::Numbers for Impl {
+    fn double(&self, _ctx: &Context, n: u32) -> Result<u32, Status> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        n.checked_mul(2)
+            .ok_or_else(|| Status::out_of_range(format!("{n} doubled overflows")))
+    }
+    fn even(&self, _ctx: &Context, payload: Bytes) -> Result<bool, Status> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        let n = u64::decode(payload)?;
+        Ok(n % 2 == 0)
+    }
+    fn read(&self, _ctx: &Context, path: String) -> Result<Bytes, Status> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        Ok(Bytes::from(std::fs::read(path)?))
+    }
+    fn calls(&self, _ctx: &Context, (): ()) -> Result<String, Status> {
+        let n = self.calls.fetch_add(1, Ordering::Relaxed) + 1;
+        let thread = std::thread::current().name().unwrap_or("?").to_owned();
+        Ok(format!("{n} {thread}"))
+    }
+}
+
+fn code<T: std::fmt::Debug>(result: Result<T, ClientError>) -> Code {
+    match result {
+        Err(ClientError::Status(s)) => s.code,
+        other => panic!("expected a status, got {other:?}"),
+    }
+}
+
+#[test]
+fn the_stub_calls_the_trait_over_a_socket() -> Result<(), Box<dyn std::error::Error>> {
+    let state = Arc::new(Impl::default());
+    let mut router = Router::new();
+    router.add_service(numbers::shared(Arc::clone(&state)));
+    let server = Server::builder()
+        .addr("127.0.0.1:0".parse()?)
+        .bind(router)?
+        .spawn()?;
+    let mut stub = numbers::NumbersClient::connect(server.local_addr())?;
+
+    assert_eq!(stub.double(&21)?, 42);
+    assert_eq!(code(stub.double(&u32::MAX)), Code::OUT_OF_RANGE);
+    assert!(stub.even(&Bytes::from_static(&[0, 0, 0, 0, 0, 0, 0, 8]))?);
+    assert!(!stub.even(&Bytes::from_static(&[0, 0, 0, 0, 0, 0, 0, 9]))?);
+    // A nested payload of the wrong length: MessageError -> INVALID_ARGUMENT.
+    assert_eq!(
+        code(stub.even(&Bytes::from_static(&[1, 2]))),
+        Code::INVALID_ARGUMENT
+    );
+
+    let dir = std::env::temp_dir().join(format!("courier-macro-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let file = dir.join("data");
+    std::fs::write(&file, b"on disk")?;
+    assert_eq!(
+        stub.read(&file.display().to_string())?,
+        Bytes::from_static(b"on disk")
+    );
+    // io::ErrorKind::NotFound -> NOT_FOUND.
+    let missing = dir.join("missing").display().to_string();
+    assert_eq!(code(stub.read(&missing)), Code::NOT_FOUND);
+    std::fs::remove_dir_all(&dir)?;
+
+    // Blocking methods run on the worker pool; state is the one shared Arc.
+    let answer = stub.calls(&())?;
+    let (count, thread) = answer.split_once(' ').expect("two words");
+    assert!(thread.starts_with("courier-worker"), "{answer}");
+    assert_eq!(count.parse::<u32>()?, state.calls.load(Ordering::Relaxed));
+    assert_eq!(count, "8");
+
+    // The stub borrows a client too, and hands it back for the rest of its API.
+    let mut client = stub.into_inner();
+    let mut borrowed = numbers::NumbersClient::new(&mut client);
+    assert_eq!(borrowed.double(&1)?, 2);
+    let options = CallOptions {
+        deadline: Some(Duration::from_secs(5)),
+        ..CallOptions::default()
+    };
+    assert_eq!(
+        borrowed
+            .client()
+            .call_with(&numbers::DOUBLE, &4, &options)?,
+        8
+    );
+    assert_eq!(numbers::DOUBLE.name, "numbers.double");
+    assert_eq!((numbers::SERVICE, numbers::CALLS.method), (50, 4));
+    server.shutdown()?;
+    Ok(())
+}
+
+#[test]
+fn the_same_ids_twice_refuse_to_build_naming_both() {
+    const TWIN: Method<u32, u32> = Method::new(50, 1, "other.twin");
+    let mut router = Router::new();
+    router.add_service(numbers::service(Impl::default()));
+    router.register(TWIN, |_ctx, n: u32| Ok(n));
+    let expected = RouteError::Duplicate {
+        service: 50,
+        method: 1,
+        first: "numbers.double",
+        second: "other.twin",
+    };
+    assert_eq!(router.check(), Err(expected.clone()));
+    // The first registration stays.
+    assert_eq!(router.call(&numbers::DOUBLE, &3), Ok(6));
+    let err = Server::builder()
+        .addr("127.0.0.1:0".parse().expect("addr"))
+        .bind(router)
+        .map(|_| ())
+        .expect_err("a router with a duplicate must not serve");
+    assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+    assert_eq!(
+        err.to_string(),
+        "other.twin and numbers.double are both registered as service 50 method 1"
+    );
+    let inner = err.get_ref().and_then(|e| e.downcast_ref::<RouteError>());
+    assert_eq!(inner, Some(&expected));
+}
+
+#[test]
+fn a_method_in_service_zero_refuses_to_build() {
+    const MINE: Method<(), ()> = Method::new(0, 1, "mine.stats");
+    let mut router = Router::new();
+    router.register(MINE, |_ctx, ()| Ok(()));
+    let err = Server::builder()
+        .addr("127.0.0.1:0".parse().expect("addr"))
+        .bind(router)
+        .map(|_| ())
+        .expect_err("service 0 is the admin service's");
+    assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+    assert!(
+        err.to_string()
+            .starts_with("mine.stats is registered as service 0 method 1"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_request_that_does_not_encode_is_not_sent() -> Result<(), Box<dyn std::error::Error>> {
+    use courier_rpc::kv::{SetRequest, SET};
+    let mut router = Router::new();
+    courier_rpc::kv::register(&mut router, Arc::new(courier_rpc::kv::Store::new()));
+    let server = Server::builder()
+        .addr("127.0.0.1:0".parse()?)
+        .bind(router)?
+        .spawn()?;
+    let mut client = Client::connect(server.local_addr())?;
+    let long = SetRequest {
+        key: Bytes::from(vec![b'k'; 70_000]),
+        value: Bytes::new(),
+    };
+    match client.call(&SET, &long) {
+        Err(ClientError::Message(err)) => assert!(err.to_string().contains("u16"), "{err}"),
+        other => panic!("expected ClientError::Message, got {other:?}"),
+    }
+    // Nothing half-sent: the connection still works.
+    let ok = SetRequest {
+        key: Bytes::from_static(b"k"),
+        value: Bytes::from_static(b"v"),
+    };
+    client.call(&SET, &ok)?;
+    assert_eq!(server.stats().get("requests_OK"), Some(1));
+    server.shutdown()?;
+    Ok(())
+}
