@@ -52,11 +52,12 @@ fn deadline_and_metadata_reach_the_handler() {
     let server = support::start(Server::builder(), inspect_router());
     let mut client = Client::connect(server.local_addr()).expect("connect");
     assert_eq!(client.call(&INSPECT, &()).expect("call"), "0;");
-    let options = CallOptions {
-        deadline: Some(Duration::from_millis(1500)),
-        metadata: Metadata::from_pairs([("trace-id", "abc123"), ("tenant", "7")])
-            .expect("valid metadata"),
-    };
+    let options = CallOptions::default()
+        .with_deadline(Duration::from_millis(1500))
+        .with_metadata(
+            Metadata::from_pairs([("trace-id", "abc123"), ("tenant", "7")])
+                .expect("valid metadata"),
+        );
     assert_eq!(
         client.call_with(&INSPECT, &(), &options).expect("call"),
         "1500;trace-id=abc123,tenant=7"
@@ -67,10 +68,7 @@ fn deadline_and_metadata_reach_the_handler() {
 fn a_deadline_under_a_millisecond_is_sent_as_one_and_a_passed_one_is_not_sent() {
     let server = support::start(Server::builder(), inspect_router());
     let mut client = Client::connect(server.local_addr()).expect("connect");
-    let soon = CallOptions {
-        deadline: Some(Duration::from_micros(300)),
-        metadata: Metadata::new(),
-    };
+    let soon = CallOptions::default().with_deadline(Duration::from_micros(300));
     // 0.3 ms is sent as 1 ms, not 0 (none); the handler may or may not run in time.
     match client.call_with(&INSPECT, &(), &soon) {
         Ok(seen) => assert_eq!(seen, "1;"),
@@ -79,10 +77,7 @@ fn a_deadline_under_a_millisecond_is_sent_as_one_and_a_passed_one_is_not_sent() 
         Err(other) => panic!("unexpected {other}"),
     }
     let before = support::stats(server.local_addr()).value("frames_in");
-    let passed = CallOptions {
-        deadline: Some(Duration::ZERO),
-        metadata: Metadata::new(),
-    };
+    let passed = CallOptions::default().with_deadline(Duration::ZERO);
     assert!(matches!(
         client.call_with(&INSPECT, &(), &passed),
         Err(ClientError::Timeout)

@@ -110,10 +110,7 @@ fn the_stub_calls_the_trait_over_a_socket() -> Result<(), Box<dyn std::error::Er
     let mut client = stub.into_inner();
     let mut borrowed = numbers::NumbersClient::new(&mut client);
     assert_eq!(borrowed.double(&1)?, 2);
-    let options = CallOptions {
-        deadline: Some(Duration::from_secs(5)),
-        ..CallOptions::default()
-    };
+    let options = CallOptions::default().with_deadline(Duration::from_secs(5));
     assert_eq!(
         borrowed
             .client()

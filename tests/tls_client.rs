@@ -563,10 +563,7 @@ fn a_trickling_tls_server_cannot_hold_a_call_past_its_deadline() {
             .tls(pki.client_config())
             .connect(addr)
             .expect("connect");
-        let options = CallOptions {
-            deadline: Some(Duration::from_secs(1)),
-            ..CallOptions::default()
-        };
+        let options = CallOptions::default().with_deadline(Duration::from_secs(1));
         let start = Instant::now();
         let err = client
             .call_with(&ECHO, &Bytes::from_static(b"late"), &options)

@@ -117,6 +117,7 @@ impl From<io::Error> for ClientError {
 
 /// How the server's bytes broke the protocol.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ProtocolError {
     /// The bytes did not decode as a frame.
     Decode(DecodeError),

@@ -83,8 +83,24 @@ const AUTO_FLUSH: usize = 64 * 1024;
 /// admin AUTH (`proto-spec/SERVICES.md`): the token's bytes in, the identity's name out.
 const AUTH: Method<Bytes, String> = Method::new(crate::admin::SERVICE, 2, "admin.Auth");
 
-/// Per-call options.
+/// Per-call options: `CallOptions::default()` (no deadline, no metadata), then
+/// [`CallOptions::with_deadline`] and [`CallOptions::with_metadata`].
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use courier_rpc::{CallOptions, Metadata};
+///
+/// let metadata = Metadata::from_pairs([("trace-id", "4bf92f35")])?;
+/// let options = CallOptions::default()
+///     .with_deadline(Duration::from_millis(250))
+///     .with_metadata(metadata);
+/// assert_eq!(options.deadline, Some(Duration::from_millis(250)));
+/// # Ok::<(), courier_rpc::proto::MetadataError>(())
+/// ```
 #[derive(Clone, Debug, Default)]
+#[non_exhaustive]
 pub struct CallOptions {
     /// How long the client waits; sent to the server as the frame's deadline in milliseconds
     /// (rounded up, at least 1, capped at `u32::MAX`: `proto-spec/PROTOCOL.md` Section 12),
@@ -94,6 +110,20 @@ pub struct CallOptions {
     pub deadline: Option<Duration>,
     /// Metadata entries sent with the request.
     pub metadata: Metadata,
+}
+
+impl CallOptions {
+    /// These options with `deadline` (see [`CallOptions::deadline`]).
+    pub fn with_deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = Some(deadline);
+        self
+    }
+
+    /// These options with `metadata` sent with the request.
+    pub fn with_metadata(mut self, metadata: Metadata) -> Self {
+        self.metadata = metadata;
+        self
+    }
 }
 
 /// A response that was sent for and not yet collected: pass it to [`Client::wait`].

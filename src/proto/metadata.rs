@@ -35,6 +35,7 @@ pub const MAX_METADATA_ENTRIES: usize = 64;
 
 /// Why a metadata section is malformed, or why an entry cannot be added.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum MetadataError {
     /// `S` is 0, above [`MAX_METADATA_LEN`], or `2 + S` is more than the body holds.
     SectionLength,
