@@ -34,7 +34,7 @@ fn router() -> Router {
             .try_into()
             .map_err(|_| Status::invalid_argument("expected an 8-byte value"))?;
         let value = u64::from_be_bytes(bytes);
-        if value % 100 == 0 {
+        if value.is_multiple_of(100) {
             panic!("{PANIC_MARKER} on value {value}");
         }
         Ok(body)

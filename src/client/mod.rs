@@ -646,7 +646,7 @@ impl Client {
         // read early (below), and the caller reads again.
         if self
             .socket_timeout
-            .map_or(true, |t| t > remaining + remaining / 64)
+            .is_none_or(|t| t > remaining + remaining / 64)
         {
             self.transport.socket().set_read_timeout(Some(remaining))?;
             self.socket_timeout = Some(remaining);
@@ -747,7 +747,7 @@ impl Client {
 /// milliseconds rounded up, so that a remainder under a millisecond is never sent as 0
 /// ("none"); a deadline already passed (zero) is sent as 1; capped at `u32::MAX`.
 fn deadline_ms(deadline: Duration) -> u32 {
-    let ms = deadline.as_millis() + u128::from(deadline.subsec_nanos() % 1_000_000 != 0);
+    let ms = deadline.as_millis() + u128::from(!deadline.subsec_nanos().is_multiple_of(1_000_000));
     u32::try_from(ms.max(1)).unwrap_or(u32::MAX)
 }
 

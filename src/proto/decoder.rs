@@ -15,8 +15,10 @@ use super::status::Code;
 
 /// Most bytes the decoder asks a buffer to reserve at once while a body is arriving: 64 KiB.
 ///
-/// The decoder never reserves a body's full claimed length up front; it grows the buffer by at
-/// most this step beyond what has arrived (`../shared/STYLE.md`, "Validate before you trust").
+/// A body's length is what the peer claims in the header, not what it has sent. The decoder
+/// never reserves that length up front, which would let a peer that sends one header and
+/// nothing more make the receiver allocate up to the body limit; it grows the buffer by at
+/// most this step beyond the bytes that have arrived, so memory follows bytes received.
 pub const RESERVE_STEP: usize = 64 * 1024;
 
 /// A validated header: all header checks (`proto-spec/PROTOCOL.md` §8, checks 1–7) have passed.
