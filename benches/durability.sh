@@ -243,7 +243,7 @@ run_case() { # depth mode side
 note_maintenance() { # name case side
     local file="$WORK/$1.log" finished failed problems first
     if [[ $3 == courier ]]; then
-        finished=$(grep -c 'logfile\] compacted ' "$file" || true)
+        finished=$(grep -c 'kv::log::compact\] compacted ' "$file" || true)
         failed=$(grep -c 'compaction failed' "$file" || true)
         problems=$(grep -cE '^\[[^]]* (ERROR|WARN) ' "$file" || true)
         if ((problems > 0)); then

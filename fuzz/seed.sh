@@ -33,7 +33,7 @@ for v in vectors:
     pathlib.Path("fuzz/corpus/connection", v["name"]).write_bytes(ops)
     pathlib.Path("fuzz/corpus/preauth", v["name"]).write_bytes(ops)
 
-# kv_record: log files as src/kv/record.rs writes them (CRC-32 IEEE, as crc32fast computes).
+# kv_record: log files as src/kv/log/record.rs writes them (CRC-32 IEEE, as crc32fast computes).
 import struct, zlib
 def raw(body, body_len=None):
     head = struct.pack(">II", len(body) if body_len is None else body_len, zlib.crc32(body))

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use courier_rpc::echo;
-use courier_rpc::kv::logfile::{FsyncPolicy, Log};
+use courier_rpc::kv::log::{FsyncPolicy, Log};
 use courier_rpc::kv::{self, Store};
 use courier_rpc::proto::{Code, Frame, Response};
 use courier_rpc::server::Server;

@@ -6,7 +6,7 @@ mod support;
 use std::sync::Arc;
 use std::thread;
 
-use courier_rpc::kv::logfile::{FsyncPolicy, Log, LogConfig, LogError, LOG_FILE};
+use courier_rpc::kv::log::{FsyncPolicy, Log, LogConfig, LogError, LOG_FILE};
 use courier_rpc::kv::Store;
 use courier_rpc::service::Commit;
 use support::TempDir;

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use courier_rpc::client::Client;
-use courier_rpc::kv::logfile::{FsyncPolicy, Log};
+use courier_rpc::kv::log::{FsyncPolicy, Log};
 use courier_rpc::kv::{self, Key, SetRequest};
 use courier_rpc::proto::Status;
 use courier_rpc::server::Server;

@@ -2,7 +2,7 @@
 //! single-byte corruption of it, zero-filled and garbage tails, records whose checksums match
 //! but whose bodies break the format, and encode/scan round trips at the limits.
 
-use courier_rpc::kv::record::{
+use courier_rpc::kv::log::record::{
     self, Damage, End, Op, Scan, FILE_HEADER, MAX_BODY_LEN, RECORD_HEADER_LEN,
 };
 use courier_rpc::kv::{MAX_KEY_LEN, MAX_VALUE_LEN};

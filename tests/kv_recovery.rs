@@ -7,7 +7,7 @@ use std::fs;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use courier_rpc::kv::record::{set_len, FILE_HEADER};
+use courier_rpc::kv::log::record::{set_len, FILE_HEADER};
 
 use support::kv_process::*;
 use support::TempDir;

@@ -10,7 +10,7 @@ use std::os::unix::process::CommandExt;
 use std::time::{Duration, Instant};
 
 use courier_rpc::kv;
-use courier_rpc::kv::record::{set_len, FILE_HEADER};
+use courier_rpc::kv::log::record::{set_len, FILE_HEADER};
 use courier_rpc::proto::Code;
 use support::kv_process::*;
 use support::TempDir;

@@ -10,7 +10,7 @@
 //! key length, DELETE values, body length limit) instead of stopping at a CRC mismatch.
 #![no_main]
 
-use courier_rpc::kv::record::{self, End, Op, FILE_HEADER, RECORD_HEADER_LEN};
+use courier_rpc::kv::log::record::{self, End, Op, FILE_HEADER, RECORD_HEADER_LEN};
 use libfuzzer_sys::fuzz_target;
 
 /// CRC-32 (IEEE 802.3, reflected, as `crc32fast` computes it), bit by bit: a second opinion,

@@ -1,5 +1,5 @@
 //! `kv-server`: the bundled key-value service (GET, SET, DELETE), kept in memory and made
-//! durable by an append-only log (`courier_rpc::kv::logfile`).
+//! durable by an append-only log (`courier_rpc::kv::log`).
 
 mod common;
 
@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
-use courier_rpc::kv::logfile::{
+use courier_rpc::kv::log::{
     FsyncPolicy, Log, LogConfig, DEFAULT_COMPACT_MIN_SIZE, DEFAULT_COMPACT_RATIO, DEFAULT_DATA_DIR,
 };
 use courier_rpc::service::Router;

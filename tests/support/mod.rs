@@ -419,15 +419,15 @@ pub fn hostile_set_linger_zero(stream: &TcpStream) {
 /// A new store and its kv log in `dir`, opened with `fsync` and every other default.
 pub fn open_kv_log(
     dir: &std::path::Path,
-    fsync: kv::logfile::FsyncPolicy,
-) -> (Arc<kv::Store>, Arc<kv::logfile::Log>) {
+    fsync: kv::log::FsyncPolicy,
+) -> (Arc<kv::Store>, Arc<kv::log::Log>) {
     let store = Arc::new(kv::Store::new());
-    let config = kv::logfile::LogConfig {
+    let config = kv::log::LogConfig {
         dir: dir.to_owned(),
         fsync,
-        ..kv::logfile::LogConfig::default()
+        ..kv::log::LogConfig::default()
     };
-    let (log, _) = kv::logfile::Log::open(config, &store).expect("open the kv log");
+    let (log, _) = kv::log::Log::open(config, &store).expect("open the kv log");
     (store, log)
 }
 

@@ -9,8 +9,8 @@ use std::os::unix::fs::FileExt;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use super::record::{self, Op, FILE_HEADER};
 use super::{lock, Failure, FsyncPolicy, Inner, Log, Rollback};
-use crate::kv::record::{self, Op, FILE_HEADER};
 use crate::proto::{Code, Status};
 use crate::service::Commit;
 
@@ -106,7 +106,7 @@ impl Log {
     ///
     /// # Errors
     /// The refusal, once the log has failed: the caller undoes its write.
-    pub(in crate::kv) fn append_set(&self, key: &[u8], value: &[u8]) -> Result<u64, Status> {
+    pub(super) fn append_set(&self, key: &[u8], value: &[u8]) -> Result<u64, Status> {
         self.append(|pending| record::encode_set(pending, key, value))
     }
 
@@ -114,7 +114,7 @@ impl Log {
     ///
     /// # Errors
     /// As [`Log::append_set`].
-    pub(in crate::kv) fn append_delete(&self, key: &[u8]) -> Result<u64, Status> {
+    pub(super) fn append_delete(&self, key: &[u8]) -> Result<u64, Status> {
         self.append(|pending| record::encode_delete(pending, key))
     }
 
@@ -132,7 +132,7 @@ impl Log {
     }
 
     /// Adds `added` and removes `removed` bytes of live records (SET records of live keys).
-    pub(in crate::kv) fn account(&self, added: u64, removed: u64) {
+    pub(super) fn account(&self, added: u64, removed: u64) {
         if added >= removed {
             self.live_bytes
                 .fetch_add(added - removed, Ordering::Relaxed);

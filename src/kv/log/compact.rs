@@ -11,8 +11,8 @@ use std::time::Instant;
 
 use super::error::io_err;
 use super::open::sync_dir;
+use super::record::{self, FILE_HEADER};
 use super::{lock, FsyncPolicy, Inner, Log, LogError, CATCH_UP, COMPACT_FILE};
-use crate::kv::record::{self, FILE_HEADER};
 use crate::kv::Store;
 
 impl Log {

@@ -4,10 +4,13 @@ use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::kv::record::Damage;
+use super::record::Damage;
 
 /// Why the log could not be opened or kept.
+///
+/// Marked `#[non_exhaustive]`: a `match` needs a wildcard arm, so that variants can be added.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum LogError {
     /// A file operation failed.
     Io {

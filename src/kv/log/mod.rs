@@ -1,7 +1,7 @@
 //! The kv server's append-only log: durability, recovery on start, compaction, fail-stop.
 //!
 //! Every SET and DELETE the kv service applies is appended to `<data dir>/kv.log` as one
-//! record ([`super::record`] gives the byte layout and the recovery rules). A write is
+//! record ([`record`] gives the byte layout and the recovery rules). A write is
 //! acknowledged only once its record has been written to the file, and under
 //! [`FsyncPolicy::Always`] only once it has also been `fsync`ed. The records of one event-loop
 //! turn are written with one `write` and made durable with one `fsync` (group commit,
@@ -86,6 +86,15 @@
 //! `everysec` and `never` (a crash of the process cannot take them back), written and
 //! `fsync`ed under `always` (a power failure cannot either). A read whose key's shard holds a
 //! newer write waits for that write's commit, like the write's own answer.
+//!
+//! # Layers
+//!
+//! The log sits on the [`Store`], which knows nothing of it: it replays its records into the
+//! store on open, snapshots it for a compaction, undoes a failed batch in it, and adds to it
+//! the logged writes ([`Store::set_logged`], [`Store::delete_logged`], in `writes.rs`) on top
+//! of the store's ticketed writes. The kv service
+//! ([`register_logged`](crate::kv::register_logged)) sits on both; the log uses nothing of
+//! it. [`record`], the record format, uses only the key and value limits of the kv messages.
 
 mod background;
 mod commit;
@@ -93,6 +102,8 @@ mod compact;
 mod config;
 mod error;
 mod open;
+pub mod record;
+mod writes;
 
 pub use config::{FsyncPolicy, LogConfig};
 pub use error::LogError;
@@ -105,7 +116,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::Store;
+use crate::kv::Store;
 
 /// The log's file name in the data directory.
 pub const LOG_FILE: &str = "kv.log";

@@ -5,6 +5,9 @@
 //! truncating the file are the caller's. All integers are big-endian. Both checksums are
 //! CRC-32 with the IEEE 802.3 polynomial (what `crc32fast` computes), as on the wire.
 //!
+//! It uses nothing of the log around it, only the key and value limits of the kv messages
+//! ([`MAX_KEY_LEN`], [`MAX_VALUE_LEN`]); the log ([`super`]) uses it.
+//!
 //! # File layout
 //!
 //! The file starts with an 8-byte header, [`FILE_HEADER`]: ASCII `CKVLOG` then the version,
@@ -71,7 +74,7 @@
 //! # Examples
 //!
 //! ```
-//! use courier_rpc::kv::record::{self, End, Op, FILE_HEADER};
+//! use courier_rpc::kv::log::record::{self, End, Op, FILE_HEADER};
 //!
 //! let mut log = FILE_HEADER.to_vec();
 //! record::encode_set(&mut log, b"k", b"v");
@@ -97,7 +100,7 @@ use std::fmt;
 use bytes::BufMut;
 use crc32fast::Hasher;
 
-use super::{MAX_KEY_LEN, MAX_VALUE_LEN};
+use crate::kv::{MAX_KEY_LEN, MAX_VALUE_LEN};
 
 /// The 8 bytes every log file starts with: ASCII `CKVLOG` (43 4B 56 4C 4F 47), then the format
 /// version as a big-endian `u16`, 1.
@@ -258,7 +261,10 @@ pub enum End {
 /// The first group can come from a torn write ([`End::TornTail`] unless a valid record
 /// follows); the file header and the format checks after matching checksums always mean
 /// [`End::Corrupt`].
+///
+/// Marked `#[non_exhaustive]`: a `match` needs a wildcard arm, so that variants can be added.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Damage {
     /// 1 to 7 bytes, a prefix of [`FILE_HEADER`]: the file was being created.
     ShortFileHeader,

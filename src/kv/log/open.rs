@@ -10,10 +10,11 @@ use std::thread;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::error::io_err;
+use super::record::{self, Damage, End, Op, FILE_HEADER};
+use super::writes::live_record_bytes;
 use super::{
     lock, Inner, Log, LogConfig, LogError, COMPACT_BACKOFF_FIRST, COMPACT_FILE, LOCK_FILE, LOG_FILE,
 };
-use crate::kv::record::{self, Damage, End, Op, FILE_HEADER};
 use crate::kv::Store;
 
 /// What [`Log::open`] found.
@@ -176,7 +177,7 @@ impl Log {
         };
         recovery.bytes = keep;
         drop(bytes);
-        let live = store.live_record_bytes();
+        let live = live_record_bytes(store);
         let log = Arc::new(Log {
             path,
             inner: Mutex::new(Inner {

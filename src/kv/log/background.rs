@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use super::record::FILE_HEADER;
 use super::{lock, FsyncPolicy, Log, COMPACT_BACKOFF_FIRST, COMPACT_BACKOFF_MAX, EVERYSEC, TICK};
-use crate::kv::record::FILE_HEADER;
 
 impl Log {
     /// Whether a compaction is due: the log is past the minimum size and the ratio.
