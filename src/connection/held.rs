@@ -13,6 +13,7 @@ use std::time::Instant;
 
 use bytes::BytesMut;
 
+use super::config::HELD_KEEP_CAPACITY;
 use super::Connection;
 use crate::proto::{Code, Status};
 use crate::stats;
@@ -39,9 +40,6 @@ impl Held {
         self.ticket = self.ticket.max(ticket);
     }
 }
-
-/// Held responses above this many bytes give their buffer back once sent: 64 KiB.
-const HELD_KEEP_CAPACITY: usize = 64 * 1024;
 
 impl Connection {
     /// The largest commit ticket a held response waits for, if any response is held

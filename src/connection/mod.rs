@@ -87,7 +87,7 @@
 //! | File         | Holds |
 //! |--------------|-------|
 //! | `mod.rs`     | [`Connection`], its phases and constructor, and the core flow: reading, decoding, dispatching a request (inline, blocking or held), answering, writing, and the read/turn limits |
-//! | `config.rs`  | [`ConnectionConfig`] and every `DEFAULT_*` limit, with its unit and where it comes from |
+//! | `config.rs`  | every limit: the fixed ones, each `DEFAULT_*` with its unit and where it comes from, and [`ConnectionConfig`] with its `with_*` setters |
 //! | `timers.rs`  | the frame, idle and write-stall timeouts, the output hard cap, the linger deadline, and each request's deadline |
 //! | `drain.rs`   | ending while still answering: drain (GOAWAY OK), the client's GOAWAY or ERROR, connection errors, the Finishing phase; and a shutdown's GOAWAY |
 //! | `held.rs`    | responses held until their commit ticket is durable, and the ERROR kept for a finishing connection's end |
@@ -106,14 +106,14 @@ mod held;
 mod tests;
 mod timers;
 
-pub use auth::{Authentication, MAX_AUTH_FAILURES, PRE_AUTH_MAX_BODY};
+pub use auth::Authentication;
 pub use buffers::BufferPool;
 pub use close::CloseReason;
 pub use config::{
     ConnectionConfig, DEFAULT_FRAME_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_LINGER,
     DEFAULT_MAX_EMPTY_FRAMES, DEFAULT_MAX_FRAMES_PER_TURN, DEFAULT_MAX_IN_FLIGHT,
     DEFAULT_OUTPUT_HARD_CAP, DEFAULT_OUTPUT_HIGH_WATER, DEFAULT_WRITE_TIMEOUT, LINGER_MAX_DISCARD,
-    MAX_READS_PER_TURN, MAX_TIMEOUT, READ_CHUNK,
+    MAX_AUTH_FAILURES, MAX_READS_PER_TURN, MAX_TIMEOUT, PRE_AUTH_MAX_BODY, READ_CHUNK,
 };
 
 use std::io::{self, Read, Write};
