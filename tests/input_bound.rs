@@ -42,10 +42,7 @@ fn pipelined_large_frames_never_buffer_more_than_one_frame_plus_one_read() {
         .iter()
         .all(|f| matches!(f, Frame::Response(r) if r.code.is_ok())));
 
-    let config = ConnectionConfig {
-        max_body_len: MAX_BODY,
-        ..ConnectionConfig::default()
-    };
+    let config = ConnectionConfig::default().with_max_body_len(MAX_BODY);
     let bound = config.max_buffered_input() as u64;
     assert_eq!(bound, (HEADER_LEN + MAX_BODY as usize + READ_CHUNK) as u64);
     let peak = stats(addr).value("input_peak");

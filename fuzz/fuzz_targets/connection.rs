@@ -60,15 +60,13 @@ fuzz_target!(|input: &[u8]| {
         Ok(body)
     });
     router.set_commit(Arc::new(NoCommit));
-    let config = ConnectionConfig {
-        max_body_len: 4096,
-        output_high_water: 8192,
-        output_hard_cap: 64 * 1024,
-        max_in_flight: 4,
-        max_frames_per_turn: 8,
-        max_empty_frames: 3,
-        ..ConnectionConfig::default()
-    };
+    let config = ConnectionConfig::default()
+        .with_max_body_len(4096)
+        .with_output_high_water(8192)
+        .with_output_hard_cap(64 * 1024)
+        .with_max_in_flight(4)
+        .with_max_frames_per_turn(8)
+        .with_max_empty_frames(3);
     let start = Instant::now();
     let mut now = start;
     let mut conn = Connection::new(config, Arc::new(Stats::new()), now);

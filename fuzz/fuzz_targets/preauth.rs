@@ -63,15 +63,13 @@ const MAX_WIRE: usize = 2 * 1024 * 1024;
 /// A body limit above the pre-auth one, so that only the missing identity refuses a 40 KiB
 /// echo.
 fn config() -> ConnectionConfig {
-    ConnectionConfig {
-        max_body_len: 64 * 1024,
-        output_high_water: 128 * 1024,
-        output_hard_cap: 1024 * 1024,
-        max_in_flight: 4,
-        max_frames_per_turn: 8,
-        max_empty_frames: 3,
-        ..ConnectionConfig::default()
-    }
+    ConnectionConfig::default()
+        .with_max_body_len(64 * 1024)
+        .with_output_high_water(128 * 1024)
+        .with_output_hard_cap(1024 * 1024)
+        .with_max_in_flight(4)
+        .with_max_frames_per_turn(8)
+        .with_max_empty_frames(3)
 }
 
 thread_local! {

@@ -130,10 +130,7 @@ fn tls_port(config: &Arc<rustls::ServerConfig>, stream: &[u8], cuts: &[u8]) {
 }
 
 fn plaintext_port(stream: &[u8], cuts: &[u8]) {
-    let config = ConnectionConfig {
-        max_body_len: 4096,
-        ..ConnectionConfig::default()
-    };
+    let config = ConnectionConfig::default().with_max_body_len(4096);
     let now = Instant::now();
     let mut conn = Connection::new(config, Arc::new(Stats::new()), now);
     let mut output = Vec::new();

@@ -19,19 +19,12 @@ use std::time::Instant;
 
 use bytes::{BufMut, Bytes};
 
-use super::{CloseReason, Connection};
+use super::{CloseReason, Connection, MAX_AUTH_FAILURES, PRE_AUTH_MAX_BODY};
 use crate::admin::{self, WhoAmI, MAX_TOKEN_LEN};
 use crate::auth::{Authenticator, Identity};
 use crate::proto::{Code, Metadata, Status};
 use crate::service::Failure;
 use crate::stats;
-
-/// Largest frame body a connection without an identity may send while the server requires
-/// authentication: 16,384 bytes (Redis's limit on unauthenticated input).
-pub const PRE_AUTH_MAX_BODY: u32 = 16 * 1024;
-
-/// Failed AUTHs on one connection before it is closed: 3.
-pub const MAX_AUTH_FAILURES: u8 = 3;
 
 /// How a server's connections authenticate; one, shared by all of them.
 #[derive(Clone, Debug, Default)]

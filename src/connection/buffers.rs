@@ -1,6 +1,10 @@
-//! The buffers an event loop lends its connections while they have bytes to move.
+//! The buffers an event loop lends its connections while they have bytes to move: the
+//! shared [`BufferPool`], and a connection's side of the lending
+//! ([`Connection::lend_buffers`], [`Connection::return_buffers`]).
 
 use bytes::BytesMut;
+
+use super::Connection;
 
 /// A free list of empty buffers that an event loop shares among its connections, so that an
 /// idle connection holds no buffer and a busy one allocates none in steady state.
@@ -47,5 +51,35 @@ impl BufferPool {
     /// Whether no buffer is kept.
     pub fn is_empty(&self) -> bool {
         self.free.is_empty()
+    }
+}
+
+impl Connection {
+    /// Lends the connection empty buffers from `pool` if it holds none. Optional: without it
+    /// the connection allocates its own.
+    pub fn lend_buffers(&mut self, pool: &mut BufferPool) {
+        if self.read_buf.capacity() == 0 && self.wants_read() {
+            self.read_buf = pool.take();
+        }
+        if self.write_buf.capacity() == 0 {
+            self.write_buf = pool.take();
+        }
+    }
+
+    /// Gives the connection's empty buffers back to `pool`, so that an idle connection holds
+    /// none.
+    pub fn return_buffers(&mut self, pool: &mut BufferPool) {
+        for buf in [&mut self.read_buf, &mut self.write_buf] {
+            if buf.is_empty() {
+                // A buffer whose bytes were all written or split off reports only the room
+                // after them; take the whole allocation back (unless a split-off frame still
+                // holds part of it), so that the pool keeps it instead of dropping it. When
+                // that fails the room left is still worth keeping, so the result is not needed.
+                let _ = buf.try_reclaim(1);
+                if buf.capacity() > 0 {
+                    pool.give(std::mem::take(buf));
+                }
+            }
+        }
     }
 }

@@ -1,5 +1,13 @@
-//! Why a connection stopped reading requests, and the counter each reason is counted under.
+//! Why a connection stopped reading requests, and the counter each reason is counted under;
+//! and the last steps of closing: shutting the write side once the output is written,
+//! lingering (reading and discarding) so that the last frame is not destroyed by a reset,
+//! and closing at once.
 
+use std::time::Instant;
+
+use bytes::BytesMut;
+
+use super::{Connection, Phase};
 use crate::proto::{DecodeError, FrameKind, Status};
 use crate::stats::CloseCause;
 
@@ -48,5 +56,48 @@ impl CloseReason {
             CloseReason::Flood => CloseCause::Flood,
             CloseReason::AuthFailures => CloseCause::AuthFailures,
         }
+    }
+}
+
+impl Connection {
+    /// Closes at once, dropping all buffered bytes: nothing more can be sent.
+    pub(super) fn close_now(&mut self, reason: CloseReason) {
+        // A half-closed peer that stops reading is closed for that, not for its end of stream;
+        // a protocol error stays the reason even if its ERROR frame could not be delivered.
+        if matches!(
+            self.close_reason.as_deref(),
+            None | Some(CloseReason::PeerClosed)
+        ) {
+            self.close_reason = Some(Box::new(reason));
+        }
+        self.phase = Phase::Closed;
+        self.read_buf = BytesMut::new();
+        self.write_buf = BytesMut::new();
+    }
+
+    /// `true` when the caller should shut down the socket's write side now (everything queued
+    /// after an ERROR or GOAWAY was written), then call [`Connection::write_closed`].
+    pub fn wants_write_shutdown(&self) -> bool {
+        self.phase == Phase::Closing && self.write_buf.is_empty()
+    }
+
+    /// Records that our write side was shut down at `now`; the connection lingers.
+    pub fn write_closed(&mut self, now: Instant) {
+        if self.phase == Phase::Closing {
+            self.phase = Phase::Lingering {
+                until: now + self.config.linger,
+                discarded: 0,
+            };
+        }
+    }
+
+    /// Whether the connection is finished and its socket should be closed.
+    pub fn is_closed(&self) -> bool {
+        self.phase == Phase::Closed
+    }
+
+    /// Why the connection stopped reading, once it has.
+    pub fn close_reason(&self) -> Option<&CloseReason> {
+        self.close_reason.as_deref()
     }
 }

@@ -78,29 +78,51 @@
 //! [`Context::identity`]. See `auth.rs` and `proto-spec/PROTOCOL.md` Section 18.
 //!
 //! Every limit that trips is counted in the shared [`Stats`].
+//!
+//! # Files
+//!
+//! Each concern of a connection lives in a file of its own, as an `impl Connection` block
+//! (or the types it needs):
+//!
+//! | File         | Holds |
+//! |--------------|-------|
+//! | `mod.rs`     | [`Connection`], its phases and constructor, and the core flow: reading, decoding, dispatching a request (inline, blocking or held), answering, writing, and the read/turn limits |
+//! | `config.rs`  | every limit: the fixed ones, each `DEFAULT_*` with its unit and where it comes from, and [`ConnectionConfig`] with its `with_*` setters |
+//! | `timers.rs`  | the frame, idle and write-stall timeouts, the output hard cap, the linger deadline, and each request's deadline |
+//! | `drain.rs`   | ending while still answering: drain (GOAWAY OK), the client's GOAWAY or ERROR, connection errors, the Finishing phase; and a shutdown's GOAWAY |
+//! | `held.rs`    | responses held until their commit ticket is durable, and the ERROR kept for a finishing connection's end |
+//! | `close.rs`   | [`CloseReason`], shutting the write side, lingering, and closing at once |
+//! | `auth.rs`    | identity, AUTH and WHOAMI, and the limits before authentication |
+//! | `buffers.rs` | [`BufferPool`] and lending its buffers to a connection |
+//! | `tests.rs`   | the rules above, byte by byte |
 
 mod auth;
 mod buffers;
 mod close;
 mod config;
+mod drain;
+mod held;
 #[cfg(test)]
 mod tests;
+mod timers;
 
-pub use auth::{Authentication, MAX_AUTH_FAILURES, PRE_AUTH_MAX_BODY};
+pub use auth::Authentication;
 pub use buffers::BufferPool;
 pub use close::CloseReason;
 pub use config::{
     ConnectionConfig, DEFAULT_FRAME_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_LINGER,
     DEFAULT_MAX_EMPTY_FRAMES, DEFAULT_MAX_FRAMES_PER_TURN, DEFAULT_MAX_IN_FLIGHT,
     DEFAULT_OUTPUT_HARD_CAP, DEFAULT_OUTPUT_HIGH_WATER, DEFAULT_WRITE_TIMEOUT, LINGER_MAX_DISCARD,
-    MAX_READS_PER_TURN, MAX_TIMEOUT, READ_CHUNK,
+    MAX_AUTH_FAILURES, MAX_READS_PER_TURN, MAX_TIMEOUT, PRE_AUTH_MAX_BODY, READ_CHUNK,
 };
 
 use std::io::{self, Read, Write};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::{Buf, BytesMut};
+
+use held::Held;
 
 use crate::proto::{
     Code, DecodeError, Decoder, Encoder, Frame, FrameKind, Metadata, Request, Status,
@@ -173,32 +195,6 @@ pub struct Connection {
     session: Option<Box<auth::Session>>,
 }
 
-/// Encoded responses that wait for a commit, and what to answer instead if it fails; and the
-/// ERROR frame that ends a connection once everything before it is answered.
-#[derive(Debug, Default)]
-struct Held {
-    /// The response frames, in the order they were encoded.
-    frames: BytesMut,
-    /// The request id of each frame in `frames`, and the status it answers with.
-    request_ids: Vec<(u64, Code)>,
-    /// The largest ticket they wait for.
-    ticket: u64,
-    /// While [`Phase::Finishing`]: the ERROR frame to send after the last answer.
-    last: BytesMut,
-}
-
-impl Held {
-    /// Records one held answer, already encoded into `frames`, for request `request_id`,
-    /// answering with `code`, waiting for commit `ticket`.
-    fn push(&mut self, request_id: u64, code: Code, ticket: u64) {
-        self.request_ids.push((request_id, code));
-        self.ticket = self.ticket.max(ticket);
-    }
-}
-
-/// Held responses above this many bytes give their buffer back once sent: 64 KiB.
-const HELD_KEEP_CAPACITY: usize = 64 * 1024;
-
 impl Connection {
     /// A new, open connection at `now`, counting into `stats`. Allocates no buffer until it
     /// has something to read or write.
@@ -246,34 +242,6 @@ impl Connection {
     pub fn begin_turn(&mut self) {
         self.frame_budget = self.config.max_frames_per_turn.max(1);
         self.read_budget = MAX_READS_PER_TURN;
-    }
-
-    /// Lends the connection empty buffers from `pool` if it holds none. Optional: without it
-    /// the connection allocates its own.
-    pub fn lend_buffers(&mut self, pool: &mut BufferPool) {
-        if self.read_buf.capacity() == 0 && self.wants_read() {
-            self.read_buf = pool.take();
-        }
-        if self.write_buf.capacity() == 0 {
-            self.write_buf = pool.take();
-        }
-    }
-
-    /// Gives the connection's empty buffers back to `pool`, so that an idle connection holds
-    /// none.
-    pub fn return_buffers(&mut self, pool: &mut BufferPool) {
-        for buf in [&mut self.read_buf, &mut self.write_buf] {
-            if buf.is_empty() {
-                // A buffer whose bytes were all written or split off reports only the room
-                // after them; take the whole allocation back (unless a split-off frame still
-                // holds part of it), so that the pool keeps it instead of dropping it. When
-                // that fails the room left is still worth keeping, so the result is not needed.
-                let _ = buf.try_reclaim(1);
-                if buf.capacity() > 0 {
-                    pool.give(std::mem::take(buf));
-                }
-            }
-        }
     }
 
     /// Reads once from `src` (at most [`READ_CHUNK`] bytes) into the read buffer; while
@@ -493,15 +461,8 @@ impl Connection {
             return;
         }
         let received_at = self.input_at;
-        let deadline =
-            (deadline_ms != 0).then(|| received_at + Duration::from_millis(u64::from(deadline_ms)));
-        if deadline.is_some_and(|deadline| deadline <= now) {
-            stats::inc(&self.stats.deadline_expired);
-            let status = Status::deadline_exceeded(format!(
-                "deadline of {deadline_ms} ms passed before the request was dispatched; not \
-                 processed"
-            ));
-            self.answer_failure(request_id, &Failure::status(status));
+        let deadline = self.request_deadline(deadline_ms);
+        if self.refuse_expired(request_id, deadline_ms, deadline, now) {
             return;
         }
         let mut ctx = Context::new(request_id, received_at, deadline, metadata);
@@ -639,128 +600,6 @@ impl Connection {
         self.check_output(now);
     }
 
-    /// The largest commit ticket a held response waits for, if any response is held
-    /// ([`Context::hold_until_committed`]). The caller runs the commit, then calls
-    /// [`Connection::committed`].
-    pub fn held_ticket(&self) -> Option<u64> {
-        self.held
-            .as_ref()
-            .filter(|held| !held.request_ids.is_empty())
-            .map(|held| held.ticket)
-    }
-
-    /// Releases the held responses after their commit: queued as encoded on `Ok`, each
-    /// replaced by a RESPONSE carrying the status on `Err` (so no write whose commit failed is
-    /// acknowledged). The caller must have committed at least [`Connection::held_ticket`].
-    pub fn committed(&mut self, result: Result<(), &Status>, now: Instant) {
-        let answering = self.answering();
-        let Some(held) = self.held.as_mut() else {
-            return;
-        };
-        if held.request_ids.is_empty() {
-            return;
-        }
-        match result {
-            Ok(()) if answering => {
-                self.write_buf.extend_from_slice(&held.frames);
-                for &(_, code) in &held.request_ids {
-                    self.stats.request(code);
-                    stats::inc(&self.stats.frames_out);
-                }
-            }
-            Err(status) if answering => {
-                for &(request_id, _) in &held.request_ids {
-                    self.stats.request(status.code);
-                    stats::inc(&self.stats.frames_out);
-                    self.encoder.encode_status(
-                        &mut self.write_buf,
-                        request_id,
-                        status.code,
-                        &status.message,
-                    );
-                }
-            }
-            _ => {}
-        }
-        held.request_ids.clear();
-        held.ticket = 0;
-        if held.frames.capacity() > HELD_KEEP_CAPACITY {
-            held.frames = BytesMut::new();
-        } else {
-            held.frames.clear();
-        }
-        self.last_active = now;
-        self.check_finished();
-        self.check_output(now);
-    }
-
-    /// Whether requests decoded so far are still answered: open, half-closed or finishing
-    /// (not after a shutdown's GOAWAY, nor once the ERROR went out).
-    fn answering(&self) -> bool {
-        matches!(
-            self.phase,
-            Phase::Open | Phase::PeerClosed | Phase::Finishing
-        )
-    }
-
-    /// A finishing connection with nothing left to answer queues its last frame, if any, and
-    /// starts closing.
-    fn check_finished(&mut self) {
-        if self.phase == Phase::Finishing && self.nothing_pending() {
-            self.queue_last();
-            self.phase = Phase::Closing;
-        }
-    }
-
-    /// Moves the ERROR kept for the end of a finishing connection to the output.
-    fn queue_last(&mut self) {
-        if let Some(held) = self.held.as_mut() {
-            if !held.last.is_empty() {
-                stats::inc(&self.stats.frames_out);
-                self.write_buf.extend_from_slice(&held.last);
-                held.last = BytesMut::new();
-            }
-        }
-    }
-
-    /// No request is running, waiting for a worker or holding its response for a commit.
-    fn nothing_pending(&self) -> bool {
-        self.in_flight == 0 && self.blocking.is_empty() && self.held_ticket().is_none()
-    }
-
-    /// Starts the write timer when output appears, and closes a connection over the hard cap.
-    fn check_output(&mut self, now: Instant) {
-        let queued = self.write_buf.len();
-        if queued == 0 {
-            return;
-        }
-        self.stats.output_queued(queued);
-        if queued > self.config.output_hard_cap && self.phase != Phase::Closed {
-            log::debug!("{queued} bytes of output queued, over the hard cap");
-            self.close_now(CloseReason::OutputCap);
-        }
-        if !self.write_timer_armed && !self.write_buf.is_empty() {
-            // Output that appeared since the buffer was last empty: its timer starts now.
-            self.write_timer_armed = true;
-            self.write_progress_at = now;
-        }
-    }
-
-    /// Closes at once, dropping all buffered bytes: nothing more can be sent.
-    fn close_now(&mut self, reason: CloseReason) {
-        // A half-closed peer that stops reading is closed for that, not for its end of stream;
-        // a protocol error stays the reason even if its ERROR frame could not be delivered.
-        if matches!(
-            self.close_reason.as_deref(),
-            None | Some(CloseReason::PeerClosed)
-        ) {
-            self.close_reason = Some(Box::new(reason));
-        }
-        self.phase = Phase::Closed;
-        self.read_buf = BytesMut::new();
-        self.write_buf = BytesMut::new();
-    }
-
     fn on_decode_error(&mut self, err: DecodeError, now: Instant) {
         self.stats.decode_error(&err);
         if err.is_tls_hello() {
@@ -781,75 +620,6 @@ impl Connection {
         stats::inc(&self.stats.frames_out);
         self.encoder
             .encode_simple(&mut self.write_buf, kind, request_id, code, message);
-    }
-
-    /// Ends an open or half-closed connection for `reason`: nothing more is read (input not
-    /// yet decoded is dropped), every request decoded before is still answered, and then
-    /// `error` (request id, status, message), if given, goes out as the last frame before the
-    /// close (`proto-spec/PROTOCOL.md` Sections 9.1 and 9.4).
-    fn end(&mut self, reason: CloseReason, error: Option<(u64, Code, &str)>, now: Instant) {
-        if !matches!(self.phase, Phase::Open | Phase::PeerClosed) {
-            return;
-        }
-        self.stop_reading(reason);
-        if !self.nothing_pending() {
-            self.phase = Phase::Finishing;
-        }
-        if let Some((request_id, code, message)) = error {
-            if self.phase == Phase::Finishing {
-                // Counted in `frames_out` when it goes out (`queue_last`).
-                let held = self.held.get_or_insert_with(Box::default);
-                self.encoder.encode_simple(
-                    &mut held.last,
-                    FrameKind::Error,
-                    request_id,
-                    code,
-                    message,
-                );
-            } else {
-                self.queue_simple(FrameKind::Error, request_id, code, message);
-            }
-        }
-        self.check_output(now);
-    }
-
-    /// Stops reading an open or half-closed connection for `reason` and starts closing at
-    /// once, without waiting for anything still pending.
-    fn stop_reading(&mut self, reason: CloseReason) {
-        if matches!(self.phase, Phase::Open | Phase::PeerClosed) {
-            self.phase = Phase::Closing;
-            self.close_reason = Some(Box::new(reason));
-            self.read_buf = BytesMut::new();
-            self.frame_started = None;
-        }
-    }
-
-    /// Queues a GOAWAY naming the last request id decoded, and stops reading, for a shutdown
-    /// that does not wait: requests still running on the worker pool or waiting for a commit
-    /// are not answered after it. A connection already finishing gets its last frame (the
-    /// ERROR, if one waits) instead of a GOAWAY.
-    pub fn go_away(&mut self, code: Code, message: &str) {
-        if matches!(self.phase, Phase::Open | Phase::PeerClosed) {
-            self.queue_simple(FrameKind::GoAway, self.last_request_id, code, message);
-            self.stop_reading(CloseReason::GoAway);
-        } else if self.phase == Phase::Finishing {
-            // Stop waiting for what is left.
-            self.queue_last();
-            self.phase = Phase::Closing;
-        }
-    }
-
-    /// Starts a graceful drain (`proto-spec/PROTOCOL.md` Section 14): queues a GOAWAY with
-    /// status OK naming the last request id decoded, stops reading (input not yet decoded is
-    /// dropped: those requests are above the GOAWAY's id, and the client may retry them), and
-    /// keeps answering the requests decoded before it: blocking calls still running and
-    /// responses held for a commit. Once none is left and the output is written, the
-    /// connection closes as after [`Connection::go_away`]. No-op unless open or half-closed.
-    pub fn drain(&mut self, message: &str, now: Instant) {
-        if matches!(self.phase, Phase::Open | Phase::PeerClosed) {
-            self.queue_simple(FrameKind::GoAway, self.last_request_id, Code::OK, message);
-            self.end(CloseReason::GoAway, None, now);
-        }
     }
 
     /// Writes queued output to `dst` until it is all written or `dst` would block; `now`
@@ -879,105 +649,6 @@ impl Connection {
             self.phase = Phase::Closed;
         }
         Ok(())
-    }
-
-    /// `true` when the caller should shut down the socket's write side now (everything queued
-    /// after an ERROR or GOAWAY was written), then call [`Connection::write_closed`].
-    pub fn wants_write_shutdown(&self) -> bool {
-        self.phase == Phase::Closing && self.write_buf.is_empty()
-    }
-
-    /// Records that our write side was shut down at `now`; the connection lingers.
-    pub fn write_closed(&mut self, now: Instant) {
-        if self.phase == Phase::Closing {
-            self.phase = Phase::Lingering {
-                until: now + self.config.linger,
-                discarded: 0,
-            };
-        }
-    }
-
-    /// When [`Connection::handle_timeout`] should next be called, if ever: the earliest of the
-    /// linger deadline, the write timeout (output queued), the frame timeout (a frame
-    /// incomplete) and the idle timeout (nothing in progress).
-    pub fn timeout(&self) -> Option<Instant> {
-        let linger = match self.phase {
-            Phase::Lingering { until, .. } => Some(until),
-            Phase::Closed => return None,
-            _ => None,
-        };
-        let write = (!self.write_buf.is_empty())
-            .then(|| self.write_progress_at + self.config.write_timeout);
-        let frame = self
-            .frame_started
-            .filter(|_| self.phase == Phase::Open && self.awaiting_bytes)
-            .map(|t| t + self.config.frame_timeout);
-        let idle = self
-            .is_idle()
-            .then(|| self.last_active + self.config.idle_timeout);
-        [linger, write, frame, idle].into_iter().flatten().min()
-    }
-
-    fn is_idle(&self) -> bool {
-        self.phase == Phase::Open
-            && self.read_buf.is_empty()
-            && self.write_buf.is_empty()
-            && self.nothing_pending()
-    }
-
-    /// Advances timers to `now`: closes a lingering connection past its deadline or one whose
-    /// output stalled past the write timeout; sends ERROR DEADLINE_EXCEEDED to one whose frame
-    /// is late, and GOAWAY to one idle too long.
-    pub fn handle_timeout(&mut self, now: Instant) {
-        if let Phase::Lingering { until, .. } = self.phase {
-            if now >= until {
-                self.phase = Phase::Closed;
-            }
-        }
-        if self.phase == Phase::Closed {
-            return;
-        }
-        if !self.write_buf.is_empty() && now >= self.write_progress_at + self.config.write_timeout {
-            log::debug!(
-                "{} bytes of output made no progress in {:?}",
-                self.write_buf.len(),
-                self.config.write_timeout
-            );
-            self.close_now(CloseReason::WriteTimeout);
-            return;
-        }
-        if self.phase != Phase::Open {
-            return;
-        }
-        // Only while the decoder waits for the peer's bytes: a frame that sits whole in the
-        // buffer while a limit holds decoding back is not late.
-        if let Some(started) = self.frame_started.filter(|_| self.awaiting_bytes) {
-            if now >= started + self.config.frame_timeout {
-                let message = format!(
-                    "frame not complete within {} ms of its first byte",
-                    self.config.frame_timeout.as_millis()
-                );
-                // Request id 0: the late frame never arrived whole (Section 7.1).
-                let error = (0, Code::DEADLINE_EXCEEDED, message.as_str());
-                self.end(CloseReason::FrameTimeout, Some(error), now);
-                return;
-            }
-        }
-        if self.is_idle() && now >= self.last_active + self.config.idle_timeout {
-            let message = format!(
-                "idle for {} s",
-                self.config.idle_timeout.as_secs_f64().round()
-            );
-            self.queue_simple(
-                FrameKind::GoAway,
-                self.last_request_id,
-                Code::UNAVAILABLE,
-                &message,
-            );
-            // Idle: nothing is pending, so nothing is left to answer.
-            self.stop_reading(CloseReason::IdleTimeout);
-            self.check_output(now);
-        }
     }
 
     /// Whether the caller should read from the socket: open (or lingering), under every
@@ -1023,16 +694,6 @@ impl Connection {
     /// Whether output is queued.
     pub fn wants_write(&self) -> bool {
         !self.write_buf.is_empty()
-    }
-
-    /// Whether the connection is finished and its socket should be closed.
-    pub fn is_closed(&self) -> bool {
-        self.phase == Phase::Closed
-    }
-
-    /// Why the connection stopped reading, once it has.
-    pub fn close_reason(&self) -> Option<&CloseReason> {
-        self.close_reason.as_deref()
     }
 
     /// The id of the last REQUEST decoded (0 before any).

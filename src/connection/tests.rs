@@ -1,6 +1,8 @@
 //! The connection's rules, byte by byte: pipelining, errors, limits, timers, held responses,
 //! drains, deadlines and the ends of a connection.
 
+use std::time::Duration;
+
 use super::*;
 use crate::proto::{Metadata, Request as RequestFrame, DEFAULT_MAX_BODY_LEN};
 use crate::service::Method;

@@ -14,7 +14,11 @@ use super::status::Code;
 /// ([`BodyChecksum`](DecodeError::BodyChecksum), [`InvalidMetadata`](DecodeError::InvalidMetadata),
 /// [`InvalidUtf8`](DecodeError::InvalidUtf8)) are found in a body whose header was valid: the
 /// decoder has consumed the whole frame and the connection may go on.
+///
+/// Non-exhaustive: a later protocol revision may add codes, so a `match` outside this crate
+/// needs a wildcard arm.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum DecodeError {
     /// A byte of the magic is not `"COUR"` (checked on each byte as it arrives).
     BadMagic {
@@ -256,7 +260,9 @@ impl fmt::Display for DecodeError {
 impl std::error::Error for DecodeError {}
 
 /// Why the encoder refused to build a frame. Nothing was appended to the output buffer.
+/// Non-exhaustive: a `match` outside this crate needs a wildcard arm.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum EncodeError {
     /// The body (metadata plus payload) is longer than the encoder's limit.
     FrameTooLarge {

@@ -1,10 +1,14 @@
-//! Server settings and their defaults.
+//! Server settings and their defaults, and the [`ServerBuilder`] setters of per-connection
+//! limits. Those limits and their defaults live once, in [`ConnectionConfig`]: the builder
+//! keeps one (from [`ConnectionConfig::default`]) and each setter here writes one field of it
+//! through the field's `with_*` setter.
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::workers::{DEFAULT_WORKERS, DEFAULT_WORKER_QUEUE};
+use super::ServerBuilder;
 use crate::auth::{Authenticator, Authorizer};
 use crate::connection::ConnectionConfig;
 use crate::tls::ServerTlsConfig;
@@ -27,8 +31,11 @@ pub fn default_loops() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-/// Settings of a [`Server`](super::Server), built with [`ServerBuilder`](super::ServerBuilder).
+/// Settings of a [`Server`](super::Server), built with [`ServerBuilder`] (which starts from
+/// [`ServerConfig::default`]) and read with the accessors below. Non-exhaustive: settings may
+/// be added.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct ServerConfig {
     pub(crate) addr: SocketAddr,
     pub(crate) max_connections: usize,
@@ -105,5 +112,61 @@ impl ServerConfig {
     /// Event loops.
     pub fn loops(&self) -> usize {
         self.loops
+    }
+}
+
+/// `ServerBuilder` setters that each set one field of the builder's [`ConnectionConfig`]
+/// through that field's `with_*` setter; the field's docs give its unit, default and effect.
+macro_rules! connection_setters {
+    ($($(#[$extra:meta])* $field:ident($arg:ident: $ty:ty) => $with:ident, $summary:literal;)*) => {
+        $(
+            #[doc = concat!(
+                $summary, ": sets [`ConnectionConfig::", stringify!($field),
+                "`], whose docs give its unit, default and effect."
+            )]
+            $(#[$extra])*
+            pub fn $field(mut self, $arg: $ty) -> Self {
+                self.config.connection = self.config.connection.$with($arg);
+                self
+            }
+        )*
+    };
+}
+
+impl ServerBuilder {
+    /// Every per-connection limit at once, replacing those set so far; default
+    /// [`ConnectionConfig::default`]. The setters below change one limit each.
+    pub fn connection(mut self, connection: ConnectionConfig) -> Self {
+        self.config.connection = connection;
+        self
+    }
+
+    connection_setters! {
+        max_body_len(max: u32) => with_max_body_len,
+            "Largest frame body accepted and sent, in bytes, metadata included";
+        linger(linger: Duration) => with_linger,
+            "How long a connection that was sent ERROR or GOAWAY keeps reading (and discarding) \
+             before it is closed";
+        /// Timers are checked every 1/8 of the shortest timeout, at least every 10 ms and at
+        /// most every second.
+        frame_timeout(timeout: Duration) => with_frame_timeout,
+            "Time from a frame's first byte to its last";
+        idle_timeout(timeout: Duration) => with_idle_timeout,
+            "Time a connection may sit with no frame arriving and nothing in progress";
+        write_timeout(timeout: Duration) => with_write_timeout,
+            "Time queued output may make no progress";
+        output_high_water(bytes: usize) => with_output_high_water,
+            "Queued output, in bytes, above which a connection is not read until the peer \
+             drains it";
+        output_hard_cap(bytes: usize) => with_output_hard_cap,
+            "Queued output, in bytes, above which a connection is closed at once (not below \
+             the high-water mark: [`ServerBuilder::bind`] refuses that)";
+        max_in_flight(max: usize) => with_max_in_flight,
+            "Most blocking requests running or queued per connection";
+        max_frames_per_turn(max: u32) => with_max_frames_per_turn,
+            "Frames handled per connection per loop turn, at least 1";
+        max_empty_frames(max: u32) => with_max_empty_frames,
+            "Frames in a row that ask for nothing (PONG) before the connection is closed as a \
+             flood";
     }
 }

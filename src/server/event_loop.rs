@@ -24,9 +24,9 @@ use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
 use super::log_limit::{limited, LogLimit, INTERVAL};
-use super::mailbox::{Accepted, Mailbox};
+use super::mailbox::{Accepted, Completed, Mailbox, Origin};
 use super::transport::{self, TlsTransport, Transport};
-use super::workers::{Completed, Origin, WorkerPool};
+use super::workers::WorkerPool;
 use super::{Conn, ServerConfig};
 use crate::connection::{BufferPool, CloseReason, Connection};
 use crate::proto::{Code, Status};

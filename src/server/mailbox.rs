@@ -4,16 +4,37 @@
 //! Each loop owns one [`Mailbox`]; senders push under a short lock and wake the loop only
 //! when the list was empty, so a burst costs one wake-up. The loop empties both lists when
 //! its waker fires.
+//!
+//! Dependency: this module uses no other server module; the worker pool
+//! ([`workers`](super::workers)) uses it, to deliver each [`Completed`] call to its loop.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use bytes::BytesMut;
 use mio::net::TcpStream;
 use mio::Waker;
 
-use super::workers::Completed;
+use crate::service::Failure;
 use crate::stats::Stats;
+
+/// Which connection a call came from: its loop, its slab key in that loop and its unique id
+/// (keys are reused).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Origin {
+    pub(crate) event_loop: usize,
+    pub(crate) key: usize,
+    pub(crate) id: u64,
+}
+
+/// A finished call, for the loop to give to its connection.
+#[derive(Debug)]
+pub(crate) struct Completed {
+    pub(crate) origin: Origin,
+    pub(crate) request_id: u64,
+    pub(crate) result: Result<BytesMut, Failure>,
+}
 
 /// A connection accepted by one loop for another to serve.
 #[derive(Debug)]

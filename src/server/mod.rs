@@ -100,98 +100,12 @@ impl ServerBuilder {
         self
     }
 
-    /// Largest frame body accepted and sent, in bytes, metadata included. Default
-    /// [`DEFAULT_MAX_BODY_LEN`](crate::proto::DEFAULT_MAX_BODY_LEN) (4 MiB, gRPC's default).
-    /// A larger incoming frame is answered with an ERROR frame carrying RESOURCE_EXHAUSTED and
-    /// its connection is closed; a larger response is replaced by a RESOURCE_EXHAUSTED
-    /// response. A connection's read buffer can grow to about this size plus 16 KiB.
-    pub fn max_body_len(mut self, max: u32) -> Self {
-        self.config.connection.max_body_len = max;
-        self
-    }
-
-    /// How long a connection that was sent ERROR or GOAWAY keeps reading (and discarding)
-    /// before it is closed, so that the frame is not destroyed by a reset. Default 2 s.
-    pub fn linger(mut self, linger: Duration) -> Self {
-        self.config.connection.linger = linger;
-        self
-    }
-
     /// Connections the kernel may complete and queue before the loop accepts them. Default
     /// [`DEFAULT_BACKLOG`] (511, Redis's and nginx's); the kernel caps it at
     /// `net.core.somaxconn`. Too small a backlog makes a burst of connects wait for SYN
     /// retransmits (a second or more each).
     pub fn backlog(mut self, backlog: u32) -> Self {
         self.config.backlog = backlog;
-        self
-    }
-
-    /// Time from a frame's first byte to its last, default 30 s
-    /// ([`DEFAULT_FRAME_TIMEOUT`](crate::connection::DEFAULT_FRAME_TIMEOUT)). A late frame
-    /// (slowloris) gets ERROR DEADLINE_EXCEEDED and its connection is closed
-    /// (`closed_frame_timeout`). Timers are checked every 1/8 of the shortest timeout, at
-    /// least every 10 ms and at most every second.
-    pub fn frame_timeout(mut self, timeout: Duration) -> Self {
-        self.config.connection.frame_timeout = timeout;
-        self
-    }
-
-    /// Time a connection may sit with no frame arriving and nothing in progress, default
-    /// 300 s ([`DEFAULT_IDLE_TIMEOUT`](crate::connection::DEFAULT_IDLE_TIMEOUT)); it is then
-    /// sent GOAWAY UNAVAILABLE and closed (`closed_idle_timeout`).
-    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
-        self.config.connection.idle_timeout = timeout;
-        self
-    }
-
-    /// Time queued output may make no progress, default 30 s
-    /// ([`DEFAULT_WRITE_TIMEOUT`](crate::connection::DEFAULT_WRITE_TIMEOUT)): a peer that
-    /// stops reading, half-closed or not, is closed at once after it (`closed_write_timeout`).
-    pub fn write_timeout(mut self, timeout: Duration) -> Self {
-        self.config.connection.write_timeout = timeout;
-        self
-    }
-
-    /// Queued output, in bytes, above which a connection is not read until the peer drains
-    /// it; default 1 MiB
-    /// ([`DEFAULT_OUTPUT_HIGH_WATER`](crate::connection::DEFAULT_OUTPUT_HIGH_WATER)). Each
-    /// pause is counted (`output_paused`).
-    pub fn output_high_water(mut self, bytes: usize) -> Self {
-        self.config.connection.output_high_water = bytes;
-        self
-    }
-
-    /// Queued output, in bytes, above which a connection is closed at once; default 32 MiB
-    /// ([`DEFAULT_OUTPUT_HARD_CAP`](crate::connection::DEFAULT_OUTPUT_HARD_CAP))
-    /// (`closed_output_cap`). Must not be below the high-water mark.
-    pub fn output_hard_cap(mut self, bytes: usize) -> Self {
-        self.config.connection.output_hard_cap = bytes;
-        self
-    }
-
-    /// Most blocking requests running or queued per connection, default 100
-    /// ([`DEFAULT_MAX_IN_FLIGHT`](crate::connection::DEFAULT_MAX_IN_FLIGHT)); the connection
-    /// is not read while that many are out (`in_flight_paused`).
-    pub fn max_in_flight(mut self, max: usize) -> Self {
-        self.config.connection.max_in_flight = max;
-        self
-    }
-
-    /// Frames handled per connection per loop turn, default 64
-    /// ([`DEFAULT_MAX_FRAMES_PER_TURN`](crate::connection::DEFAULT_MAX_FRAMES_PER_TURN)); a
-    /// connection with more waiting yields to the others and is served again next turn
-    /// (`turn_yields`). At least 1.
-    pub fn max_frames_per_turn(mut self, max: u32) -> Self {
-        self.config.connection.max_frames_per_turn = max.max(1);
-        self
-    }
-
-    /// Frames in a row that ask for nothing (PONG; the server sends no PING) before the
-    /// connection is sent ERROR RESOURCE_EXHAUSTED and closed, default 100
-    /// ([`DEFAULT_MAX_EMPTY_FRAMES`](crate::connection::DEFAULT_MAX_EMPTY_FRAMES))
-    /// (`closed_flood`).
-    pub fn max_empty_frames(mut self, max: u32) -> Self {
-        self.config.connection.max_empty_frames = max;
         self
     }
 

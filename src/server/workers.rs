@@ -5,6 +5,9 @@
 //! The worker runs the handler (or, if the call's deadline passed while it waited, does not)
 //! and pushes the result into the originating loop's [`Mailbox`], which wakes that loop; the
 //! loop gives it to its connection.
+//!
+//! Dependency: this module uses [`mailbox`](super::mailbox) (the [`Mailbox`], and the
+//! [`Origin`] and [`Completed`] it carries); the mailbox knows nothing of the pool.
 
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -13,7 +16,7 @@ use std::time::Instant;
 
 use bytes::BytesMut;
 
-use super::mailbox::Mailbox;
+use super::mailbox::{Completed, Mailbox, Origin};
 use crate::proto::Status;
 use crate::service::{BlockingCall, Failure};
 use crate::stats;
@@ -24,26 +27,9 @@ pub const DEFAULT_WORKERS: usize = 16;
 /// Default calls that may wait for a worker: 1,024.
 pub const DEFAULT_WORKER_QUEUE: usize = 1024;
 
-/// Which connection a call came from: its loop, its slab key in that loop and its unique id
-/// (keys are reused).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Origin {
-    pub(crate) event_loop: usize,
-    pub(crate) key: usize,
-    pub(crate) id: u64,
-}
-
 struct Job {
     origin: Origin,
     call: BlockingCall,
-}
-
-/// A finished call, for the loop to give to its connection.
-#[derive(Debug)]
-pub(crate) struct Completed {
-    pub(crate) origin: Origin,
-    pub(crate) request_id: u64,
-    pub(crate) result: Result<BytesMut, Failure>,
 }
 
 /// A fixed set of worker threads fed by a bounded queue.
