@@ -129,7 +129,7 @@ impl Connection {
         deadline: Option<Instant>,
         now: Instant,
     ) -> bool {
-        if !deadline.is_some_and(|deadline| deadline <= now) {
+        if deadline.is_none_or(|deadline| deadline > now) {
             return false;
         }
         stats::inc(&self.stats.deadline_expired);

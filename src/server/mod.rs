@@ -58,6 +58,13 @@ use std::time::Duration;
 use mio::net::TcpListener;
 use mio::{Poll, Waker};
 
+/// The per-connection limits ([`ServerBuilder::connection`] takes them all at once) and their
+/// defaults, from the sans-IO connection they bound.
+pub use crate::connection::{
+    ConnectionConfig, DEFAULT_FRAME_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_LINGER,
+    DEFAULT_MAX_EMPTY_FRAMES, DEFAULT_MAX_FRAMES_PER_TURN, DEFAULT_MAX_IN_FLIGHT,
+    DEFAULT_OUTPUT_HARD_CAP, DEFAULT_OUTPUT_HIGH_WATER, DEFAULT_WRITE_TIMEOUT,
+};
 pub use crate::sys::raise_open_file_limit;
 pub use config::{
     default_loops, ServerConfig, DEFAULT_ADDR, DEFAULT_BACKLOG, DEFAULT_MAX_CONNECTIONS,

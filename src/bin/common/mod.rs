@@ -9,13 +9,11 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use courier_rpc::auth::Acl;
-use courier_rpc::connection::{
-    DEFAULT_FRAME_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_IN_FLIGHT, DEFAULT_OUTPUT_HARD_CAP,
-    DEFAULT_OUTPUT_HIGH_WATER, DEFAULT_WRITE_TIMEOUT,
-};
 use courier_rpc::proto::DEFAULT_MAX_BODY_LEN;
 use courier_rpc::server::{
-    default_loops, Server, ServerBuilder, DEFAULT_MAX_CONNECTIONS, DEFAULT_WORKERS,
+    default_loops, Server, ServerBuilder, DEFAULT_FRAME_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_IN_FLIGHT, DEFAULT_OUTPUT_HARD_CAP,
+    DEFAULT_OUTPUT_HIGH_WATER, DEFAULT_WORKERS, DEFAULT_WRITE_TIMEOUT,
 };
 use courier_rpc::service::Router;
 use courier_rpc::tls::ServerTlsConfig;
