@@ -165,7 +165,7 @@ fn a_method_in_service_zero_refuses_to_build() {
     assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
     assert!(
         err.to_string()
-            .starts_with("mine.stats is registered as service 0 method 1"),
+            .starts_with("mine.stats is registered as service 0 method 1, which is admin.Stats;"),
         "{err}"
     );
 }

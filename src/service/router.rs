@@ -623,11 +623,23 @@ impl fmt::Display for RouteError {
                 f,
                 "{second} and {first} are both registered as service {service} method {method}"
             ),
-            RouteError::Reserved { method, name } => write!(
-                f,
-                "{name} is registered as service 0 method {method}, but service 0 is the \
-                 server's admin service; give the service another id"
-            ),
+            RouteError::Reserved { method, name } => {
+                write!(f, "{name} is registered as service 0 method {method}")?;
+                use crate::admin::{AUTH, STATS, WHOAMI};
+                let admin = [
+                    (STATS.method, STATS.name),
+                    (AUTH.method, AUTH.name),
+                    (WHOAMI.method, WHOAMI.name),
+                ]
+                .into_iter()
+                .find(|(id, _)| id == method);
+                if let Some((_, taken)) = admin {
+                    write!(f, ", which is {taken}")?;
+                }
+                f.write_str(
+                    "; service 0 is the server's admin service: give the service another id",
+                )
+            }
         }
     }
 }
