@@ -198,3 +198,71 @@ fn a_request_that_does_not_encode_is_not_sent() -> Result<(), Box<dyn std::error
     server.shutdown()?;
     Ok(())
 }
+
+service! {
+    /// Names that could clash with what the macro generates or calls.
+    pub mod awkward(service = 51, name = "awkward") {
+        /// A trait named like a type parameter.
+        trait S;
+        /// A stub named like one too.
+        client C;
+        /// Named like `Arc::clone`.
+        rpc CLONE = 1: clone(u8) -> u8;
+        /// Named like `Into::into`.
+        rpc INTO = 2: into(u8) -> u8;
+        /// A method on its way out.
+        #[deprecated = "use clone"]
+        rpc OLD = 3: old(u8) -> u8;
+    }
+}
+
+struct Awkward;
+
+#[allow(deprecated)]
+impl awkward::S for Awkward {
+    fn clone(&self, _ctx: &Context, n: u8) -> Result<u8, Status> {
+        Ok(n + 1)
+    }
+    fn into(&self, _ctx: &Context, n: u8) -> Result<u8, Status> {
+        Ok(n + 2)
+    }
+    fn old(&self, _ctx: &Context, n: u8) -> Result<u8, Status> {
+        Ok(n + 3)
+    }
+}
+
+#[test]
+#[allow(deprecated)]
+fn methods_named_like_arc_and_prelude_methods_call_the_trait() {
+    let mut router = Router::new();
+    router.add_service(awkward::service(Awkward));
+    assert_eq!(router.call(&awkward::CLONE, &1), Ok(2));
+    assert_eq!(router.call(&awkward::INTO, &1), Ok(3));
+    assert_eq!(router.call(&awkward::OLD, &1), Ok(4));
+    let server = Server::builder()
+        .addr("127.0.0.1:0".parse().expect("addr"))
+        .bind(router)
+        .expect("bind")
+        .spawn()
+        .expect("spawn");
+    let mut stub = awkward::C::connect(server.local_addr()).expect("connect");
+    assert_eq!(stub.clone(&10).expect("clone"), 11);
+    // `stub.into(..)` would find `Into::into` first (it takes `self` by value).
+    assert_eq!(awkward::C::into(&mut stub, &10).expect("into"), 12);
+    server.shutdown().expect("shutdown");
+}
+
+#[test]
+fn a_call_past_its_deadline_is_not_run() {
+    let mut router = Router::new();
+    router.add_service(numbers::shared(Arc::new(Impl::default())));
+    let past = std::time::Instant::now();
+    let ctx = Context::new(1, past, Some(past), courier_rpc::Metadata::new());
+    let err = router
+        .call_with(&ctx, &numbers::DOUBLE, &2)
+        .expect_err("the deadline has passed");
+    assert_eq!(err.code, Code::DEADLINE_EXCEEDED);
+    let later = Some(past + Duration::from_secs(60));
+    let ctx = Context::new(2, past, later, courier_rpc::Metadata::new());
+    assert_eq!(router.call_with(&ctx, &numbers::DOUBLE, &2), Ok(4));
+}

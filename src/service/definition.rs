@@ -29,6 +29,14 @@
 /// Two methods with one id, or a service with id 0 (the server's own), make building the
 /// server fail with an error naming them ([`Router::check`](crate::service::Router::check)).
 /// Method names must not be `new`, `connect`, `client` or `into_inner`, which the stub uses.
+/// A method named like a prelude trait's by-value method (`into`, `try_into`) works, but
+/// `stub.into(&x)` finds the trait's method first: call it as `Stub::into(&mut stub, &x)`.
+/// The server side has no such trap: the registration calls the trait's method by its full
+/// path, so `clone` or `into` are fine there;
+/// the module's own items are `SERVICE`, `NAME`, `Handlers`, `service` and `shared`, so the
+/// trait and the stub need other names. A method's attributes (its doc comment, or
+/// `#[deprecated]`) are copied to its constant, its trait method and its stub method; `#[cfg]`
+/// on a method is not supported.
 ///
 /// # Examples
 ///
@@ -75,6 +83,19 @@
 /// server.shutdown()?;
 /// # Ok(())
 /// # }
+/// ```
+///
+/// A mode other than `blocking` is a compile error saying so:
+///
+/// ```compile_fail
+/// courier_rpc::service! {
+///     pub mod fast(service = 21, name = "fast") {
+///         trait Fast;
+///         client FastClient;
+///         rpc(urgent) PING = 1: ping(()) -> ();
+///     }
+/// }
+/// # fn main() {}
 /// ```
 #[macro_export]
 macro_rules! service {
@@ -129,16 +150,18 @@ macro_rules! service {
             #[doc = concat!(
                 "An implementation of [`", stringify!($Trait), "`], ready for `Router::add_service`."
             )]
-            pub struct Handlers<S>(::std::sync::Arc<S>);
+            pub struct Handlers<__CourierImpl>(::std::sync::Arc<__CourierImpl>);
 
-            impl<S> ::std::fmt::Debug for Handlers<S> {
+            impl<__CourierImpl> ::std::fmt::Debug for Handlers<__CourierImpl> {
                 fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
                     f.write_str(concat!($name, " handlers"))
                 }
             }
 
             #[doc = concat!("Serves ", $name, " with `implementation`, which the server owns.")]
-            pub fn service<S: $Trait>(implementation: S) -> Handlers<S> {
+            pub fn service<__CourierImpl: $Trait>(
+                implementation: __CourierImpl,
+            ) -> Handlers<__CourierImpl> {
                 Handlers(::std::sync::Arc::new(implementation))
             }
 
@@ -146,18 +169,24 @@ macro_rules! service {
                 "Serves ", $name, " with an implementation shared with other code ",
                 "(each registered method holds a clone of the `Arc`)."
             )]
-            pub fn shared<S: $Trait>(implementation: ::std::sync::Arc<S>) -> Handlers<S> {
+            pub fn shared<__CourierImpl: $Trait>(
+                implementation: ::std::sync::Arc<__CourierImpl>,
+            ) -> Handlers<__CourierImpl> {
                 Handlers(implementation)
             }
 
-            impl<S: $Trait> $crate::service::Service for Handlers<S> {
+            impl<__CourierImpl: $Trait> $crate::service::Service for Handlers<__CourierImpl> {
+                // Attributes of a method (such as #[deprecated]) are copied to its items.
+                #[allow(deprecated)]
                 fn register(self, router: &mut $crate::service::Router) {
                     $(
                         let implementation = ::std::sync::Arc::clone(&self.0);
                         $crate::__service_register!(
                             router, $($mode)?, $CONST,
+                            // Fully qualified: a method named like one of Arc's (`clone`)
+                            // or a prelude trait's (`into`) still calls the trait's.
                             move |ctx: &$crate::service::Context, request: $req| {
-                                implementation.$fn(ctx, request)
+                                <__CourierImpl as $Trait>::$fn(&*implementation, ctx, request)
                             }
                         );
                     )*
@@ -166,8 +195,8 @@ macro_rules! service {
 
             $(#[$client_meta])*
             #[derive(Debug)]
-            pub struct $Client<C = $crate::client::Client> {
-                inner: C,
+            pub struct $Client<__CourierClient = $crate::client::Client> {
+                inner: __CourierClient,
             }
 
             impl $Client<$crate::client::Client> {
@@ -183,9 +212,12 @@ macro_rules! service {
                 }
             }
 
-            impl<C: ::std::borrow::BorrowMut<$crate::client::Client>> $Client<C> {
+            #[allow(deprecated)]
+            impl<__CourierClient: ::std::borrow::BorrowMut<$crate::client::Client>>
+                $Client<__CourierClient>
+            {
                 /// A stub calling through `client` (owned, or `&mut`).
-                pub fn new(client: C) -> Self {
+                pub fn new(client: __CourierClient) -> Self {
                     $Client { inner: client }
                 }
 
@@ -195,7 +227,7 @@ macro_rules! service {
                 }
 
                 /// The client back.
-                pub fn into_inner(self) -> C {
+                pub fn into_inner(self) -> __CourierClient {
                     self.inner
                 }
 
@@ -226,5 +258,14 @@ macro_rules! __service_register {
     };
     ($router:ident, blocking, $method:ident, $handler:expr) => {
         $router.register_blocking($method, $handler);
+    };
+    ($router:ident, $other:ident, $method:ident, $handler:expr) => {
+        compile_error!(concat!(
+            "service!: `rpc(",
+            stringify!($other),
+            ") ",
+            stringify!($method),
+            "`: the only mode is `rpc(blocking)`"
+        ));
     };
 }

@@ -69,7 +69,8 @@ pub trait Message: Sized + Send + 'static {
 /// Why a payload is not a valid message, or a message has no valid encoding.
 ///
 /// Converts into [`Status`] as INVALID_ARGUMENT, so a handler can decode a nested payload
-/// with `?`.
+/// with `?`. That is the caller's fault; a handler that fails to encode something of its own
+/// should answer INTERNAL instead (`Status::internal`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum MessageError {

@@ -457,15 +457,20 @@ impl Router {
 
     /// Calls `method` on this thread as a server would, without a socket: the request is
     /// encoded, dispatched ([`Router::dispatch`], so the authorizer, decoding, the handler and
-    /// panics are treated as in a server) and the response decoded. The context is
-    /// [`Context::new`] with request id 1, received now, no deadline and no metadata; use
-    /// [`Router::call_with`] for another. For testing handlers: the round trip through the
-    /// message encodings is the one a client's call makes, less the frame.
+    /// panics are treated as in a server) and the response decoded. A context whose deadline
+    /// has passed is answered DEADLINE_EXCEEDED without calling the handler, as a server does.
+    /// The context is [`Context::new`] with request id 1, received now, no deadline and no
+    /// metadata; use [`Router::call_with`] for another. For testing handlers: the round trip
+    /// through the message encodings is the one a client's call makes, less the frame.
+    ///
+    /// Unlike a server, it does not run [`Router::check`] (with two handlers for one method,
+    /// the first answers), and it runs a blocking handler on this thread.
     ///
     /// # Errors
     /// The status a client would receive; INTERNAL when the request does not encode (as the
-    /// server answers a response that does not), INVALID_ARGUMENT when the response does not
-    /// decode.
+    /// server answers a response that does not), and INVALID_ARGUMENT when the response does
+    /// not decode (where a client reports
+    /// [`ProtocolError::Message`](crate::client::ProtocolError::Message)).
     ///
     /// # Examples
     ///
@@ -501,6 +506,15 @@ impl Router {
         method: &Method<Req, Resp>,
         request: &Req,
     ) -> Result<Resp, Status> {
+        if ctx
+            .deadline
+            .is_some_and(|deadline| deadline <= Instant::now())
+        {
+            return Err(Status::deadline_exceeded(format!(
+                "{}: deadline passed before dispatch; not run",
+                method.name
+            )));
+        }
         let mut payload = BytesMut::new();
         request.encode(&mut payload).map_err(|err| {
             Status::internal(format!("{}: request does not encode: {err}", method.name))

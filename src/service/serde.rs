@@ -57,8 +57,9 @@ wrapper! {
     ///
     /// CBOR (RFC 8949) is the format to use: an IETF standard with a published specification and
     /// decoders in every common language (Python's `cbor2`, Go's `fxamacker/cbor`, JavaScript's
-    /// `cbor-x`, Java's Jackson), compact and binary-safe (byte strings travel as they are, where
-    /// JSON needs base64), self-describing, so a client in another language decodes it without
+    /// `cbor-x`, Java's Jackson), compact and binary (a field marked `#[serde(with =
+    /// "serde_bytes")]` travels as a CBOR byte string, where JSON needs base64; a plain
+    /// `Vec<u8>` is an array of integers, serde's default), self-describing, so a client in another language decodes it without
     /// a schema compiler, as it would not with protobuf or bincode. The encoding is what
     /// `ciborium` writes: a struct is a map keyed by its field names (text strings), a newtype
     /// struct is its inner value, a unit enum variant is its name, another variant a one-entry
@@ -70,8 +71,14 @@ wrapper! {
     ///
     /// Decoding takes the whole payload: trailing bytes after the value are an error, as is a
     /// value nested deeper than the decoder's recursion limit (`ciborium`: 256, `serde_json`:
-    /// 128), so a hostile peer cannot exhaust the stack. The payload itself is bounded by the
-    /// frame's body limit before it is decoded.
+    /// 128), so a hostile peer cannot exhaust the stack. The payload is bounded by the frame's
+    /// body limit (4 MiB by default) before it is decoded, but what it decodes into is not:
+    /// a byte of CBOR can stand for an empty map or string, so a 4 MiB payload decoded as
+    /// `Vec<HashMap<..>>` makes about 4 million of them (some 200 MB). Give a method that takes
+    /// large serde messages a lower body limit
+    /// ([`ServerBuilder::max_body_len`](crate::server::ServerBuilder::max_body_len)), types
+    /// without such fan-out, or `rpc(blocking)`, since an inline handler's request is decoded
+    /// on the event loop.
     ///
     /// # Examples
     ///
