@@ -195,3 +195,60 @@ fn default_report_has_no_connection_figures_and_reconnect_0_is_refused() {
         "{stderr}"
     );
 }
+
+/// Runs courier-bench with `args` against `addr`: its exit code, stdout and stderr.
+fn bench_status(addr: SocketAddr, args: &[&str]) -> (Option<i32>, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_courier-bench"))
+        .arg("--addr")
+        .arg(addr.to_string())
+        .args(args)
+        .output()
+        .expect("run courier-bench");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn failed_requests_exit_1_unless_the_error_rate_allows_them() {
+    // An echo-only server: every kv GET is answered UNIMPLEMENTED.
+    let mut router = courier_rpc::Router::new();
+    courier_rpc::echo::register(&mut router);
+    let server = support::start(courier_rpc::Server::builder(), router);
+    let addr = server.local_addr();
+    let args = [
+        "--workload",
+        "get",
+        "--requests",
+        "200",
+        "--clients",
+        "2",
+        "--json",
+    ];
+
+    let (code, stdout, stderr) = bench_status(addr, &args);
+    assert_eq!(code, Some(1), "stdout: {stdout}\nstderr: {stderr}");
+    // The report is still printed, and says what failed.
+    let report: Value = serde_json::from_str(stdout.trim()).expect("a JSON report");
+    assert_eq!(report["errors"]["UNIMPLEMENTED"], 200, "{report}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("200 of 200 requests failed (100.00%), above --max-error-rate 0"),
+        "{stderr}"
+    );
+
+    let tolerant = [&args[..], &["--max-error-rate", "1"]].concat();
+    let (code, _, stderr) = bench_status(addr, &tolerant);
+    assert_eq!(code, Some(0), "{stderr}");
+
+    // The same bench against the kv service fails nothing and exits 0.
+    let kv = support::start_default();
+    let (code, _, stderr) = bench_status(kv.local_addr(), &args);
+    assert_eq!(code, Some(0), "{stderr}");
+
+    let (code, _, stderr) = bench_status(addr, &["--max-error-rate", "2"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("not a fraction from 0 to 1"), "{stderr}");
+}

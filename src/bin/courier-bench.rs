@@ -56,9 +56,14 @@
 //! the run, the first `--clients` ones, opened before it starts, not included),
 //! `connections_per_second` (`connections / seconds`) and `connect_failures`.
 //!
-//! A live progress line goes to stderr about once a second when stderr is a terminal. The
-//! exit code is 0 when the run finished (even with errors) and 2, with one line on stderr,
-//! when it could not start (no connection, bad flags, failed prefill).
+//! A live progress line goes to stderr about once a second when stderr is a terminal. Exit
+//! codes, so that a script can trust a run:
+//!
+//! - 0: the run finished, with no more failed requests than `--max-error-rate` allows (by
+//!   default none) and no client that gave up;
+//! - 1: the run finished and its report is printed, but more requests failed than allowed, or
+//!   a client gave up reconnecting; one line on stderr says which;
+//! - 2: it could not start (no connection, bad flags, failed prefill); one line on stderr.
 
 mod client_flags;
 
@@ -150,6 +155,11 @@ struct Args {
     /// connects. Reports the connections opened and connections per second.
     #[arg(long, value_name = "N")]
     reconnect: Option<u64>,
+    /// The largest fraction of requests (0 to 1) that may fail, answered with a status other
+    /// than OK (NOT_FOUND of a GET is a miss, not a failure) or lost with their connection,
+    /// for the run to exit 0; above it the exit code is 1. Default 0: any failure is one.
+    #[arg(long, value_name = "RATE", default_value_t = 0.0, value_parser = error_rate)]
+    max_error_rate: f64,
     #[command(flatten)]
     security: ClientSecurity,
 }
@@ -871,12 +881,6 @@ fn run(args: &Args) -> Result<Report> {
         tally.merge(handle.join().expect("a benchmark thread panicked"));
     }
     let seconds = (tally.finished - start).as_secs_f64();
-    if tally.clients_lost > 0 {
-        eprintln!(
-            "courier-bench: {} clients gave up after {MAX_RECONNECTS} failed reconnects",
-            tally.clients_lost
-        );
-    }
     Ok(Report {
         workload: args.workload,
         clients: args.clients,
@@ -887,6 +891,38 @@ fn run(args: &Args) -> Result<Report> {
         seconds,
         tally,
     })
+}
+
+/// Parses `--max-error-rate`: a number from 0 to 1.
+fn error_rate(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(rate) if (0.0..=1.0).contains(&rate) => Ok(rate),
+        _ => Err(format!("{text:?} is not a fraction from 0 to 1")),
+    }
+}
+
+impl Report {
+    /// Why the run should exit 1, if it should: more failed requests than `max_rate` allows,
+    /// or clients that gave up.
+    fn failure(&self, max_rate: f64) -> Option<String> {
+        let failed: u64 = self.tally.errors.values().sum();
+        let requests = self.tally.requests.max(1);
+        let rate = failed as f64 / requests as f64;
+        if rate > max_rate {
+            return Some(format!(
+                "{failed} of {} requests failed ({:.2}%), above --max-error-rate {max_rate}",
+                self.tally.requests,
+                rate * 100.0
+            ));
+        }
+        if self.tally.clients_lost > 0 {
+            return Some(format!(
+                "{} clients gave up after {MAX_RECONNECTS} failed reconnects",
+                self.tally.clients_lost
+            ));
+        }
+        None
+    }
 }
 
 fn main() -> ExitCode {
@@ -904,7 +940,13 @@ fn main() -> ExitCode {
             let _ = stdout
                 .write_all(out.as_bytes())
                 .and_then(|()| stdout.flush());
-            ExitCode::SUCCESS
+            match report.failure(args.max_error_rate) {
+                Some(why) => {
+                    eprintln!("courier-bench: {why}");
+                    ExitCode::FAILURE
+                }
+                None => ExitCode::SUCCESS,
+            }
         }
         Err(err) => {
             eprintln!("courier-bench: {err:#}");
