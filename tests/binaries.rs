@@ -19,8 +19,13 @@ struct ServerProcess {
 
 impl ServerProcess {
     fn start(exe: &str, args: &[&str]) -> ServerProcess {
+        ServerProcess::start_at(exe, "127.0.0.1:0", args)
+    }
+
+    /// Starts `exe --addr addr args...` and reads the address it prints.
+    fn start_at(exe: &str, addr: &str, args: &[&str]) -> ServerProcess {
         let mut child = Command::new(exe)
-            .args(["--addr", "127.0.0.1:0"])
+            .args(["--addr", addr])
             .args(args)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
@@ -174,6 +179,47 @@ fn echo_server_echoes() {
     let server = ServerProcess::start(env!("CARGO_BIN_EXE_echo-server"), &[]);
     let mut client = Client::connect(server.addr).expect("connect");
     let body = Bytes::from_static(b"ping through a real process");
+    assert_eq!(
+        client.call(&courier_rpc::echo::ECHO, &body).expect("echo"),
+        body
+    );
+}
+
+#[test]
+fn every_binary_says_its_own_name_and_version() {
+    let version = env!("CARGO_PKG_VERSION");
+    for (name, exe) in [
+        ("kv-server", env!("CARGO_BIN_EXE_kv-server")),
+        ("echo-server", env!("CARGO_BIN_EXE_echo-server")),
+        ("kv-cli", env!("CARGO_BIN_EXE_kv-cli")),
+        ("courier-bench", env!("CARGO_BIN_EXE_courier-bench")),
+    ] {
+        let output = Command::new(exe).arg("--version").output().expect("run");
+        assert!(output.status.success(), "{name}: {output:?}");
+        assert_eq!(text(&output.stdout), format!("{name} {version}\n"));
+    }
+}
+
+#[test]
+fn zero_loops_is_refused_not_taken_as_one() {
+    let output = Command::new(env!("CARGO_BIN_EXE_echo-server"))
+        .args(["--addr", "127.0.0.1:0", "--loops", "0"])
+        .output()
+        .expect("run echo-server");
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("--loops") && stderr.contains("at least 1"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_server_listens_on_a_host_name_as_the_clients_accept() {
+    let server = ServerProcess::start_at(env!("CARGO_BIN_EXE_echo-server"), "localhost:0", &[]);
+    assert!(server.addr.ip().is_loopback(), "{}", server.addr);
+    let mut client = Client::connect(server.addr).expect("connect");
+    let body = Bytes::from_static(b"by name");
     assert_eq!(
         client.call(&courier_rpc::echo::ECHO, &body).expect("echo"),
         body

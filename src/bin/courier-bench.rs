@@ -102,7 +102,7 @@ const MAX_LATENCY_US: u64 = 3_600_000_000;
 
 /// Load generator for courier's echo and kv services.
 #[derive(Parser, Debug)]
-#[command(version)]
+#[command(name = "courier-bench", version)]
 struct Args {
     /// Address of the server.
     #[arg(long, default_value = "127.0.0.1:7878")]

@@ -12,10 +12,10 @@ use courier_rpc::service::Router;
 /// courier's echo server: the response to every echo request is its own body.
 /// Logs to stderr; set RUST_LOG=debug for more.
 #[derive(Parser, Debug)]
-#[command(version)]
+#[command(name = "echo-server", version)]
 struct Args {
-    /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1:7879")]
+    /// Address to listen on: IP:PORT, or HOST:PORT (the first address the name resolves to).
+    #[arg(long, value_parser = common::listen_addr, default_value = "127.0.0.1:7879")]
     addr: SocketAddr,
     #[command(flatten)]
     limits: common::Limits,

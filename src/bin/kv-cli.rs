@@ -20,7 +20,7 @@ use client_flags::ClientSecurity;
 
 /// Command-line client of courier's key-value server.
 #[derive(Parser, Debug)]
-#[command(version)]
+#[command(name = "kv-cli", version)]
 struct Args {
     /// Address of the kv-server.
     #[arg(long, default_value = "127.0.0.1:7878")]

@@ -20,10 +20,10 @@ use courier_rpc::{echo, kv};
 /// logged to an append-only file that is replayed on start. Also answers the echo service.
 /// SIGTERM or SIGINT drains it gracefully. Logs to stderr; set RUST_LOG=debug for more.
 #[derive(Parser, Debug)]
-#[command(version)]
+#[command(name = "kv-server", version)]
 struct Args {
-    /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1:7878")]
+    /// Address to listen on: IP:PORT, or HOST:PORT (the first address the name resolves to).
+    #[arg(long, value_parser = common::listen_addr, default_value = "127.0.0.1:7878")]
     addr: SocketAddr,
     /// Directory of the append-only log (created if missing).
     #[arg(long, value_name = "DIR", default_value = DEFAULT_DATA_DIR)]

@@ -49,8 +49,9 @@ pub struct Limits {
     /// Worker threads for blocking handlers.
     #[arg(long, default_value_t = DEFAULT_WORKERS)]
     pub workers: usize,
-    /// Event loops, each on its own thread (default: the number of available cores).
-    #[arg(long, default_value_t = default_loops())]
+    /// Event loops, each on its own thread (default: the number of available cores); at
+    /// least 1.
+    #[arg(long, default_value_t = default_loops(), value_parser = at_least_one)]
     pub loops: usize,
     /// Seconds a graceful drain (on SIGTERM or SIGINT) waits for in-flight requests before
     /// closing what is left; a second signal stops at once.
@@ -103,6 +104,31 @@ impl Security {
             builder = builder.acl(Arc::new(acl));
         }
         Ok(builder)
+    }
+}
+
+/// Parses a listening address: `IP:PORT` as it is, or `HOST:PORT` resolved to the first
+/// address the system's resolver gives (in its order of preference, RFC 6724's), as the
+/// clients take theirs.
+pub fn listen_addr(text: &str) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
+    let mut addrs = text
+        .to_socket_addrs()
+        .map_err(|err| format!("cannot resolve {text:?}: {err}"))?;
+    addrs
+        .next()
+        .ok_or_else(|| format!("{text:?} resolves to no address"))
+}
+
+/// Parses a count that must be at least 1.
+fn at_least_one(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(err) => Err(err.to_string()),
     }
 }
 
