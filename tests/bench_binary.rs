@@ -252,3 +252,35 @@ fn failed_requests_exit_1_unless_the_error_rate_allows_them() {
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("not a fraction from 0 to 1"), "{stderr}");
 }
+
+#[test]
+fn each_run_draws_new_keys_unless_given_the_seed_of_another() {
+    let server = support::start_default();
+    let addr = server.local_addr();
+    let common = [
+        "--requests",
+        "200",
+        "--clients",
+        "1",
+        "--threads",
+        "1",
+        "--keyspace",
+        "1000000000",
+    ];
+    let set = bench(addr, &[&common[..], &["--workload", "set"]].concat());
+    let seed = set["seed"].as_u64().expect("the report gives its seed");
+
+    // A new seed: GET draws other keys than the SETs wrote, so (nearly) all miss.
+    let fresh = bench(addr, &[&common[..], &["--workload", "get"]].concat());
+    assert_ne!(fresh["seed"].as_u64(), Some(seed), "{fresh}");
+    assert!(fresh["misses"].as_u64().expect("misses") > 190, "{fresh}");
+
+    // The SET run's seed: the same keys, every one found.
+    let seed_text = seed.to_string();
+    let again = bench(
+        addr,
+        &[&common[..], &["--workload", "get", "--seed", &seed_text]].concat(),
+    );
+    assert_eq!(again["seed"].as_u64(), Some(seed), "{again}");
+    assert_eq!(again["misses"], 0, "{again}");
+}

@@ -12,8 +12,10 @@
 //! Workloads: `echo` (echo service, a `--value-size` body), `set` (kv SET of a `--value-size`
 //! value), `get` (kv GET) and `mixed` (GET with probability `--read-ratio`, SET otherwise).
 //! Keys are `key:NNNNNNNNNN`, drawn uniformly from `--keyspace` keys by a per-client
-//! xorshift64* generator. GET does not find a key nobody has set: `--prefill` sets every key
-//! of the keyspace once before the measurement starts.
+//! xorshift64* generator, seeded from the run's seed (random per run unless `--seed` gives
+//! one; the report prints it, so a run can be repeated key for key). GET does not find a key
+//! nobody has set: `--prefill` sets every key of the keyspace once before the measurement
+//! starts.
 //!
 //! # Example
 //!
@@ -155,6 +157,10 @@ struct Args {
     /// connects. Reports the connections opened and connections per second.
     #[arg(long, value_name = "N")]
     reconnect: Option<u64>,
+    /// Seed of the key generators, to repeat a run's keys (default: a random one, printed in
+    /// the report).
+    #[arg(long)]
+    seed: Option<u64>,
     /// The largest fraction of requests (0 to 1) that may fail, answered with a status other
     /// than OK (NOT_FOUND of a GET is a miss, not a failure) or lost with their connection,
     /// for the run to exit 0; above it the exit code is 1. Default 0: any failure is one.
@@ -191,9 +197,10 @@ impl Workload {
 struct Rng(u64);
 
 impl Rng {
-    /// A generator for client `index`: the seed is the index through splitmix64 (never 0).
-    fn for_client(index: usize) -> Rng {
-        let mut z = (index as u64)
+    /// A generator for client `index` of a run seeded with `seed`: the pair through
+    /// splitmix64 (never 0).
+    fn for_client(seed: u64, index: usize) -> Rng {
+        let mut z = (seed ^ index as u64)
             .wrapping_add(1)
             .wrapping_mul(0x9E37_79B9_7F4A_7C15);
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -263,6 +270,8 @@ struct Shared {
     /// Collect one response per client per round instead of all (`--window`).
     window: bool,
     keyspace: u64,
+    /// The run's seed, from which every client's key generator starts.
+    seed: u64,
     value: Bytes,
     /// Requests per connection (`--reconnect`); `u64::MAX` without it.
     per_connection: u64,
@@ -450,7 +459,7 @@ fn drive(shared: &Shared, clients: Vec<(usize, Client)>) -> Tally {
         .map(|(index, client)| Slot {
             client: Some(client),
             in_flight: VecDeque::with_capacity(shared.pipeline),
-            rng: Rng::for_client(index),
+            rng: Rng::for_client(shared.seed, index),
             left: shared.per_connection,
             failures: 0,
             retry_at: Instant::now(),
@@ -611,6 +620,7 @@ struct Report {
     value_size: usize,
     /// `--reconnect`: the figures about connections are reported.
     reconnect: bool,
+    seed: u64,
     seconds: f64,
     tally: Tally,
 }
@@ -664,6 +674,7 @@ impl Report {
         let _ = writeln!(out, "threads:     {}", self.threads);
         let _ = writeln!(out, "pipeline:    {}", self.pipeline);
         let _ = writeln!(out, "value size:  {} bytes", self.value_size);
+        let _ = writeln!(out, "seed:        {}", self.seed);
         let _ = writeln!(out, "requests:    {}", self.tally.requests);
         let _ = writeln!(out, "seconds:     {:.3}", self.seconds);
         let _ = writeln!(out, "throughput:  {:.1} req/s", self.throughput());
@@ -711,7 +722,7 @@ impl Report {
         format!(
             concat!(
                 "{{\"workload\":{},\"clients\":{},\"threads\":{},\"pipeline\":{},",
-                "\"value_size\":{},\"requests\":{},\"seconds\":{:.3},\"throughput\":{:.1},",
+                "\"value_size\":{},\"seed\":{},\"requests\":{},\"seconds\":{:.3},\"throughput\":{:.1},",
                 "\"latency_ms\":{{\"p50\":{:.3},\"p90\":{:.3},\"p99\":{:.3},\"p999\":{:.3},",
                 "\"max\":{:.3}}},\"misses\":{}{},\"errors\":{{{}}}}}"
             ),
@@ -720,6 +731,7 @@ impl Report {
             self.threads,
             self.pipeline,
             self.value_size,
+            self.seed,
             self.tally.requests,
             self.seconds,
             self.throughput(),
@@ -830,6 +842,7 @@ fn run(args: &Args) -> Result<Report> {
         per_thread[index % threads].push((index, client));
     }
 
+    let seed = args.seed.unwrap_or_else(random_seed);
     let mut shared = Shared {
         addr,
         connector,
@@ -838,6 +851,7 @@ fn run(args: &Args) -> Result<Report> {
         pipeline: args.pipeline,
         window: args.window,
         keyspace: args.keyspace,
+        seed,
         value: Bytes::from(vec![b'x'; args.value_size]),
         per_connection: args.reconnect.unwrap_or(u64::MAX),
         total: args.requests,
@@ -888,9 +902,22 @@ fn run(args: &Args) -> Result<Report> {
         pipeline: args.pipeline,
         value_size: args.value_size,
         reconnect: args.reconnect.is_some(),
+        seed,
         seconds,
         tally,
     })
+}
+
+/// A seed that differs from run to run: std's per-process random hash keys (drawn from the
+/// operating system), mixed with the time.
+fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    hasher.write_u128(now);
+    hasher.finish()
 }
 
 /// Parses `--max-error-rate`: a number from 0 to 1.
