@@ -1,19 +1,20 @@
 //! The bundled binaries end to end: kv-server and echo-server processes, driven by kv-cli and
 //! the library client.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
+use std::time::Duration;
 
 use bytes::Bytes;
 use courier_rpc::client::Client;
 
 mod support;
+use support::process::Process;
 use support::TempDir;
 
 /// A server process on 127.0.0.1 with a free port; killed when dropped.
 struct ServerProcess {
-    child: Child,
+    _process: Process,
     addr: SocketAddr,
 }
 
@@ -24,33 +25,25 @@ impl ServerProcess {
 
     /// Starts `exe --addr addr args...` and reads the address it prints.
     fn start_at(exe: &str, addr: &str, args: &[&str]) -> ServerProcess {
-        let mut child = Command::new(exe)
+        let mut command = Command::new(exe);
+        command
             .args(["--addr", addr])
             .args(args)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start the server binary");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read the listening line");
+            .env("RUST_LOG", "warn");
+        let process = Process::spawn(command);
+        let line = process
+            .next_line(Duration::from_secs(30))
+            .unwrap_or_else(|| panic!("no listening line; stderr: {}", process.stderr()));
         let addr = line
             .trim()
             .rsplit(' ')
             .next()
             .and_then(|a| a.parse().ok())
             .unwrap_or_else(|| panic!("no address in {line:?}"));
-        ServerProcess { child, addr }
-    }
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        ServerProcess {
+            _process: process,
+            addr,
+        }
     }
 }
 
