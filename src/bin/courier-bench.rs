@@ -67,12 +67,13 @@
 //!   a client gave up reconnecting; one line on stderr says which;
 //! - 2: it could not start (no connection, bad flags, failed prefill); one line on stderr.
 
+mod addr;
 mod client_flags;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt::Write as _;
 use std::io::{IsTerminal, Write};
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -106,9 +107,9 @@ const MAX_LATENCY_US: u64 = 3_600_000_000;
 #[derive(Parser, Debug)]
 #[command(name = "courier-bench", version)]
 struct Args {
-    /// Address of the server.
-    #[arg(long, default_value = "127.0.0.1:7878")]
-    addr: String,
+    /// Address of the server: IP:PORT, or HOST:PORT (the first address the name resolves to).
+    #[arg(long, value_parser = addr::parse, default_value = "127.0.0.1:7878")]
+    addr: SocketAddr,
     /// Connections to open.
     #[arg(long, default_value_t = 50)]
     clients: usize,
@@ -816,12 +817,7 @@ fn run(args: &Args) -> Result<Report> {
         .threads
         .unwrap_or_else(|| thread::available_parallelism().map_or(1, |n| n.get()))
         .clamp(1, args.clients);
-    let addr = args
-        .addr
-        .to_socket_addrs()
-        .with_context(|| format!("cannot resolve {}", args.addr))?
-        .next()
-        .with_context(|| format!("{} resolves to no address", args.addr))?;
+    let addr = args.addr;
     let show_progress = std::io::stderr().is_terminal();
 
     let builder = args

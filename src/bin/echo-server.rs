@@ -1,5 +1,6 @@
 //! `echo-server`: answers every request with its own body.
 
+mod addr;
 mod common;
 
 use std::net::SocketAddr;
@@ -15,7 +16,7 @@ use courier_rpc::service::Router;
 #[command(name = "echo-server", version)]
 struct Args {
     /// Address to listen on: IP:PORT, or HOST:PORT (the first address the name resolves to).
-    #[arg(long, value_parser = common::listen_addr, default_value = "127.0.0.1:7879")]
+    #[arg(long, value_parser = addr::parse, default_value = "127.0.0.1:7879")]
     addr: SocketAddr,
     #[command(flatten)]
     limits: common::Limits,

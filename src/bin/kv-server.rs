@@ -1,6 +1,7 @@
 //! `kv-server`: the bundled key-value service (GET, SET, DELETE), kept in memory and made
 //! durable by an append-only log (`courier_rpc::kv::log`).
 
+mod addr;
 mod common;
 
 use std::net::SocketAddr;
@@ -23,7 +24,7 @@ use courier_rpc::{echo, kv};
 #[command(name = "kv-server", version)]
 struct Args {
     /// Address to listen on: IP:PORT, or HOST:PORT (the first address the name resolves to).
-    #[arg(long, value_parser = common::listen_addr, default_value = "127.0.0.1:7878")]
+    #[arg(long, value_parser = addr::parse, default_value = "127.0.0.1:7878")]
     addr: SocketAddr,
     /// Directory of the append-only log (created if missing).
     #[arg(long, value_name = "DIR", default_value = DEFAULT_DATA_DIR)]

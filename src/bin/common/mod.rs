@@ -107,22 +107,6 @@ impl Security {
     }
 }
 
-/// Parses a listening address: `IP:PORT` as it is, or `HOST:PORT` resolved to the first
-/// address the system's resolver gives (in its order of preference, RFC 6724's), as the
-/// clients take theirs.
-pub fn listen_addr(text: &str) -> Result<SocketAddr, String> {
-    use std::net::ToSocketAddrs;
-    if let Ok(addr) = text.parse() {
-        return Ok(addr);
-    }
-    let mut addrs = text
-        .to_socket_addrs()
-        .map_err(|err| format!("cannot resolve {text:?}: {err}"))?;
-    addrs
-        .next()
-        .ok_or_else(|| format!("{text:?} resolves to no address"))
-}
-
 /// Parses a count that must be at least 1.
 fn at_least_one(text: &str) -> Result<usize, String> {
     match text.parse::<usize>() {
