@@ -3,7 +3,9 @@
 # in a detached tmux session of 120x30, keys typed with `tmux send-keys`, the screen read with
 # `tmux capture-pane`. Checks the prompt, the answers, history recall (Up), line editing
 # (Ctrl-A, Ctrl-E, Left), a binary value shown quoted, (nil), (error), the history file, and
-# that Ctrl-D exits 0. Prints the last screen; exits non-zero at the first mismatch.
+# that Ctrl-D exits 0; then `kv-cli --latency` in a second session: one line updated in place,
+# and Ctrl-C stops it with exit code 0. Prints both screens; exits non-zero at the first
+# mismatch.
 #
 # Usage: tests/scripts/kv_cli_tmux.sh [KV_CLI [KV_SERVER]]   (default: target/debug/...)
 # Needs tmux. Every wait is bounded (WAIT_SECONDS, default 10).
@@ -28,7 +30,9 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-screen() { tmux -S "$socket" capture-pane -p -t kvcli 2>/dev/null || true; }
+target=kvcli
+screen() { tmux -S "$socket" capture-pane -p -t "$target" 2>/dev/null || true; }
+keys() { tmux -S "$socket" send-keys -t "$target" "$@"; }
 
 fail() {
     echo "kv_cli_tmux: FAIL: $*" >&2
@@ -52,8 +56,8 @@ wait_for_line() {
 }
 
 type_line() {
-    tmux -S "$socket" send-keys -t kvcli -l -- "$1"
-    tmux -S "$socket" send-keys -t kvcli Enter
+    keys -l -- "$1"
+    keys Enter
 }
 
 # The server, on a free port; its first line says where it listens.
@@ -80,25 +84,25 @@ type_line 'GET greeting'
 wait_for_line "hello world"
 
 # History: Up recalls "GET greeting".
-tmux -S "$socket" send-keys -t kvcli Up
+keys Up
 wait_for_line "$prompt GET greeting" 2
-tmux -S "$socket" send-keys -t kvcli Enter
+keys Enter
 wait_for_line "hello world" 2
 
 # Line editing: "et k2 value", Ctrl-A, "s", Ctrl-E, "X" is "set k2 valueX".
-tmux -S "$socket" send-keys -t kvcli -l 'et k2 value'
-tmux -S "$socket" send-keys -t kvcli C-a
-tmux -S "$socket" send-keys -t kvcli -l 's'
-tmux -S "$socket" send-keys -t kvcli C-e
-tmux -S "$socket" send-keys -t kvcli -l 'X'
-tmux -S "$socket" send-keys -t kvcli Enter
+keys -l 'et k2 value'
+keys C-a
+keys -l 's'
+keys C-e
+keys -l 'X'
+keys Enter
 wait_for_line "$prompt set k2 valueX"
 wait_for_line "OK" 2
 # "gt k2", four times Left, "e" is "get k2".
-tmux -S "$socket" send-keys -t kvcli -l 'gt k2'
-tmux -S "$socket" send-keys -t kvcli Left Left Left Left
-tmux -S "$socket" send-keys -t kvcli -l 'e'
-tmux -S "$socket" send-keys -t kvcli Enter
+keys -l 'gt k2'
+keys Left Left Left Left
+keys -l 'e'
+keys Enter
 wait_for_line "$prompt get k2"
 wait_for_line "valueX"
 
@@ -114,7 +118,7 @@ type_line 'set onlykey'
 wait_for_line "(error) wrong number of arguments: set KEY VALUE"
 
 # Ctrl-D leaves with exit code 0.
-tmux -S "$socket" send-keys -t kvcli C-d
+keys C-d
 for ((i = 0; i < wait_seconds * 20; i++)); do
     [[ -s $work/exit ]] && break
     sleep 0.05
@@ -126,6 +130,36 @@ done
 grep -qxF 'set greeting "hello world"' "$work/history" || fail "history file lacks the set line"
 grep -qxF 'set k2 valueX' "$work/history" || fail "history file lacks the edited line"
 
+prompt_screen=$(screen | sed -e :a -e '/^\n*$/{$d;N;ba' -e '}')
+
+# --latency on a terminal: one line, rewritten after every PING, until Ctrl-C.
+target=latency
+tmux -S "$socket" new-session -d -x 120 -y 30 -s latency \
+    "'$kv_cli' --addr '$addr' --latency --interval 5; echo \$? >'$work/latency-exit'; sleep 60"
+wait_for_samples() {
+    for ((i = 0; i < wait_seconds * 20; i++)); do
+        local samples
+        samples=$(screen | sed -n 's/^min: .*, max: .*, avg: .* (\([0-9]*\) samples)$/\1/p')
+        if [[ -n $samples ]] && ((samples >= $1)); then
+            return 0
+        fi
+        sleep 0.05
+    done
+    fail "no latency line with $1 samples or more"
+}
+wait_for_samples 20
+keys C-c
+for ((i = 0; i < wait_seconds * 20; i++)); do
+    [[ -s $work/latency-exit ]] && break
+    sleep 0.05
+done
+[[ -s $work/latency-exit ]] || fail "kv-cli --latency did not stop on Ctrl-C"
+[[ $(cat "$work/latency-exit") == 0 ]] || fail "kv-cli --latency exited $(cat "$work/latency-exit") on Ctrl-C"
+lines=$(screen | grep -c '^min: ' || true)
+[[ $lines == 1 ]] || fail "the latency figures took $lines lines, not one updated in place"
+
 echo "--- screen ---"
+echo "$prompt_screen"
+echo "--- screen of --latency, after Ctrl-C ---"
 screen | sed -e :a -e '/^\n*$/{$d;N;ba' -e '}'
 echo "kv_cli_tmux: ok"
