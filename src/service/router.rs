@@ -99,6 +99,27 @@ pub(crate) struct Route {
     name: &'static str,
     handler: Box<Handler>,
     blocking: bool,
+    /// The request's and the response's [`Message::FORMAT`].
+    formats: (&'static str, &'static str),
+}
+
+/// A registered method, as [`Router::methods`] and the admin service's reflection
+/// ([`crate::admin::METHODS`]) list it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MethodInfo {
+    /// Service id.
+    pub service: u16,
+    /// Method id within the service.
+    pub method: u16,
+    /// The method's name ([`Method::name`]).
+    pub name: &'static str,
+    /// The request's encoding: its [`Message::FORMAT`] (`bytes`, `cbor`, `custom` ...).
+    pub request: &'static str,
+    /// The response's encoding: its [`Message::FORMAT`].
+    pub response: &'static str,
+    /// Whether it runs on the worker pool ([`Router::register_blocking`]).
+    pub blocking: bool,
 }
 
 /// Why a handler call produced no response message.
@@ -342,6 +363,7 @@ impl Router {
             name,
             handler: Box::new(erased),
             blocking,
+            formats: (Req::FORMAT, Resp::FORMAT),
         });
         let key = route_key(method.service, method.method);
         match self.routes.binary_search_by_key(&key, |(k, _)| *k) {
@@ -364,17 +386,27 @@ impl Router {
         self
     }
 
-    /// Whether the router can serve: no two registrations for the same (service, method), and
-    /// no method of its own in service 0, which the server's built-in admin service owns.
+    /// Whether the router can serve: no two registrations for the same (service, method), every
+    /// method named by 1 to [`MAX_NAME_LEN`] printable ASCII characters other than space (the
+    /// name is a field of the reflection's text lines and a label of the server's metrics),
+    /// and no method of its own in service 0, which the server's built-in admin service owns.
     /// Building a server ([`ServerBuilder::bind`](crate::server::ServerBuilder::bind)) calls
     /// this before it registers the admin service.
     ///
     /// # Errors
-    /// The first conflict, naming both methods ([`RouteError::Duplicate`]) or the method in
-    /// service 0 ([`RouteError::Reserved`]).
+    /// The first conflict, naming both methods ([`RouteError::Duplicate`]), a method whose
+    /// name breaks the rule above ([`RouteError::BadName`]), or the method in service 0
+    /// ([`RouteError::Reserved`]).
     pub fn check(&self) -> Result<(), RouteError> {
         if let Some(conflict) = self.conflicts.first() {
             return Err(conflict.clone());
+        }
+        if let Some((key, route)) = self.routes.iter().find(|(_, r)| !valid_name(r.name)) {
+            return Err(RouteError::BadName {
+                service: (key >> 16) as u16,
+                method: (key & 0xffff) as u16,
+                name: route.name,
+            });
         }
         match self.routes.first() {
             Some((key, route)) if key >> 16 == 0 => Err(RouteError::Reserved {
@@ -423,6 +455,22 @@ impl Router {
             Some(commit) => commit.commit(ticket),
             None => Ok(()),
         }
+    }
+
+    /// Every registered method, ordered by service id then method id. A server's router also
+    /// lists the admin service's methods, which building the server registers.
+    pub fn methods(&self) -> Vec<MethodInfo> {
+        self.routes
+            .iter()
+            .map(|(key, route)| MethodInfo {
+                service: (key >> 16) as u16,
+                method: (key & 0xffff) as u16,
+                name: route.name,
+                request: route.formats.0,
+                response: route.formats.1,
+                blocking: route.blocking,
+            })
+            .collect()
     }
 
     /// Whether a handler is registered for `service`/`method`.
@@ -594,6 +642,14 @@ impl Router {
     }
 }
 
+/// Longest method name [`Router::check`] accepts, in bytes: 128.
+pub const MAX_NAME_LEN: usize = 128;
+
+/// Whether `name` is 1 to [`MAX_NAME_LEN`] printable ASCII characters, none a space.
+fn valid_name(name: &str) -> bool {
+    (1..=MAX_NAME_LEN).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_graphic())
+}
+
 /// A set of methods registered together, such as the handlers of a service declared with
 /// [`service!`](crate::service!); see [`Router::add_service`].
 pub trait Service {
@@ -616,6 +672,16 @@ pub enum RouteError {
         /// The name of the method registered second.
         second: &'static str,
     },
+    /// A method's name is empty, longer than [`MAX_NAME_LEN`], or holds a byte that is not
+    /// printable ASCII (a space, a control character, non-ASCII UTF-8).
+    BadName {
+        /// The service id.
+        service: u16,
+        /// The method id.
+        method: u16,
+        /// The name.
+        name: &'static str,
+    },
     /// A method was registered in service 0, which the server's admin service owns.
     Reserved {
         /// The method id.
@@ -637,13 +703,23 @@ impl fmt::Display for RouteError {
                 f,
                 "{second} and {first} are both registered as service {service} method {method}"
             ),
+            RouteError::BadName {
+                service,
+                method,
+                name,
+            } => write!(
+                f,
+                "service {service} method {method} is named {name:?}: a method name is 1 to \
+                 {MAX_NAME_LEN} printable ASCII characters, no spaces"
+            ),
             RouteError::Reserved { method, name } => {
                 write!(f, "{name} is registered as service 0 method {method}")?;
-                use crate::admin::{AUTH, STATS, WHOAMI};
+                use crate::admin::{AUTH, METHODS, STATS, WHOAMI};
                 let admin = [
                     (STATS.method, STATS.name),
                     (AUTH.method, AUTH.name),
                     (WHOAMI.method, WHOAMI.name),
+                    (METHODS.method, METHODS.name),
                 ]
                 .into_iter()
                 .find(|(id, _)| id == method);
