@@ -274,7 +274,16 @@ fn is_token(field: &str) -> bool {
 /// connection answers them before the router (their handlers here answer
 /// FAILED_PRECONDITION, for [`Router::call`] outside a server).
 pub fn register(router: &mut Router, stats: ServerStats) {
-    router.register(STATS, move |_, ()| Ok(StatsReport(stats.snapshot())));
+    register_reporting(router, move || stats.snapshot());
+}
+
+/// [`register`], with STATS answered by `report` (for a server whose counters are made once
+/// its router, and so the admin service, is complete).
+pub(crate) fn register_reporting(
+    router: &mut Router,
+    report: impl Fn() -> Vec<(String, u64)> + Send + Sync + 'static,
+) {
+    router.register(STATS, move |_, ()| Ok(StatsReport(report())));
     let by_connection = |name: &str| {
         Status::failed_precondition(format!(
             "{name} is answered by a server's connection, not by the router"

@@ -17,6 +17,6 @@ pub use self::serde::{Cbor, Json};
 pub use message::{Message, MessageError};
 pub use method::Method;
 pub use router::{
-    BlockingCall, Commit, Context, MethodInfo, RouteError, Router, Service, MAX_NAME_LEN,
+    BlockingCall, CallId, Commit, Context, MethodInfo, RouteError, Router, Service, MAX_NAME_LEN,
 };
 pub(crate) use router::{Failure, Outcome};

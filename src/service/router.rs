@@ -187,12 +187,35 @@ pub struct BlockingCall {
     route: Arc<Route>,
     ctx: Context,
     payload: Bytes,
+    slot: usize,
+}
+
+/// Which request a [`BlockingCall`] answers, kept by the server while the call runs and given
+/// back with its result to [`Connection::complete`](crate::connection::Connection::complete):
+/// the request id, and the method and time of receipt its counters are kept under.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CallId {
+    /// The request id the client chose.
+    pub request_id: u64,
+    /// The method's index in [`Router::methods`].
+    pub(crate) slot: usize,
+    /// When the server received the request ([`Context::received_at`]).
+    pub(crate) received_at: Instant,
 }
 
 impl BlockingCall {
     /// The request id of the call.
     pub fn request_id(&self) -> u64 {
         self.ctx.request_id
+    }
+
+    /// The request id, method and time of receipt of the call.
+    pub fn id(&self) -> CallId {
+        CallId {
+            request_id: self.ctx.request_id,
+            slot: self.slot,
+            received_at: self.ctx.received_at,
+        }
     }
 
     /// The call's deadline, if the client set one.
@@ -418,11 +441,21 @@ impl Router {
     }
 
     fn find(&self, service: u16, method: u16) -> Option<&Arc<Route>> {
+        self.routes.get(self.slot(service, method)).map(|(_, r)| r)
+    }
+
+    /// The index of `service`/`method` in [`Router::methods`] (its counters' slot), or the
+    /// number of methods when it is not served.
+    pub(crate) fn slot(&self, service: u16, method: u16) -> usize {
         let key = route_key(service, method);
         self.routes
             .binary_search_by_key(&key, |(k, _)| *k)
-            .ok()
-            .map(|i| &self.routes[i].1)
+            .unwrap_or(self.routes.len())
+    }
+
+    /// The names of [`Router::methods`], in order: the per-method counters' labels.
+    pub(crate) fn method_names(&self) -> std::sync::Arc<[&'static str]> {
+        self.routes.iter().map(|(_, r)| r.name).collect()
     }
 
     /// Sets the [`Commit`] that held responses wait for ([`Context::hold_until_committed`]);
@@ -498,7 +531,8 @@ impl Router {
         payload: Bytes,
         out: &mut BytesMut,
     ) -> Result<(), Status> {
-        self.lookup_allowed(ctx, service, method)?
+        let slot = self.slot(service, method);
+        self.lookup_allowed(ctx, slot, service, method)?
             .call(ctx, payload, out)
             .map_err(|failure| failure.status)
     }
@@ -580,21 +614,22 @@ impl Router {
         })
     }
 
-    /// Calls an inline handler, or returns a blocking one's call for the worker pool.
+    /// Calls an inline handler, or returns a blocking one's call for the worker pool. `slot`
+    /// is [`Router::slot`] of `service`/`method`.
     pub(crate) fn route(
         &self,
         ctx: Context,
-        service: u16,
-        method: u16,
+        (slot, service, method): (usize, u16, u16),
         payload: Bytes,
         out: &mut BytesMut,
     ) -> Outcome {
-        match self.lookup_allowed(&ctx, service, method) {
+        match self.lookup_allowed(&ctx, slot, service, method) {
             Err(status) => Outcome::Ready(Err(Failure::status(status))),
             Ok(route) if route.blocking => Outcome::Blocking(BlockingCall {
                 route: Arc::clone(route),
                 ctx,
                 payload,
+                slot,
             }),
             Ok(route) => match (route.call(&ctx, payload, out), ctx.commit_ticket()) {
                 (result, Some(ticket)) if self.commit.is_some() => Outcome::Held(ticket, result),
@@ -608,18 +643,19 @@ impl Router {
     fn lookup_allowed(
         &self,
         ctx: &Context,
+        slot: usize,
         service: u16,
         method: u16,
     ) -> Result<&Arc<Route>, Status> {
         let Some(authorizer) = &self.authorizer else {
-            return self.lookup(service, method);
+            return self.lookup(slot, service, method);
         };
         let Some(identity) = &ctx.identity else {
             return Err(Status::unauthenticated(
                 "authenticate first (admin.Auth); not processed",
             ));
         };
-        let route = self.lookup(service, method)?;
+        let route = self.lookup(slot, service, method)?;
         if !authorizer.allows(identity, service, method, route.name) {
             return Err(Status::permission_denied(format!(
                 "{} may not call {}; not processed",
@@ -630,8 +666,8 @@ impl Router {
         Ok(route)
     }
 
-    fn lookup(&self, service: u16, method: u16) -> Result<&Arc<Route>, Status> {
-        self.find(service, method).ok_or_else(|| {
+    fn lookup(&self, slot: usize, service: u16, method: u16) -> Result<&Arc<Route>, Status> {
+        self.routes.get(slot).map(|(_, r)| r).ok_or_else(|| {
             let known_service = self.routes.iter().any(|(k, _)| (k >> 16) as u16 == service);
             Status::unimplemented(if known_service {
                 format!("service {service} has no method {method}")
