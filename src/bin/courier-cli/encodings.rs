@@ -529,6 +529,10 @@ mod tests {
         assert_eq!(shown("cbor", &payload), "{\"a\":2,\"b\":3}\n");
         let pretty = render(&Encoding::Cbor, &payload, true).unwrap();
         assert_eq!(pretty, b"{\n  \"a\": 2,\n  \"b\": 3\n}\n");
+        // Keys keep the order typed, and the order sent is the order printed.
+        let unsorted = encode("cbor", arg(r#"{"b":1,"a":2}"#)).unwrap();
+        assert_eq!(unsorted, b"\xa2\x61b\x01\x61a\x02");
+        assert_eq!(shown("cbor", &unsorted), "{\"b\":1,\"a\":2}\n");
         assert_eq!(encode("cbor", arg("-1")).unwrap(), [0x20]);
         assert_eq!(
             encode("cbor", arg("[true,null]")).unwrap(),
