@@ -3,8 +3,13 @@
 // worker pool (`rpc(blocking)`), slowly, giving up with DEADLINE_EXCEEDED once the caller's
 // deadline (`Context::deadline`) has passed.
 //
-// Run it with `cargo run --example user_directory`.
+// Run it with `cargo run --example user_directory`. With `-- --serve 127.0.0.1:7900` (any
+// IP:PORT; port 0 picks a free one) it runs no client: it prints `listening on ADDR` and serves
+// the directory until it is stopped (Ctrl-C, SIGTERM), for a generic client such as
+// `courier-cli` to call (`courier-cli --addr 127.0.0.1:7900 list`).
 
+use std::io::Write;
+use std::net::SocketAddr;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -116,6 +121,20 @@ impl directory::Directory for Store {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut router = Router::new();
     router.add_service(directory::service(Store::default()));
+    let mut args = std::env::args().skip(1);
+    if let Some(flag) = args.next() {
+        let addr: SocketAddr = match (flag.as_str(), args.next()) {
+            ("--serve", Some(addr)) => addr.parse()?,
+            _ => return Err("usage: user_directory [--serve IP:PORT]".into()),
+        };
+        let server = Server::builder().addr(addr).bind(router)?;
+        // Whoever reads this line may connect at once: the socket is bound and queues them.
+        println!("listening on {}", server.local_addr());
+        std::io::stdout().flush()?;
+        // Until a signal ends the process (SIGTERM's and SIGINT's default action).
+        server.run()?;
+        return Ok(());
+    }
     let server = Server::builder()
         .addr("127.0.0.1:0".parse()?)
         .bind(router)?

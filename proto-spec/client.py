@@ -7,6 +7,7 @@ PROTOCOL.md and SERVICES.md alone: an example of an interoperable client in anot
     python3 proto-spec/client.py [OPTIONS] set KEY VALUE | get KEY | del KEY
     python3 proto-spec/client.py [OPTIONS] pipeline N   # N echoes in one write
     python3 proto-spec/client.py [OPTIONS] whoami       # the connection's identity
+    python3 proto-spec/client.py [OPTIONS] methods      # what the server serves (reflection)
 
 Options:
     --addr HOST:PORT        the server (default 127.0.0.1:7878)
@@ -41,6 +42,7 @@ STATUS_NAMES = ("OK CANCELLED UNKNOWN INVALID_ARGUMENT DEADLINE_EXCEEDED NOT_FOU
 ECHO = (1, 1)                               # SERVICES.md: echo service 1, method 1
 KV_GET, KV_SET, KV_DELETE = (2, 1), (2, 2), (2, 3)
 ADMIN_AUTH, ADMIN_WHOAMI = (0, 2), (0, 3)   # SERVICES.md sections 0.2 and 0.3
+ADMIN_METHODS = (0, 4)                      # SERVICES.md section 0.5
 SOURCES = {0: "anonymous", 1: "certificate", 2: "token", 3: "custom"}
 MAX_TOKEN_LEN = 1024
 ALPN = "courier/1"                          # PROTOCOL.md section 17.2
@@ -304,6 +306,16 @@ class Client:
             raise StatusError(word, body.decode("utf-8"))
         return body
 
+    def methods(self):
+        """METHODS (SERVICES.md 0.5): a list of (service, method, name, request, response)."""
+        entries = []
+        for line in self.call(ADMIN_METHODS).decode("ascii").splitlines():
+            fields = line.split(" ")
+            if len(fields) != 5 or not all(fields[2:]):
+                raise ProtocolError(f"bad METHODS line {line!r}")
+            entries.append((int(fields[0]), int(fields[1]), *fields[2:]))
+        return entries
+
     def call(self, service_method, body=b"", deadline_ms=0):
         return self.wait(self.send(service_method, body, deadline_ms))
 
@@ -399,6 +411,9 @@ def main(argv):
         elif command == "whoami":
             source, name = client.whoami()
             print(source if source == "anonymous" else f"{source} {name}")
+        elif command == "methods":
+            for service, method, name, request, response in client.methods():
+                print(f"{service}/{method} {name}({request}) -> {response}")
         elif command == "pipeline":
             n = int(args[0])
             frames = b"".join(encode_frame(REQUEST, client.next_id + i, (1 << 16) | 1, 0,

@@ -58,7 +58,7 @@ STATUS_NAMES = [
 STATUS = {name: code for code, name in enumerate(STATUS_NAMES)}
 
 # SERVICES.md section 0: the admin service's methods, and WHOAMI's identity sources.
-ADMIN_SERVICE, ADMIN_STATS, ADMIN_AUTH, ADMIN_WHOAMI = 0, 1, 2, 3
+ADMIN_SERVICE, ADMIN_STATS, ADMIN_AUTH, ADMIN_WHOAMI, ADMIN_METHODS = 0, 1, 2, 3, 4
 IDENTITY_SOURCES = {"anonymous": 0, "certificate": 1, "token": 2, "custom": 3}
 MAX_TOKEN_LEN = 1024
 
@@ -341,6 +341,29 @@ def whoami_payload(source, name):
     return bytes([IDENTITY_SOURCES[source]]) + encoded
 
 
+def methods_payload(methods):
+    """METHODS' OK payload (SERVICES.md 0.5): one line per method, ordered by service then
+    method id: service, method, name, request encoding, response encoding, separated by one
+    space, each line ended by LF."""
+    lines = []
+    for service, method, name, request, response in sorted(methods):
+        for field in (name, request, response):
+            if not field or any(not (0x21 <= ord(c) <= 0x7e) for c in field):
+                raise ValueError(f"{field!r} is not a METHODS field")
+        lines.append(f"{service} {method} {name} {request} {response}\n")
+    return "".join(lines).encode("ascii")
+
+
+# What an echo-server (the admin service and echo) answers to METHODS.
+ECHO_SERVER_METHODS = [
+    (ADMIN_SERVICE, ADMIN_STATS, "admin.Stats", "empty", "utf8"),
+    (ADMIN_SERVICE, ADMIN_AUTH, "admin.Auth", "bytes", "utf8"),
+    (ADMIN_SERVICE, ADMIN_WHOAMI, "admin.WhoAmI", "empty", "custom"),
+    (ADMIN_SERVICE, ADMIN_METHODS, "admin.Methods", "empty", "utf8"),
+    (1, 1, "echo.Echo", "bytes", "bytes"),
+]
+
+
 def build():
     # ----- valid: REQUEST -------------------------------------------------
     minimal = valid("request_minimal", "REQUEST with an empty body: no metadata, no payload, no deadline.",
@@ -495,6 +518,12 @@ def build():
     valid("response_admin_whoami_anonymous",
           "WHOAMI on a connection without an identity: OK, source 0 (anonymous), no name.",
           "RESPONSE", 2, status=STATUS["OK"], payload=whoami_payload("anonymous", ""))
+    valid("request_admin_methods", "admin METHODS (service 0, method 4): an empty request.",
+          "REQUEST", 4, service=ADMIN_SERVICE, method=ADMIN_METHODS)
+    valid("response_admin_methods_echo_server",
+          "METHODS answered by an echo-server: one line per method (service, method, name, "
+          "request and response encodings), the admin service's four and echo.Echo.",
+          "RESPONSE", 4, status=STATUS["OK"], payload=methods_payload(ECHO_SERVER_METHODS))
     valid("response_unauthenticated_before_auth",
           "A request other than AUTH or WHOAMI on a connection without an identity, on a server "
           "that requires one: UNAUTHENTICATED, not processed (PROTOCOL.md 18.4).", "RESPONSE", 1,

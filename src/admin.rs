@@ -18,6 +18,18 @@
 //!                             +--------+--------------------------+
 //!                             source: u8, 0 anonymous (name empty), 1 certificate, 2 token,
 //!                             3 set by a custom authenticator
+//! METHODS request (method 4): empty payload
+//! METHODS response:           UTF-8 text, one line per registered method, ordered by
+//!                             service id then method id:
+//!                             +---------+-----+--------+-----+------+-----+
+//!                             | service | ' ' | method | ' ' | name | ' ' |
+//!                             +---------+-----+--------+-----+------+-----+
+//!                             +---------+-----+----------+-----+
+//!                             | request | ' ' | response | LF  |   ... repeated
+//!                             +---------+-----+----------+-----+
+//!                             service, method: decimal, 0 to 65535; name: 1 to 128
+//!                             printable ASCII bytes but space; request, response: the
+//!                             encodings' names ([`Message::FORMAT`]: bytes, utf8, cbor ...)
 //! ```
 //!
 //! The STATS names and their meaning are those of
@@ -26,6 +38,10 @@
 //! 2.9 KB (more as counters grow), so a server configured with a `max_body_len` below about
 //! 3 KiB answers STATS with RESOURCE_EXHAUSTED.
 //!
+//! METHODS is the server's reflection (gRPC's server reflection does the same job with
+//! protobuf descriptors): it lets a generic client list what a server serves and build
+//! requests for methods it has no types for, from the encodings' names.
+//!
 //! AUTH and WHOAMI are answered by the connection itself (it owns the identity), before the
 //! router and its access control: see [`crate::connection`]'s `auth` rules and
 //! `proto-spec/SERVICES.md`.
@@ -33,6 +49,7 @@
 use bytes::{BufMut, Bytes};
 
 use crate::auth::{Identity, IdentitySource};
+use crate::proto::Status;
 use crate::service::{Message, MessageError, Method, Router};
 use crate::stats::ServerStats;
 
@@ -52,6 +69,10 @@ pub const AUTH: Method<Bytes, String> = Method::new(SERVICE, 2, "admin.Auth");
 
 /// WHOAMI (method 3): the connection's identity, if any. Allowed to every connection.
 pub const WHOAMI: Method<(), WhoAmI> = Method::new(SERVICE, 3, "admin.WhoAmI");
+
+/// METHODS (method 4): the server's reflection, every method it serves (admin's own too),
+/// with each method's request and response encodings. Subject to access control like STATS.
+pub const METHODS: Method<(), MethodList> = Method::new(SERVICE, 4, "admin.Methods");
 
 /// Longest token AUTH accepts: 1,024 bytes (longer ones are refused like a wrong one).
 pub const MAX_TOKEN_LEN: usize = 1024;
@@ -123,6 +144,8 @@ impl StatsReport {
 }
 
 impl Message for StatsReport {
+    const FORMAT: &'static str = "utf8";
+
     fn encode<B: BufMut>(&self, dst: &mut B) -> Result<(), MessageError> {
         for (name, value) in &self.0 {
             dst.put_slice(name.as_bytes());
@@ -150,10 +173,154 @@ impl Message for StatsReport {
     }
 }
 
-/// Registers the admin service's methods on `router`, reporting `stats` (summed over the
-/// server's event loops).
+/// One line of the answer to METHODS: a method a server serves.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MethodEntry {
+    /// Service id.
+    pub service: u16,
+    /// Method id.
+    pub method: u16,
+    /// The method's name, by convention `"service.Method"`.
+    pub name: String,
+    /// The request's encoding ([`Message::FORMAT`]): `empty`, `bytes`, `utf8`, `bool`, an
+    /// integer type (`u32` ...), `cbor`, `json` or `custom`; a client shows a name it does not
+    /// know as is and treats the payload as bytes.
+    pub request: String,
+    /// The response's encoding, as `request`.
+    pub response: String,
+}
+
+/// The answer to METHODS: the methods a server serves, ordered by service then method id.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MethodList(pub Vec<MethodEntry>);
+
+impl MethodList {
+    /// The entry named `name`, if the server serves it.
+    pub fn find(&self, name: &str) -> Option<&MethodEntry> {
+        self.0.iter().find(|m| m.name == name)
+    }
+
+    /// The list a router serves ([`Router::methods`]).
+    pub fn of(router: &Router) -> Self {
+        MethodList(
+            router
+                .methods()
+                .into_iter()
+                .map(|m| MethodEntry {
+                    service: m.service,
+                    method: m.method,
+                    name: m.name.to_string(),
+                    request: m.request.to_string(),
+                    response: m.response.to_string(),
+                })
+                .collect(),
+        )
+    }
+}
+
+impl Message for MethodList {
+    const FORMAT: &'static str = "utf8";
+
+    fn encode<B: BufMut>(&self, dst: &mut B) -> Result<(), MessageError> {
+        for m in &self.0 {
+            let fields = [m.name.as_str(), &m.request, &m.response];
+            if let Some(bad) = fields.iter().find(|f| !is_token(f)) {
+                return Err(MessageError::invalid(format!(
+                    "{bad:?} is not a METHODS field (printable ASCII, no spaces)"
+                )));
+            }
+            let line = format!(
+                "{} {} {} {} {}\n",
+                m.service, m.method, m.name, m.request, m.response
+            );
+            dst.put_slice(line.as_bytes());
+        }
+        Ok(())
+    }
+
+    fn decode(src: Bytes) -> Result<Self, MessageError> {
+        let text = std::str::from_utf8(&src)
+            .map_err(|_| MessageError::invalid("method list is not UTF-8"))?;
+        let mut entries = Vec::new();
+        for line in text.lines() {
+            let bad = || MessageError::invalid(format!("bad METHODS line {line:?}"));
+            let fields: Vec<&str> = line.split(' ').collect();
+            let [service, method, name, request, response] = fields[..] else {
+                return Err(bad());
+            };
+            if ![name, request, response].iter().all(|f| is_token(f)) {
+                return Err(bad());
+            }
+            entries.push(MethodEntry {
+                service: service.parse().map_err(|_| bad())?,
+                method: method.parse().map_err(|_| bad())?,
+                name: name.to_string(),
+                request: request.to_string(),
+                response: response.to_string(),
+            });
+        }
+        Ok(MethodList(entries))
+    }
+}
+
+/// Whether `field` is 1 or more printable ASCII bytes, none a space.
+fn is_token(field: &str) -> bool {
+    !field.is_empty() && field.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// Registers the admin service's methods on `router`: STATS reporting `stats` (summed over
+/// the server's event loops) and METHODS listing the router's methods as they are once this
+/// returns. AUTH and WHOAMI are registered so that reflection lists them; a server's
+/// connection answers them before the router (their handlers here answer
+/// FAILED_PRECONDITION, for [`Router::call`] outside a server).
 pub fn register(router: &mut Router, stats: ServerStats) {
-    router.register(STATS, move |_, ()| Ok(StatsReport(stats.snapshot())));
+    register_reporting(router, move || stats.snapshot());
+}
+
+/// [`register`], with STATS answered by `report` (for a server whose counters are made once
+/// its router, and so the admin service, is complete).
+pub(crate) fn register_reporting(
+    router: &mut Router,
+    report: impl Fn() -> Vec<(String, u64)> + Send + Sync + 'static,
+) {
+    router.register(STATS, move |_, ()| Ok(StatsReport(report())));
+    let by_connection = |name: &str| {
+        Status::failed_precondition(format!(
+            "{name} is answered by a server's connection, not by the router"
+        ))
+    };
+    router.register(AUTH, move |_, _: Bytes| Err(by_connection(AUTH.name)));
+    router.register(WHOAMI, move |_, ()| Err(by_connection(WHOAMI.name)));
+    // The list includes METHODS itself: it is registered below with the list built here.
+    let mut list = MethodList::of(router);
+    let at = list
+        .0
+        .iter()
+        .position(|m| (m.service, m.method) > (SERVICE, METHODS.method))
+        .unwrap_or(list.0.len());
+    list.0.insert(
+        at,
+        MethodEntry {
+            service: SERVICE,
+            method: METHODS.method,
+            name: METHODS.name.to_string(),
+            request: <() as Message>::FORMAT.to_string(),
+            response: MethodList::FORMAT.to_string(),
+        },
+    );
+    let mut encoded = Vec::new();
+    // Every name passed Router::check, and the formats are the library's tokens.
+    let reply = match list.encode(&mut encoded) {
+        Ok(()) => Ok(Bytes::from(encoded)),
+        Err(err) => Err(Status::internal(format!("method list: {err}"))),
+    };
+    router.register_encoded(METHODS, move |_, (), out| match &reply {
+        Ok(bytes) => {
+            out.extend_from_slice(bytes);
+            Ok(())
+        }
+        Err(status) => Err(status.clone()),
+    });
 }
 
 #[cfg(test)]
@@ -173,6 +340,68 @@ mod tests {
         let anonymous = WhoAmI::decode(Bytes::from_static(b"\x00")).expect("decodes");
         assert_eq!((anonymous.source(), anonymous.source_code), (None, 0));
         assert!(WhoAmI::decode(Bytes::new()).is_err());
+    }
+
+    #[test]
+    fn methods_lists_every_route_with_its_encodings_and_itself() {
+        let mut router = Router::new();
+        crate::echo::register(&mut router);
+        const HALVE: Method<u32, crate::service::Cbor<Vec<u8>>> = Method::new(7, 2, "math.Halve");
+        router.register(HALVE, |_, n: u32| Ok(crate::service::Cbor(vec![n as u8])));
+        register(&mut router, ServerStats::new(Vec::new()));
+        let list = router.call(&METHODS, &()).expect("METHODS answers");
+        let names: Vec<&str> = list.0.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "admin.Stats",
+                "admin.Auth",
+                "admin.WhoAmI",
+                "admin.Methods",
+                "echo.Echo",
+                "math.Halve"
+            ]
+        );
+        let halve = list.find("math.Halve").expect("listed");
+        assert_eq!(
+            (halve.service, halve.method, halve.request.as_str()),
+            (7, 2, "u32")
+        );
+        assert_eq!(halve.response, "cbor");
+        let mut wire = Vec::new();
+        list.encode(&mut wire).expect("encodes");
+        assert!(wire.ends_with(b"7 2 math.Halve u32 cbor\n"));
+        assert_eq!(MethodList::decode(Bytes::from(wire)), Ok(list));
+        // AUTH and WHOAMI are listed, and answered by a connection, not the router.
+        let auth = router.call(&AUTH, &Bytes::from_static(b"t")).unwrap_err();
+        assert_eq!(auth.code, crate::proto::Code::FAILED_PRECONDITION);
+    }
+
+    #[test]
+    fn a_method_list_with_a_bad_line_does_not_decode() {
+        for bad in [
+            &b"1 1 echo.Echo bytes\n"[..],
+            b"1 1 echo.Echo bytes bytes extra\n",
+            b"x 1 echo.Echo bytes bytes\n",
+            b"70000 1 echo.Echo bytes bytes\n",
+            b"1 1  bytes bytes\n",
+            b"1 1 echo\x01 bytes bytes\n",
+            b"\xff\n",
+        ] {
+            assert!(
+                MethodList::decode(Bytes::from_static(bad)).is_err(),
+                "{bad:?}"
+            );
+        }
+        let mut out = Vec::new();
+        let spaced = MethodList(vec![MethodEntry {
+            service: 1,
+            method: 1,
+            name: "two words".into(),
+            request: "bytes".into(),
+            response: "bytes".into(),
+        }]);
+        assert!(spaced.encode(&mut out).is_err());
     }
 
     #[test]

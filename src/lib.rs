@@ -139,6 +139,7 @@
 //! | --- | --- | --- |
 //! | `serde` | on | [`Cbor`] and [`Json`] (ciborium, serde_json) |
 //! | `signal` | on | [`server::drain_on_signals`], [`Server::run_until_signal`] (signal-hook) |
+//! | `metrics` | on | [`metrics::MetricsServer`]: a Prometheus `/metrics` endpoint (tiny_http) |
 //! | `kv`, `echo` | on | the bundled services ([`kv`], [`echo`]) |
 //! | `cli` | on | the binaries `kv-server`, `kv-cli`, `echo-server`, `courier-bench` (clap, env_logger, anyhow, hdrhistogram) |
 //!
@@ -155,8 +156,9 @@
 //! - [`server`] (the mio event loops, their limits and security settings) and [`client`]
 //!   (the blocking client): the only modules that touch sockets.
 //! - [`auth`] (identities, tokens, the access-control list) and [`tls`] (rustls settings).
-//! - [`admin`] (the built-in service 0: STATS, AUTH, WHOAMI) and [`stats`] (the counters
-//!   every server keeps).
+//! - [`admin`] (the built-in service 0: STATS, AUTH, WHOAMI, and METHODS, the reflection),
+//!   [`stats`] (the counters every server keeps, per method too, and their Prometheus text)
+//!   and [`metrics`] (an HTTP `/metrics` endpoint serving them).
 //! - [`kv`] and [`echo`]: the bundled services.
 //! - `connection`: one server connection's sans-IO protocol state. Hidden from these docs:
 //!   public only for the fuzz targets and the crate's own tests, with no stability promise.
@@ -172,6 +174,8 @@ pub mod connection;
 pub mod echo;
 #[cfg(feature = "kv")]
 pub mod kv;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 pub mod proto;
 pub mod server;
 pub mod service;

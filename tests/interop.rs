@@ -77,6 +77,21 @@ fn python_client_pings_echoes_and_pipelines() {
 }
 
 #[test]
+fn python_client_lists_the_methods_through_reflection() {
+    let server = support::start_default();
+    let listed = stdout_of(&python_client(server.local_addr(), &["methods"]));
+    for line in [
+        "0/4 admin.Methods(empty) -> utf8",
+        "1/1 echo.Echo(bytes) -> bytes",
+        "2/1 kv.Get(bytes) -> bytes",
+        "2/2 kv.Set(custom) -> empty",
+        "2/3 kv.Delete(bytes) -> bool",
+    ] {
+        assert!(listed.lines().any(|l| l == line), "{line} in {listed}");
+    }
+}
+
+#[test]
 fn keys_cross_between_the_python_and_the_rust_client() {
     let server = support::start_default();
     let addr = server.local_addr();

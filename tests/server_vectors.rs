@@ -2,7 +2,7 @@
 //! for byte, the test vectors that show them (`proto-spec/vectors/frames.json`): a drain
 //! before any request (GOAWAY naming 0), a PONG flood (ERROR naming the PONG), a request with
 //! the reserved id 0, a request dispatched after its deadline, a response over the body
-//! limit, AUTH and WHOAMI and the access-control refusals, and a TLS port's answer to a
+//! limit, AUTH and WHOAMI and the access-control refusals, reflection (METHODS), and a TLS port's answer to a
 //! plaintext client. Over real sockets.
 
 mod support;
@@ -178,6 +178,19 @@ fn auth_whoami_and_access_control_answer_as_their_vectors() {
     assert_sent(
         &read_frames(&mut stream, 1)[0],
         "response_permission_denied",
+    );
+}
+
+#[test]
+fn reflection_lists_an_echo_servers_methods_as_its_vector() {
+    let mut router = Router::new();
+    courier_rpc::echo::register(&mut router);
+    let server = start(Server::builder(), router);
+    let mut stream = raw_connect(server.local_addr());
+    send_raw(&mut stream, &vector("request_admin_methods"));
+    assert_sent(
+        &read_frames(&mut stream, 1)[0],
+        "response_admin_methods_echo_server",
     );
 }
 

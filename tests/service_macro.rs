@@ -153,6 +153,27 @@ fn the_same_ids_twice_refuse_to_build_naming_both() {
 }
 
 #[test]
+fn a_method_name_with_a_space_refuses_to_build() {
+    const SPACED: Method<u32, u32> = Method::new(51, 1, "my service.twin");
+    let mut router = Router::new();
+    router.register(SPACED, |_ctx, n: u32| Ok(n));
+    let err = Server::builder()
+        .addr("127.0.0.1:0".parse().expect("addr"))
+        .bind(router)
+        .map(|_| ())
+        .expect_err("a method named with a space must not serve");
+    assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+    let inner = err.get_ref().and_then(|e| e.downcast_ref::<RouteError>());
+    let expected = RouteError::BadName {
+        service: 51,
+        method: 1,
+        name: "my service.twin",
+    };
+    assert_eq!(inner, Some(&expected));
+    assert!(err.to_string().contains("no spaces"), "{err}");
+}
+
+#[test]
 fn a_method_in_service_zero_refuses_to_build() {
     const MINE: Method<(), ()> = Method::new(0, 1, "mine.stats");
     let mut router = Router::new();

@@ -22,6 +22,8 @@ struct Args {
     limits: common::Limits,
     #[command(flatten)]
     security: common::Security,
+    #[command(flatten)]
+    metrics: common::Metrics,
 }
 
 fn main() -> ExitCode {
@@ -34,7 +36,7 @@ fn main() -> ExitCode {
         args.addr,
         &args.limits,
         router,
-        &args.security,
+        (&args.security, &args.metrics),
         || Ok(()),
     )
 }

@@ -50,6 +50,8 @@ struct Args {
     limits: common::Limits,
     #[command(flatten)]
     security: common::Security,
+    #[command(flatten)]
+    metrics: common::Metrics,
 }
 
 fn main() -> ExitCode {
@@ -65,7 +67,7 @@ fn main() -> ExitCode {
             args.addr,
             &args.limits,
             router,
-            &args.security,
+            (&args.security, &args.metrics),
             || Ok(()),
         );
     }
@@ -89,7 +91,7 @@ fn main() -> ExitCode {
         args.addr,
         &args.limits,
         router,
-        &args.security,
+        (&args.security, &args.metrics),
         move || {
             log.close()
                 .map_err(|status| anyhow::anyhow!("{}", status.message))

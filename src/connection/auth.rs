@@ -105,31 +105,32 @@ impl Connection {
         service: u16,
         method: u16,
         payload: &Bytes,
-        now: Instant,
+        (slot, now): (usize, Instant),
     ) -> bool {
+        let id = (request_id, slot);
         if service == admin::SERVICE && method == admin::AUTH.method {
-            self.on_auth(request_id, payload, now);
+            self.on_auth(id, payload, now);
             return true;
         }
         if service == admin::SERVICE && method == admin::WHOAMI.method {
             if !payload.is_empty() {
                 let status = Status::invalid_argument("admin.WhoAmI takes an empty request");
-                self.answer_failure(request_id, &Failure::status(status));
+                self.answer_failure(request_id, &Failure::status(status), slot);
                 return true;
             }
             let answer = WhoAmI::of(self.identity());
-            self.answer_ok(request_id, |out| answer.put(out));
+            self.answer_ok(id, |out| answer.put(out));
             return true;
         }
         if self.needs_identity() {
             let status = Status::unauthenticated("authenticate first (admin.Auth); not processed");
-            self.answer_failure(request_id, &Failure::status(status));
+            self.answer_failure(request_id, &Failure::status(status), slot);
             return true;
         }
         false
     }
 
-    fn on_auth(&mut self, request_id: u64, token: &Bytes, now: Instant) {
+    fn on_auth(&mut self, (request_id, slot): (u64, usize), token: &Bytes, now: Instant) {
         let authenticator = self
             .session
             .as_ref()
@@ -138,7 +139,7 @@ impl Connection {
         let Some(authenticator) = authenticator else {
             let status =
                 Status::failed_precondition("authentication is not enabled on this server");
-            self.answer_failure(request_id, &Failure::status(status));
+            self.answer_failure(request_id, &Failure::status(status), slot);
             return;
         };
         // An identity must have a name (WHOAMI and AUTH's answer show it).
@@ -152,7 +153,7 @@ impl Connection {
                 stats::inc(&self.stats.auth_ok);
                 let name = identity.name().to_string();
                 self.set_identity(Some(identity));
-                self.answer_ok(request_id, |out| out.put_slice(name.as_bytes()));
+                self.answer_ok((request_id, slot), |out| out.put_slice(name.as_bytes()));
             }
             None => {
                 stats::inc(&self.stats.auth_failed);
@@ -165,14 +166,18 @@ impl Connection {
                     self.end(CloseReason::AuthFailures, Some(error), now);
                 } else {
                     let status = Status::unauthenticated("invalid token");
-                    self.answer_failure(request_id, &Failure::status(status));
+                    self.answer_failure(request_id, &Failure::status(status), slot);
                 }
             }
         }
     }
 
     /// Queues an OK response whose message `write` appends.
-    fn answer_ok(&mut self, request_id: u64, write: impl FnOnce(&mut bytes::BytesMut)) {
+    fn answer_ok(
+        &mut self,
+        (request_id, slot): (u64, usize),
+        write: impl FnOnce(&mut bytes::BytesMut),
+    ) {
         let encoded = self.encoder.encode_response_with(
             &mut self.write_buf,
             request_id,
@@ -182,12 +187,12 @@ impl Connection {
         );
         match encoded {
             Ok(()) => {
-                self.stats.request(Code::OK);
+                self.stats.answered(slot, Code::OK);
                 stats::inc(&self.stats.frames_out);
             }
             Err(err) => {
                 let status = Status::resource_exhausted(format!("response not sent: {err}"));
-                self.answer_failure(request_id, &Failure::status(status));
+                self.answer_failure(request_id, &Failure::status(status), slot);
             }
         }
     }

@@ -24,8 +24,9 @@ use crate::stats;
 pub(super) struct Held {
     /// The response frames, in the order they were encoded.
     pub(super) frames: BytesMut,
-    /// The request id of each frame in `frames`, and the status it answers with.
-    pub(super) request_ids: Vec<(u64, Code)>,
+    /// The request id of each frame in `frames`, the status it answers with, and its
+    /// method's counters' slot.
+    pub(super) request_ids: Vec<(u64, Code, usize)>,
     /// The largest ticket they wait for.
     pub(super) ticket: u64,
     /// While [`Phase::Finishing`](super::Phase::Finishing): the ERROR frame to send after the last answer.
@@ -34,9 +35,9 @@ pub(super) struct Held {
 
 impl Held {
     /// Records one held answer, already encoded into `frames`, for request `request_id`,
-    /// answering with `code`, waiting for commit `ticket`.
-    pub(super) fn push(&mut self, request_id: u64, code: Code, ticket: u64) {
-        self.request_ids.push((request_id, code));
+    /// answering with `code`, waiting for commit `ticket`, counted under method `slot`.
+    pub(super) fn push(&mut self, request_id: u64, code: Code, ticket: u64, slot: usize) {
+        self.request_ids.push((request_id, code, slot));
         self.ticket = self.ticket.max(ticket);
     }
 }
@@ -66,14 +67,14 @@ impl Connection {
         match result {
             Ok(()) if answering => {
                 self.write_buf.extend_from_slice(&held.frames);
-                for &(_, code) in &held.request_ids {
-                    self.stats.request(code);
+                for &(_, code, slot) in &held.request_ids {
+                    self.stats.answered(slot, code);
                     stats::inc(&self.stats.frames_out);
                 }
             }
             Err(status) if answering => {
-                for &(request_id, _) in &held.request_ids {
-                    self.stats.request(status.code);
+                for &(request_id, _, slot) in &held.request_ids {
+                    self.stats.answered(slot, status.code);
                     stats::inc(&self.stats.frames_out);
                     self.encoder.encode_status(
                         &mut self.write_buf,
@@ -85,6 +86,8 @@ impl Connection {
             }
             _ => {}
         }
+        // Their latency runs to now, after the commit; they were read in this turn.
+        self.stats.clock_answers(self.input_at, now);
         held.request_ids.clear();
         held.ticket = 0;
         if held.frames.capacity() > HELD_KEEP_CAPACITY {

@@ -127,7 +127,7 @@ use held::Held;
 use crate::proto::{
     Code, DecodeError, Decoder, Encoder, Frame, FrameKind, Metadata, Request, Status,
 };
-use crate::service::{BlockingCall, Context, Failure, Outcome, Router};
+use crate::service::{BlockingCall, CallId, Context, Failure, Outcome, Router};
 use crate::stats::{self, Stats};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -402,6 +402,10 @@ impl Connection {
             );
             self.read_buf = BytesMut::new();
         }
+        // One clock read for the batch: its answers are written together once it is served.
+        if self.stats.has_unclocked() {
+            self.stats.clock_answers(self.input_at, Instant::now());
+        }
         self.check_output(now);
         frames
     }
@@ -448,21 +452,22 @@ impl Connection {
             metadata,
             payload,
         } = request;
+        let slot = router.slot(service, method);
         if request_id == 0 {
             // Section 11: id 0 is reserved, so that a GOAWAY naming 0 means "none processed".
             let status = Status::invalid_argument(
                 "request id 0 is reserved (PROTOCOL.md Section 11): not processed",
             );
-            self.answer_failure(0, &Failure::status(status));
+            self.answer_failure(0, &Failure::status(status), slot);
             return;
         }
         self.last_request_id = request_id;
-        if self.answer_before_routing(request_id, service, method, &payload, now) {
+        if self.answer_before_routing(request_id, service, method, &payload, (slot, now)) {
             return;
         }
         let received_at = self.input_at;
         let deadline = self.request_deadline(deadline_ms);
-        if self.refuse_expired(request_id, deadline_ms, deadline, now) {
+        if self.refuse_expired((request_id, slot), deadline_ms, deadline, now) {
             return;
         }
         let mut ctx = Context::new(request_id, received_at, deadline, metadata);
@@ -474,18 +479,18 @@ impl Connection {
             request_id,
             Code::OK,
             &Metadata::new(),
-            |out| outcome = Some(router.route(ctx, service, method, payload, out)),
+            |out| outcome = Some(router.route(ctx, (slot, service, method), payload, out)),
         );
         let failure = match (outcome, encoded) {
             (Some(Outcome::Ready(Ok(()))), Ok(())) => {
-                self.stats.request(Code::OK);
+                self.stats.answered(slot, Code::OK);
                 stats::inc(&self.stats.frames_out);
                 return;
             }
             (Some(Outcome::Held(ticket, Ok(()))), Ok(())) => {
                 let held = self.held.get_or_insert_with(Box::default);
                 held.frames.extend_from_slice(&self.write_buf[start..]);
-                held.push(request_id, Code::OK, ticket);
+                held.push(request_id, Code::OK, ticket, slot);
                 self.write_buf.truncate(start);
                 return;
             }
@@ -502,7 +507,7 @@ impl Connection {
                     failure.status.code,
                     &failure.status.message,
                 );
-                held.push(request_id, failure.status.code, ticket);
+                held.push(request_id, failure.status.code, ticket, slot);
                 return;
             }
             (Some(Outcome::Blocking(call)), _) => {
@@ -519,14 +524,16 @@ impl Connection {
             (None, Ok(())) => Failure::status(Status::internal("handler not called")),
         };
         self.write_buf.truncate(start);
-        self.answer_failure(request_id, &failure);
+        self.answer_failure(request_id, &failure, slot);
     }
 
-    fn answer_failure(&mut self, request_id: u64, failure: &Failure) {
+    /// Answers `request_id` with the failure's status, counted under method `slot` (its
+    /// latency measured by the caller's next [`Stats::clock_answers`]).
+    fn answer_failure(&mut self, request_id: u64, failure: &Failure, slot: usize) {
         if failure.panicked {
             stats::inc(&self.stats.handler_panics);
         }
-        self.stats.request(failure.status.code);
+        self.stats.answered(slot, failure.status.code);
         stats::inc(&self.stats.frames_out);
         self.encoder.encode_status(
             &mut self.write_buf,
@@ -547,18 +554,20 @@ impl Connection {
         self.in_flight
     }
 
-    /// Answers a blocking request with its response message (`Ok`) or a status; called when
-    /// the worker pool returns it. Ignored, but for the in-flight count, once the connection
-    /// has stopped answering (after a shutdown's GOAWAY of [`Connection::go_away`], or once
-    /// its ERROR went out); a connection that is finishing (draining, or ended by the client's
-    /// GOAWAY or ERROR or by a connection error) still answers.
-    pub fn complete(&mut self, request_id: u64, result: Result<BytesMut, Status>, now: Instant) {
-        self.complete_call(request_id, result.map_err(Failure::status), now);
+    /// Answers the blocking request `call` ([`BlockingCall::id`]) with its response message
+    /// (`Ok`) or a status; called when the worker pool returns it, `now` being when its answer
+    /// reached the loop (the end of the request's latency). Ignored, but for the in-flight
+    /// count, once the connection has stopped answering (after a shutdown's GOAWAY of
+    /// [`Connection::go_away`], or once its ERROR went out); a connection that is finishing
+    /// (draining, or ended by the client's GOAWAY or ERROR or by a connection error) still
+    /// answers.
+    pub fn complete(&mut self, call: CallId, result: Result<BytesMut, Status>, now: Instant) {
+        self.complete_call(call, result.map_err(Failure::status), now);
     }
 
     pub(crate) fn complete_call(
         &mut self,
-        request_id: u64,
+        call: CallId,
         result: Result<BytesMut, Failure>,
         now: Instant,
     ) {
@@ -567,6 +576,14 @@ impl Connection {
         if !self.answering() {
             return;
         }
+        self.answer_call(call, result);
+        self.stats.clock_answers(call.received_at, now);
+        self.check_finished();
+        self.check_output(now);
+    }
+
+    fn answer_call(&mut self, call: CallId, result: Result<BytesMut, Failure>) {
+        let (request_id, slot) = (call.request_id, call.slot);
         let failure = match result {
             Ok(message) => {
                 let start = self.write_buf.len();
@@ -579,10 +596,8 @@ impl Connection {
                 );
                 match encoded {
                     Ok(()) => {
-                        self.stats.request(Code::OK);
+                        self.stats.answered(slot, Code::OK);
                         stats::inc(&self.stats.frames_out);
-                        self.check_finished();
-                        self.check_output(now);
                         return;
                     }
                     Err(err) => {
@@ -595,9 +610,7 @@ impl Connection {
             }
             Err(failure) => failure,
         };
-        self.answer_failure(request_id, &failure);
-        self.check_finished();
-        self.check_output(now);
+        self.answer_failure(request_id, &failure, slot);
     }
 
     fn on_decode_error(&mut self, err: DecodeError, now: Instant) {
@@ -608,7 +621,8 @@ impl Connection {
         if !err.is_fatal() && err.frame_kind() == Some(FrameKind::Request) {
             log::debug!("request {}: {err}", err.request_id());
             let failure = Failure::status(Status::new(err.status(), err.to_string()));
-            self.answer_failure(err.request_id(), &failure);
+            // A request whose header did not decode is counted under no method.
+            self.answer_failure(err.request_id(), &failure, usize::MAX);
             return;
         }
         let message = err.to_string();

@@ -342,7 +342,7 @@ fn a_long_blocking_call_restarts_the_idle_clock_when_it_finishes() {
     assert_eq!((calls.len(), conn.in_flight()), (1, 1));
     assert_eq!(conn.timeout(), None, "not idle while a call runs");
     let done = t0 + Duration::from_secs(20);
-    conn.complete(1, Ok(BytesMut::new()), done);
+    conn.complete(calls[0].id(), Ok(BytesMut::new()), done);
     assert_eq!(output(&mut conn).len(), 1);
     assert_eq!(conn.timeout(), Some(done + Duration::from_secs(10)));
 }
@@ -482,7 +482,7 @@ fn a_drain_sends_goaway_answers_what_was_decoded_then_closes() {
         other => panic!("expected one GOAWAY, got {other:?}"),
     }
     assert!(!conn.wants_write_shutdown(), "two answers still owed");
-    conn.complete(4, Ok(BytesMut::from(&b"slow"[..])), t0);
+    conn.complete(calls[0].id(), Ok(BytesMut::from(&b"slow"[..])), t0);
     assert!(!conn.wants_write_shutdown(), "the held one is still owed");
     conn.committed(Ok(()), t0);
     let ids: Vec<u64> = output(&mut conn)
@@ -643,7 +643,7 @@ fn a_client_goaway_waits_for_blocking_calls_in_flight() {
     conn.take_blocking(&mut calls);
     assert_eq!(calls.len(), 1);
     assert!(!conn.wants_write_shutdown(), "the call is still owed");
-    conn.complete(1, Ok(BytesMut::from(&b"slow"[..])), now);
+    conn.complete(calls[0].id(), Ok(BytesMut::from(&b"slow"[..])), now);
     assert_eq!(response_ids(&output(&mut conn)), [1]);
     assert!(conn.wants_write_shutdown());
 }
@@ -707,7 +707,7 @@ fn a_request_held_back_past_its_deadline_is_answered_deadline_exceeded_without_r
     conn.take_blocking(&mut calls);
     // The call finishes 150 ms later: the waiting requests are dispatched then.
     let later = t0 + Duration::from_millis(150);
-    conn.complete(1, Ok(BytesMut::from(&b"x"[..])), later);
+    conn.complete(calls[0].id(), Ok(BytesMut::from(&b"x"[..])), later);
     conn.begin_turn();
     assert_eq!(conn.process(later, &router), 3);
     let frames = output(&mut conn);

@@ -124,7 +124,7 @@ impl Connection {
     /// `true`.
     pub(super) fn refuse_expired(
         &mut self,
-        request_id: u64,
+        (request_id, slot): (u64, usize),
         deadline_ms: u32,
         deadline: Option<Instant>,
         now: Instant,
@@ -137,7 +137,7 @@ impl Connection {
             "deadline of {deadline_ms} ms passed before the request was dispatched; not \
              processed"
         ));
-        self.answer_failure(request_id, &Failure::status(status));
+        self.answer_failure(request_id, &Failure::status(status), slot);
         true
     }
 }

@@ -20,6 +20,8 @@ pub const MAX_VALUE_LEN: usize = 1024 * 1024;
 pub struct Key(pub Bytes);
 
 impl Message for Key {
+    const FORMAT: &'static str = "bytes";
+
     fn encode<B: BufMut>(&self, dst: &mut B) -> Result<(), MessageError> {
         dst.put_slice(&self.0);
         Ok(())
@@ -35,6 +37,8 @@ impl Message for Key {
 pub struct Value(pub Bytes);
 
 impl Message for Value {
+    const FORMAT: &'static str = "bytes";
+
     fn encode<B: BufMut>(&self, dst: &mut B) -> Result<(), MessageError> {
         dst.put_slice(&self.0);
         Ok(())
@@ -96,6 +100,8 @@ impl Message for SetRequest {
 pub struct Deleted(pub bool);
 
 impl Message for Deleted {
+    const FORMAT: &'static str = "bool";
+
     fn encode<B: BufMut>(&self, dst: &mut B) -> Result<(), MessageError> {
         dst.put_u8(u8::from(self.0));
         Ok(())

@@ -623,8 +623,7 @@ impl EventLoop {
                         status,
                         panicked: false,
                     };
-                    conn.state
-                        .complete_call(call.request_id(), Err(failure), now);
+                    conn.state.complete_call(call.id(), Err(failure), now);
                 }
             }
             // A refusal frees an in-flight slot and queues an answer: serve again, which
@@ -701,7 +700,7 @@ impl EventLoop {
         for done in self.completed.drain(..) {
             if let Some(conn) = self.conns.get_mut(done.origin.key) {
                 if conn.id == done.origin.id {
-                    conn.state.complete_call(done.request_id, done.result, now);
+                    conn.state.complete_call(done.call, done.result, now);
                     // Write each answer as it comes, so that a batch of large ones does not
                     // pile up past the hard cap before the first is sent; an error is seen
                     // again, and handled, when the connection is served below.

@@ -16,7 +16,7 @@ use bytes::BytesMut;
 use mio::net::TcpStream;
 use mio::Waker;
 
-use crate::service::Failure;
+use crate::service::{CallId, Failure};
 use crate::stats::Stats;
 
 /// Which connection a call came from: its loop, its slab key in that loop and its unique id
@@ -32,7 +32,7 @@ pub(crate) struct Origin {
 #[derive(Debug)]
 pub(crate) struct Completed {
     pub(crate) origin: Origin,
-    pub(crate) request_id: u64,
+    pub(crate) call: CallId,
     pub(crate) result: Result<BytesMut, Failure>,
 }
 

@@ -51,7 +51,7 @@ mod workers;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
@@ -179,18 +179,27 @@ impl ServerBuilder {
                 ),
             ));
         }
+        // The admin service first, so that the per-method counters cover its methods too;
+        // STATS reads the counters made below.
+        let counters = Arc::new(OnceLock::<ServerStats>::new());
+        let read = Arc::clone(&counters);
+        crate::admin::register_reporting(&mut router, move || {
+            read.get().map(ServerStats::snapshot).unwrap_or_default()
+        });
+        let methods = router.method_names();
         let loops = config.loops.max(1);
         let mut polls = Vec::with_capacity(loops);
         let mut mailboxes = Vec::with_capacity(loops);
         for _ in 0..loops {
             let poll = Poll::new()?;
             let waker = Waker::new(poll.registry(), event_loop::WAKER)?;
-            mailboxes.push(Arc::new(Mailbox::new(waker, Arc::new(Stats::new()))));
+            let stats = Arc::new(Stats::with_methods(Arc::clone(&methods)));
+            mailboxes.push(Arc::new(Mailbox::new(waker, stats)));
             polls.push(poll);
         }
         let mailboxes: Arc<[Arc<Mailbox>]> = mailboxes.into();
         let stats = ServerStats::new(mailboxes.iter().map(|m| Arc::clone(&m.stats)).collect());
-        crate::admin::register(&mut router, stats.clone());
+        let _ = counters.set(stats.clone());
         let listener = TcpListener::bind(config.addr)?;
         crate::sys::listen(&listener, config.backlog)?;
         let local_addr = listener.local_addr()?;

@@ -97,7 +97,7 @@ fn work(rx: &Mutex<Receiver<Job>>, loops: &[Arc<Mailbox>]) {
             }
         };
         let mailbox = &loops[job.origin.event_loop];
-        let request_id = job.call.request_id();
+        let call = job.call.id();
         let result = match job.call.deadline() {
             Some(deadline) if deadline <= Instant::now() => {
                 stats::inc(&mailbox.stats.blocking_expired);
@@ -116,7 +116,7 @@ fn work(rx: &Mutex<Receiver<Job>>, loops: &[Arc<Mailbox>]) {
         // One wake-up per batch: the loop takes every completion when it wakes.
         mailbox.push_completed(Completed {
             origin: job.origin,
-            request_id,
+            call,
             result,
         });
     }

@@ -52,6 +52,14 @@ use crate::proto::Status;
 /// assert_eq!(Pair::decode(Bytes::from(buf)), Ok(Pair(1, 2)));
 /// ```
 pub trait Message: Sized + Send + 'static {
+    /// The encoding's name, as the admin service's reflection (`admin.Methods`,
+    /// [`crate::admin::METHODS`]) lists it for each method's request and response, so that a
+    /// generic client can build and show messages it has no type for: one of the names of
+    /// `proto-spec/SERVICES.md` Section 4.5: `empty`, `bytes`, `utf8`, `bool`, `u8` ... `u128`,
+    /// `i8` ... `i128`, `cbor`, `json`, or `custom` (a layout of the service's own,
+    /// documented by it). Default `custom`.
+    const FORMAT: &'static str = "custom";
+
     /// Appends the encoded message to `dst`.
     ///
     /// # Errors
@@ -120,6 +128,8 @@ impl From<MessageError> for Status {
 
 /// The raw payload, unchanged; decoding is free (a slice of the read buffer).
 impl Message for Bytes {
+    const FORMAT: &'static str = "bytes";
+
     fn encode<B: BufMut>(&self, dst: &mut B) -> Result<(), MessageError> {
         dst.put_slice(self);
         Ok(())
@@ -131,6 +141,8 @@ impl Message for Bytes {
 
 /// The raw payload, copied into a vector.
 impl Message for Vec<u8> {
+    const FORMAT: &'static str = "bytes";
+
     fn encode<B: BufMut>(&self, dst: &mut B) -> Result<(), MessageError> {
         dst.put_slice(self);
         Ok(())
@@ -142,6 +154,8 @@ impl Message for Vec<u8> {
 
 /// A UTF-8 payload.
 impl Message for String {
+    const FORMAT: &'static str = "utf8";
+
     fn encode<B: BufMut>(&self, dst: &mut B) -> Result<(), MessageError> {
         dst.put_slice(self.as_bytes());
         Ok(())
@@ -153,6 +167,8 @@ impl Message for String {
 
 /// An empty payload; any byte in it is an error.
 impl Message for () {
+    const FORMAT: &'static str = "empty";
+
     fn encode<B: BufMut>(&self, _dst: &mut B) -> Result<(), MessageError> {
         Ok(())
     }
@@ -167,6 +183,8 @@ impl Message for () {
 
 /// One byte: 1 for `true`, 0 for `false`; any other byte, or any other length, is an error.
 impl Message for bool {
+    const FORMAT: &'static str = "bool";
+
     fn encode<B: BufMut>(&self, dst: &mut B) -> Result<(), MessageError> {
         dst.put_u8(u8::from(*self));
         Ok(())
@@ -183,9 +201,11 @@ impl Message for bool {
 
 /// `Message` for integer types: big-endian, exactly the type's width.
 macro_rules! integer_message {
-    ($($t:ty => $put:ident, $get:ident;)*) => {$(
+    ($($t:ident => $put:ident, $get:ident;)*) => {$(
         #[doc = concat!("A big-endian `", stringify!($t), "`: exactly ", stringify!($t), "'s width in bytes; any other length is an error.")]
         impl Message for $t {
+            const FORMAT: &'static str = stringify!($t);
+
             fn encode<B: BufMut>(&self, dst: &mut B) -> Result<(), MessageError> {
                 dst.$put(*self);
                 Ok(())

@@ -16,5 +16,7 @@ mod serde;
 pub use self::serde::{Cbor, Json};
 pub use message::{Message, MessageError};
 pub use method::Method;
-pub use router::{BlockingCall, Commit, Context, RouteError, Router, Service};
+pub use router::{
+    BlockingCall, CallId, Commit, Context, MethodInfo, RouteError, Router, Service, MAX_NAME_LEN,
+};
 pub(crate) use router::{Failure, Outcome};

@@ -99,6 +99,27 @@ pub(crate) struct Route {
     name: &'static str,
     handler: Box<Handler>,
     blocking: bool,
+    /// The request's and the response's [`Message::FORMAT`].
+    formats: (&'static str, &'static str),
+}
+
+/// A registered method, as [`Router::methods`] and the admin service's reflection
+/// ([`crate::admin::METHODS`]) list it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MethodInfo {
+    /// Service id.
+    pub service: u16,
+    /// Method id within the service.
+    pub method: u16,
+    /// The method's name ([`Method::name`]).
+    pub name: &'static str,
+    /// The request's encoding: its [`Message::FORMAT`] (`bytes`, `cbor`, `custom` ...).
+    pub request: &'static str,
+    /// The response's encoding: its [`Message::FORMAT`].
+    pub response: &'static str,
+    /// Whether it runs on the worker pool ([`Router::register_blocking`]).
+    pub blocking: bool,
 }
 
 /// Why a handler call produced no response message.
@@ -166,12 +187,35 @@ pub struct BlockingCall {
     route: Arc<Route>,
     ctx: Context,
     payload: Bytes,
+    slot: usize,
+}
+
+/// Which request a [`BlockingCall`] answers, kept by the server while the call runs and given
+/// back with its result to [`Connection::complete`](crate::connection::Connection::complete):
+/// the request id, and the method and time of receipt its counters are kept under.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CallId {
+    /// The request id the client chose.
+    pub request_id: u64,
+    /// The method's index in [`Router::methods`].
+    pub(crate) slot: usize,
+    /// When the server received the request ([`Context::received_at`]).
+    pub(crate) received_at: Instant,
 }
 
 impl BlockingCall {
     /// The request id of the call.
     pub fn request_id(&self) -> u64 {
         self.ctx.request_id
+    }
+
+    /// The request id, method and time of receipt of the call.
+    pub fn id(&self) -> CallId {
+        CallId {
+            request_id: self.ctx.request_id,
+            slot: self.slot,
+            received_at: self.ctx.received_at,
+        }
     }
 
     /// The call's deadline, if the client set one.
@@ -342,6 +386,7 @@ impl Router {
             name,
             handler: Box::new(erased),
             blocking,
+            formats: (Req::FORMAT, Resp::FORMAT),
         });
         let key = route_key(method.service, method.method);
         match self.routes.binary_search_by_key(&key, |(k, _)| *k) {
@@ -364,17 +409,27 @@ impl Router {
         self
     }
 
-    /// Whether the router can serve: no two registrations for the same (service, method), and
-    /// no method of its own in service 0, which the server's built-in admin service owns.
+    /// Whether the router can serve: no two registrations for the same (service, method), every
+    /// method named by 1 to [`MAX_NAME_LEN`] printable ASCII characters other than space (the
+    /// name is a field of the reflection's text lines and a label of the server's metrics),
+    /// and no method of its own in service 0, which the server's built-in admin service owns.
     /// Building a server ([`ServerBuilder::bind`](crate::server::ServerBuilder::bind)) calls
     /// this before it registers the admin service.
     ///
     /// # Errors
-    /// The first conflict, naming both methods ([`RouteError::Duplicate`]) or the method in
-    /// service 0 ([`RouteError::Reserved`]).
+    /// The first conflict, naming both methods ([`RouteError::Duplicate`]), a method whose
+    /// name breaks the rule above ([`RouteError::BadName`]), or the method in service 0
+    /// ([`RouteError::Reserved`]).
     pub fn check(&self) -> Result<(), RouteError> {
         if let Some(conflict) = self.conflicts.first() {
             return Err(conflict.clone());
+        }
+        if let Some((key, route)) = self.routes.iter().find(|(_, r)| !valid_name(r.name)) {
+            return Err(RouteError::BadName {
+                service: (key >> 16) as u16,
+                method: (key & 0xffff) as u16,
+                name: route.name,
+            });
         }
         match self.routes.first() {
             Some((key, route)) if key >> 16 == 0 => Err(RouteError::Reserved {
@@ -386,11 +441,21 @@ impl Router {
     }
 
     fn find(&self, service: u16, method: u16) -> Option<&Arc<Route>> {
+        self.routes.get(self.slot(service, method)).map(|(_, r)| r)
+    }
+
+    /// The index of `service`/`method` in [`Router::methods`] (its counters' slot), or the
+    /// number of methods when it is not served.
+    pub(crate) fn slot(&self, service: u16, method: u16) -> usize {
         let key = route_key(service, method);
         self.routes
             .binary_search_by_key(&key, |(k, _)| *k)
-            .ok()
-            .map(|i| &self.routes[i].1)
+            .unwrap_or(self.routes.len())
+    }
+
+    /// The names of [`Router::methods`], in order: the per-method counters' labels.
+    pub(crate) fn method_names(&self) -> std::sync::Arc<[&'static str]> {
+        self.routes.iter().map(|(_, r)| r.name).collect()
     }
 
     /// Sets the [`Commit`] that held responses wait for ([`Context::hold_until_committed`]);
@@ -425,6 +490,22 @@ impl Router {
         }
     }
 
+    /// Every registered method, ordered by service id then method id. A server's router also
+    /// lists the admin service's methods, which building the server registers.
+    pub fn methods(&self) -> Vec<MethodInfo> {
+        self.routes
+            .iter()
+            .map(|(key, route)| MethodInfo {
+                service: (key >> 16) as u16,
+                method: (key & 0xffff) as u16,
+                name: route.name,
+                request: route.formats.0,
+                response: route.formats.1,
+                blocking: route.blocking,
+            })
+            .collect()
+    }
+
     /// Whether a handler is registered for `service`/`method`.
     pub fn contains(&self, service: u16, method: u16) -> bool {
         self.find(service, method).is_some()
@@ -450,7 +531,8 @@ impl Router {
         payload: Bytes,
         out: &mut BytesMut,
     ) -> Result<(), Status> {
-        self.lookup_allowed(ctx, service, method)?
+        let slot = self.slot(service, method);
+        self.lookup_allowed(ctx, slot, service, method)?
             .call(ctx, payload, out)
             .map_err(|failure| failure.status)
     }
@@ -532,21 +614,22 @@ impl Router {
         })
     }
 
-    /// Calls an inline handler, or returns a blocking one's call for the worker pool.
+    /// Calls an inline handler, or returns a blocking one's call for the worker pool. `slot`
+    /// is [`Router::slot`] of `service`/`method`.
     pub(crate) fn route(
         &self,
         ctx: Context,
-        service: u16,
-        method: u16,
+        (slot, service, method): (usize, u16, u16),
         payload: Bytes,
         out: &mut BytesMut,
     ) -> Outcome {
-        match self.lookup_allowed(&ctx, service, method) {
+        match self.lookup_allowed(&ctx, slot, service, method) {
             Err(status) => Outcome::Ready(Err(Failure::status(status))),
             Ok(route) if route.blocking => Outcome::Blocking(BlockingCall {
                 route: Arc::clone(route),
                 ctx,
                 payload,
+                slot,
             }),
             Ok(route) => match (route.call(&ctx, payload, out), ctx.commit_ticket()) {
                 (result, Some(ticket)) if self.commit.is_some() => Outcome::Held(ticket, result),
@@ -560,18 +643,19 @@ impl Router {
     fn lookup_allowed(
         &self,
         ctx: &Context,
+        slot: usize,
         service: u16,
         method: u16,
     ) -> Result<&Arc<Route>, Status> {
         let Some(authorizer) = &self.authorizer else {
-            return self.lookup(service, method);
+            return self.lookup(slot, service, method);
         };
         let Some(identity) = &ctx.identity else {
             return Err(Status::unauthenticated(
                 "authenticate first (admin.Auth); not processed",
             ));
         };
-        let route = self.lookup(service, method)?;
+        let route = self.lookup(slot, service, method)?;
         if !authorizer.allows(identity, service, method, route.name) {
             return Err(Status::permission_denied(format!(
                 "{} may not call {}; not processed",
@@ -582,8 +666,8 @@ impl Router {
         Ok(route)
     }
 
-    fn lookup(&self, service: u16, method: u16) -> Result<&Arc<Route>, Status> {
-        self.find(service, method).ok_or_else(|| {
+    fn lookup(&self, slot: usize, service: u16, method: u16) -> Result<&Arc<Route>, Status> {
+        self.routes.get(slot).map(|(_, r)| r).ok_or_else(|| {
             let known_service = self.routes.iter().any(|(k, _)| (k >> 16) as u16 == service);
             Status::unimplemented(if known_service {
                 format!("service {service} has no method {method}")
@@ -592,6 +676,14 @@ impl Router {
             })
         })
     }
+}
+
+/// Longest method name [`Router::check`] accepts, in bytes: 128.
+pub const MAX_NAME_LEN: usize = 128;
+
+/// Whether `name` is 1 to [`MAX_NAME_LEN`] printable ASCII characters, none a space.
+fn valid_name(name: &str) -> bool {
+    (1..=MAX_NAME_LEN).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_graphic())
 }
 
 /// A set of methods registered together, such as the handlers of a service declared with
@@ -616,6 +708,16 @@ pub enum RouteError {
         /// The name of the method registered second.
         second: &'static str,
     },
+    /// A method's name is empty, longer than [`MAX_NAME_LEN`], or holds a byte that is not
+    /// printable ASCII (a space, a control character, non-ASCII UTF-8).
+    BadName {
+        /// The service id.
+        service: u16,
+        /// The method id.
+        method: u16,
+        /// The name.
+        name: &'static str,
+    },
     /// A method was registered in service 0, which the server's admin service owns.
     Reserved {
         /// The method id.
@@ -637,13 +739,23 @@ impl fmt::Display for RouteError {
                 f,
                 "{second} and {first} are both registered as service {service} method {method}"
             ),
+            RouteError::BadName {
+                service,
+                method,
+                name,
+            } => write!(
+                f,
+                "service {service} method {method} is named {name:?}: a method name is 1 to \
+                 {MAX_NAME_LEN} printable ASCII characters, no spaces"
+            ),
             RouteError::Reserved { method, name } => {
                 write!(f, "{name} is registered as service 0 method {method}")?;
-                use crate::admin::{AUTH, STATS, WHOAMI};
+                use crate::admin::{AUTH, METHODS, STATS, WHOAMI};
                 let admin = [
                     (STATS.method, STATS.name),
                     (AUTH.method, AUTH.name),
                     (WHOAMI.method, WHOAMI.name),
+                    (METHODS.method, METHODS.name),
                 ]
                 .into_iter()
                 .find(|(id, _)| id == method);

@@ -107,6 +107,8 @@ wrapper! {
 }
 
 impl<T: Serialize + DeserializeOwned + Send + 'static> Message for Cbor<T> {
+    const FORMAT: &'static str = "cbor";
+
     fn encode<B: BufMut>(&self, dst: &mut B) -> Result<(), MessageError> {
         ciborium::into_writer(&self.0, dst.writer())
             .map_err(|err| MessageError::invalid(format!("does not encode as CBOR: {err}")))
@@ -127,6 +129,8 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Message for Cbor<T> {
 }
 
 impl<T: Serialize + DeserializeOwned + Send + 'static> Message for Json<T> {
+    const FORMAT: &'static str = "json";
+
     fn encode<B: BufMut>(&self, dst: &mut B) -> Result<(), MessageError> {
         serde_json::to_writer(dst.writer(), &self.0)
             .map_err(|err| MessageError::invalid(format!("does not encode as JSON: {err}")))

@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests: servers on 127.0.0.1:0 and raw-socket utilities.
 #![allow(dead_code)] // each test file uses a different subset
 
+pub mod examples;
 pub mod kv_process;
 pub mod process;
 pub mod tls;

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use courier_rpc::auth::Acl;
+use courier_rpc::metrics::MetricsServer;
 use courier_rpc::proto::DEFAULT_MAX_BODY_LEN;
 use courier_rpc::server::{
     default_loops, Server, ServerBuilder, DEFAULT_FRAME_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
@@ -16,6 +17,7 @@ use courier_rpc::server::{
     DEFAULT_OUTPUT_HIGH_WATER, DEFAULT_WORKERS, DEFAULT_WRITE_TIMEOUT,
 };
 use courier_rpc::service::Router;
+use courier_rpc::stats::ServerStats;
 use courier_rpc::tls::ServerTlsConfig;
 
 /// The limits every bundled server takes on its command line; the defaults are the
@@ -83,6 +85,47 @@ pub struct Security {
     /// without this flag.
     #[arg(long)]
     pub insecure_no_access_control: bool,
+}
+
+/// The Prometheus endpoint, the same for every bundled server.
+#[derive(clap::Args, Debug)]
+pub struct Metrics {
+    /// Serve the server's counters, requests by method and status, and a latency histogram
+    /// per method at http://ADDR/metrics in the Prometheus text format (IP:PORT or
+    /// HOST:PORT). Off by default.
+    #[arg(long, value_name = "ADDR", value_parser = crate::addr::parse)]
+    pub metrics_addr: Option<SocketAddr>,
+    /// Serve --metrics-addr beyond loopback: the endpoint has no TLS and no access control,
+    /// so anyone who can reach it reads the counters and method names. Refused without this
+    /// flag.
+    #[arg(long, requires = "metrics_addr")]
+    pub metrics_open_access: bool,
+}
+
+impl Metrics {
+    /// Starts the endpoint for `stats`, if one was asked for; prints its address to stdout.
+    fn start(&self, name: &str, stats: ServerStats) -> Result<Option<MetricsServer>> {
+        let Some(addr) = self.metrics_addr else {
+            return Ok(None);
+        };
+        if !addr.ip().is_loopback() && !self.metrics_open_access {
+            anyhow::bail!(
+                "refusing to serve metrics on {addr}, beyond loopback: the endpoint has no TLS \
+                 and no access control; add --metrics-open-access to serve it anyway"
+            );
+        }
+        let metrics = MetricsServer::start(addr, stats)
+            .with_context(|| format!("cannot serve metrics on {addr}"))?;
+        let mut stdout = std::io::stdout();
+        writeln!(
+            stdout,
+            "{name} metrics on http://{}{}",
+            metrics.local_addr(),
+            courier_rpc::metrics::PATH
+        )?;
+        stdout.flush()?;
+        Ok(Some(metrics))
+    }
 }
 
 impl Security {
@@ -154,10 +197,10 @@ pub fn run(
     addr: SocketAddr,
     limits: &Limits,
     router: Router,
-    security: &Security,
+    (security, metrics): (&Security, &Metrics),
     after: impl FnOnce() -> Result<()>,
 ) -> ExitCode {
-    match serve(name, addr, limits, security, router).and_then(|()| after()) {
+    match serve(name, addr, limits, (security, metrics), router).and_then(|()| after()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("{name}: {err:#}");
@@ -172,7 +215,7 @@ fn serve(
     name: &str,
     addr: SocketAddr,
     limits: &Limits,
-    security: &Security,
+    (security, metrics): (&Security, &Metrics),
     router: Router,
 ) -> Result<()> {
     raise_fd_limit(limits.max_connections);
@@ -208,7 +251,9 @@ fn serve(
     }
     writeln!(stdout, "{name} listening on {}", server.local_addr())?;
     stdout.flush()?;
+    let endpoint = metrics.start(name, server.stats())?;
     let result = server.run().context("server loop failed");
+    drop(endpoint);
     drop(signals);
     result
 }

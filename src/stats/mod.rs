@@ -11,11 +11,33 @@
 //! admin service ([`crate::admin`]) sends the server's list to any client that asks
 //! (`kv-cli stats`). The names are part of the interface and documented in
 //! `proto-spec/SERVICES.md`, "admin".
+//!
+//! # Per-method counters
+//!
+//! Each loop also counts requests by method and status and keeps a latency histogram per
+//! method ([`Stats::methods`], [`ServerStats::methods`], [`MethodSnapshot`]); the
+//! `requests_<CODE>` counters are their sums. Latency is the server's part of a request's
+//! life, from the turn that read it to when its answer is queued; the loop reads the clock
+//! once per connection's batch of requests and allocates nothing per request; the buckets are
+//! [`LATENCY_BOUNDS`]. These counters are written by the loop's thread alone.
+//!
+//! # Prometheus
+//!
+//! [`render_prometheus`] writes a server's counters, the per-method ones included, in the
+//! Prometheus text exposition format (version 0.0.4), for an HTTP `/metrics` endpoint:
+//! [`crate::metrics`] serves one (feature `metrics`).
+
+mod methods;
+mod prometheus;
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use crate::proto::{Code, DecodeError};
+use methods::MethodTable;
+pub use methods::{MethodSnapshot, BUCKETS, LATENCY_BOUNDS, UNKNOWN_METHOD};
+pub use prometheus::render_prometheus;
 
 /// Defines `CloseCause` from one list of `Variant => "name"`, so that its `ALL`, `COUNT` and
 /// `name` cannot leave a variant out: a cause added to the list is counted, named and
@@ -135,7 +157,9 @@ pub struct Stats {
     /// Bytes written to sockets.
     pub bytes_out: AtomicU64,
     decode_errors: [AtomicU64; DecodeError::CODE_NAMES.len()],
-    requests: [AtomicU64; CODES],
+    /// Requests by method and status, and latency histograms (the `requests_<CODE>` totals
+    /// are their sums).
+    methods: MethodTable,
     /// Handlers that panicked (each answered INTERNAL).
     pub handler_panics: AtomicU64,
     /// Gauge: bytes buffered by all connections, received and not yet decoded plus queued
@@ -253,9 +277,19 @@ pub(crate) fn shift(gauge: &AtomicI64, delta: i64) {
 }
 
 impl Stats {
-    /// All zero.
+    /// All zero, with no method of its own: every request is counted under
+    /// [`UNKNOWN_METHOD`]. A server's loops use [`Stats::with_methods`].
     pub fn new() -> Self {
         Stats::default()
+    }
+
+    /// All zero, with a cell of per-method counters for each of `methods`: the names of
+    /// [`Router::methods`](crate::service::Router::methods), in its order.
+    pub fn with_methods(methods: Arc<[&'static str]>) -> Self {
+        Stats {
+            methods: MethodTable::new(methods),
+            ..Stats::default()
+        }
     }
 
     /// Counts a connection closed for `cause`.
@@ -288,11 +322,30 @@ impl Stats {
         inc(&self.decode_errors[err.code_index()]);
     }
 
-    /// Counts a request answered with `code` (codes above 16 are counted as UNKNOWN).
-    pub fn request(&self, code: Code) {
-        let unknown = Code::UNKNOWN.0 as usize;
-        let i = usize::try_from(code.0).map_or(unknown, |i| if i < CODES { i } else { unknown });
-        inc(&self.requests[i]);
+    /// Counts a request for the router's method `slot` (its index in
+    /// [`Router::methods`](crate::service::Router::methods); any larger number is the unknown
+    /// method) answered with `code` (codes above 16 count as UNKNOWN). Its latency is
+    /// measured by the next [`Stats::clock_answers`]. Only the loop that owns these counters
+    /// may call it (see [Per-method counters](self#per-method-counters)).
+    pub(crate) fn answered(&self, slot: usize, code: Code) {
+        self.methods.answered(slot, code);
+    }
+
+    /// Whether answers wait for [`Stats::clock_answers`].
+    pub(crate) fn has_unclocked(&self) -> bool {
+        self.methods.has_unclocked()
+    }
+
+    /// Puts the answers counted since the last call in the latency histograms, each with the
+    /// latency `now - received_at`.
+    pub(crate) fn clock_answers(&self, received_at: Instant, now: Instant) {
+        self.methods.clock(received_at, now);
+    }
+
+    /// Every method's counters: the served methods in the router's order, then
+    /// [`UNKNOWN_METHOD`].
+    pub fn methods(&self) -> Vec<MethodSnapshot> {
+        self.methods.snapshot()
     }
 
     /// Raises the output peak to `queued` if it is higher.
@@ -372,9 +425,12 @@ impl Stats {
         for (name, counter) in DecodeError::CODE_NAMES.iter().zip(&self.decode_errors) {
             out.push((format!("decode_errors_{name}"), get(counter)));
         }
-        for (code, counter) in Code::ALL.iter().zip(&self.requests) {
+        for (i, code) in Code::ALL.iter().enumerate() {
             let name = code.name().unwrap_or("UNKNOWN");
-            out.push((format!("requests_{name}"), get(counter)));
+            out.push((
+                format!("requests_{name}"),
+                Value::Count(self.methods.code_total(i)),
+            ));
         }
         out.extend([
             ("handler_panics".to_string(), get(&self.handler_panics)),
@@ -467,6 +523,12 @@ impl ServerStats {
     /// Every counter and gauge by name, summed over the loops, in the order and with the
     /// names of [`Stats::snapshot`].
     pub fn snapshot(&self) -> Vec<(String, u64)> {
+        let total = self.values();
+        total.into_iter().map(|(n, v)| (n, v.read())).collect()
+    }
+
+    /// Every value by name, combined over the loops, with its kind.
+    fn values(&self) -> Vec<(String, Value)> {
         let mut loops = self.loops.iter();
         let mut total = match loops.next() {
             Some(first) => first.values(),
@@ -477,7 +539,23 @@ impl ServerStats {
                 *sum = sum.combine(value);
             }
         }
-        total.into_iter().map(|(n, v)| (n, v.read())).collect()
+        total
+    }
+
+    /// Every method's counters summed over the loops: the served methods in the router's
+    /// order, then [`UNKNOWN_METHOD`].
+    pub fn methods(&self) -> Vec<MethodSnapshot> {
+        let mut loops = self.loops.iter();
+        let mut total = match loops.next() {
+            Some(first) => first.methods(),
+            None => Stats::new().methods(),
+        };
+        for stats in loops {
+            for (sum, one) in total.iter_mut().zip(stats.methods()) {
+                sum.add(&one);
+            }
+        }
+        total
     }
 
     /// The value of `name` summed over the loops, or `None` for a name
@@ -498,8 +576,8 @@ mod tests {
     fn snapshot_names_every_counter_once() {
         let stats = Stats::new();
         stats.closed(CloseCause::Flood);
-        stats.request(Code::NOT_FOUND);
-        stats.request(Code(99));
+        stats.answered(0, Code::NOT_FOUND);
+        stats.answered(0, Code(99));
         let snap = stats.snapshot();
         let mut names: Vec<&str> = snap.iter().map(|(n, _)| n.as_str()).collect();
         let value = |name: &str| snap.iter().find(|(n, _)| n == name).map(|(_, v)| *v);
@@ -583,10 +661,10 @@ mod tests {
     fn every_code_and_an_unknown_one_are_counted() {
         let stats = Stats::new();
         for code in 0..=16 {
-            stats.request(Code(code));
+            stats.answered(0, Code(code));
         }
-        stats.request(Code(99));
-        stats.request(Code(u32::MAX));
+        stats.answered(0, Code(99));
+        stats.answered(0, Code(u32::MAX));
         let snap = stats.snapshot();
         for code in 0..=16 {
             let name = format!("requests_{}", Code(code).name().expect("named"));
