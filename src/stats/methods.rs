@@ -73,6 +73,15 @@ const CODES: usize = Code::ALL.len();
 /// The name under which requests for no served method are counted.
 pub const UNKNOWN_METHOD: &str = "unknown";
 
+// Code `i` is at `Code::ALL[i]`, so a cell's `codes` is indexed by the code's number.
+const _: () = {
+    let mut i = 0;
+    while i < CODES {
+        assert!(Code::ALL[i].0 as usize == i);
+        i += 1;
+    }
+};
+
 // The two tables agree.
 const _: () = {
     let mut i = 0;
