@@ -141,7 +141,7 @@
 //! | `signal` | on | [`server::drain_on_signals`], [`Server::run_until_signal`] (signal-hook) |
 //! | `metrics` | on | [`metrics::MetricsServer`]: a Prometheus `/metrics` endpoint (tiny_http) |
 //! | `kv`, `echo` | on | the bundled services ([`kv`], [`echo`]) |
-//! | `cli` | on | the binaries `kv-server`, `kv-cli`, `echo-server`, `courier-bench` (clap, env_logger, anyhow, hdrhistogram) |
+//! | `cli` | on | the binaries `kv-server`, `kv-cli`, `echo-server`, `courier-cli`, `courier-bench` (clap, env_logger, anyhow, hdrhistogram, rustyline) |
 //!
 //! A library user who wants none of them writes
 //! `courier-rpc = { version = "0.1", default-features = false }` and names the ones to keep.
