@@ -3,6 +3,7 @@
 //! other error is one line on stderr and exit code 2.
 
 mod client_flags;
+mod generate;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -124,6 +125,7 @@ fn run(args: Args) -> Result<Outcome> {
 }
 
 fn main() -> ExitCode {
+    generate::handle::<Args>();
     let args = Args::parse();
     // Quiet unless RUST_LOG asks: the answer goes to stdout, errors are one line on stderr.
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
