@@ -69,6 +69,7 @@
 
 mod addr;
 mod client_flags;
+mod generate;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt::Write as _;
@@ -949,6 +950,7 @@ impl Report {
 }
 
 fn main() -> ExitCode {
+    generate::handle::<Args>();
     let args = Args::parse();
     // Quiet unless RUST_LOG asks: the results go to stdout, errors are one line on stderr.
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();

@@ -2,6 +2,8 @@
 
 mod addr;
 mod common;
+mod config;
+mod generate;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -24,11 +26,15 @@ struct Args {
     security: common::Security,
     #[command(flatten)]
     metrics: common::Metrics,
+    #[command(flatten)]
+    config: config::ConfigFile,
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    generate::handle::<Args>();
+    // Before the parse, which logs what it took from a --config file.
     common::init_logging();
+    let args: Args = config::parse();
     let mut router = Router::new();
     echo::register(&mut router);
     common::run(

@@ -3,6 +3,8 @@
 
 mod addr;
 mod common;
+mod config;
+mod generate;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -10,7 +12,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{Parser, ValueHint};
 use courier_rpc::kv::log::{
     FsyncPolicy, Log, LogConfig, DEFAULT_COMPACT_MIN_SIZE, DEFAULT_COMPACT_RATIO, DEFAULT_DATA_DIR,
 };
@@ -27,7 +29,12 @@ struct Args {
     #[arg(long, value_parser = addr::parse, default_value = "127.0.0.1:7878")]
     addr: SocketAddr,
     /// Directory of the append-only log (created if missing).
-    #[arg(long, value_name = "DIR", default_value = DEFAULT_DATA_DIR)]
+    #[arg(
+        long,
+        value_name = "DIR",
+        value_hint = ValueHint::DirPath,
+        default_value = DEFAULT_DATA_DIR
+    )]
     data_dir: PathBuf,
     /// When the log is fsynced: always (before each write is acknowledged; group commit
     /// per loop turn), everysec (once a second), or never (left to the kernel).
@@ -52,11 +59,15 @@ struct Args {
     security: common::Security,
     #[command(flatten)]
     metrics: common::Metrics,
+    #[command(flatten)]
+    config: config::ConfigFile,
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    generate::handle::<Args>();
+    // Before the parse, which logs what it took from a --config file.
     common::init_logging();
+    let args: Args = config::parse();
     let mut router = Router::new();
     let store = Arc::new(kv::Store::new());
     echo::register(&mut router);

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use clap::ValueHint;
 use courier_rpc::auth::Acl;
 use courier_rpc::metrics::MetricsServer;
 use courier_rpc::proto::DEFAULT_MAX_BODY_LEN;
@@ -31,13 +32,28 @@ pub struct Limits {
     #[arg(long, default_value_t = DEFAULT_MAX_BODY_LEN)]
     pub max_body_len: u32,
     /// Seconds from a frame's first byte to its last before the connection is closed.
-    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_FRAME_TIMEOUT.as_secs_f64())]
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = DEFAULT_FRAME_TIMEOUT.as_secs_f64(),
+        value_parser = positive_seconds
+    )]
     pub frame_timeout: f64,
     /// Seconds a connection may stay idle before it is sent GOAWAY and closed.
-    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_IDLE_TIMEOUT.as_secs_f64())]
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = DEFAULT_IDLE_TIMEOUT.as_secs_f64(),
+        value_parser = positive_seconds
+    )]
     pub idle_timeout: f64,
     /// Seconds queued output may make no progress before the connection is closed.
-    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_WRITE_TIMEOUT.as_secs_f64())]
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = DEFAULT_WRITE_TIMEOUT.as_secs_f64(),
+        value_parser = positive_seconds
+    )]
     pub write_timeout: f64,
     /// Queued output, in bytes, above which a connection is not read until it drains.
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_OUTPUT_HIGH_WATER)]
@@ -57,7 +73,12 @@ pub struct Limits {
     pub loops: usize,
     /// Seconds a graceful drain (on SIGTERM or SIGINT) waits for in-flight requests before
     /// closing what is left; a second signal stops at once.
-    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_DRAIN_TIMEOUT.as_secs_f64())]
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = DEFAULT_DRAIN_TIMEOUT.as_secs_f64(),
+        value_parser = positive_seconds
+    )]
     pub drain_timeout: f64,
 }
 
@@ -66,19 +87,19 @@ pub struct Limits {
 pub struct Security {
     /// Serve TLS 1.3 (ALPN courier/1) with this certificate chain (PEM, leaf first);
     /// needs --tls-key.
-    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    #[arg(long, value_name = "FILE", value_hint = ValueHint::FilePath, requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
     /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
-    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    #[arg(long, value_name = "FILE", value_hint = ValueHint::FilePath, requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
     /// Require every client to present a certificate issued by a CA in this PEM bundle
     /// (mutual TLS); the certificate's subject CN becomes the connection's identity.
-    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    #[arg(long, value_name = "FILE", value_hint = ValueHint::FilePath, requires = "tls_cert")]
     pub tls_client_ca: Option<PathBuf>,
     /// Access-control list (TOML): identities, the SHA-256 of their AUTH tokens, and the
     /// methods each may call. With it, every connection must authenticate (AUTH or a client
     /// certificate) before calling anything.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", value_hint = ValueHint::FilePath)]
     pub acl: Option<PathBuf>,
     /// Listen on an address beyond loopback with no access control (no --acl and no
     /// --tls-client-ca): anyone who can reach the port may call every method. Refused
@@ -156,6 +177,17 @@ fn at_least_one(text: &str) -> Result<usize, String> {
         Ok(0) => Err("must be at least 1".into()),
         Ok(n) => Ok(n),
         Err(err) => Err(err.to_string()),
+    }
+}
+
+/// Parses a number of seconds that makes a positive `Duration` (not 0, negative, NaN, or
+/// too large), so that a bad value is refused where it is parsed, with the flag's (or the
+/// config file key's) name, and exits 2 as any bad flag does.
+fn positive_seconds(text: &str) -> Result<f64, String> {
+    let secs: f64 = text.parse().map_err(|err| format!("{err}"))?;
+    match Duration::try_from_secs_f64(secs) {
+        Ok(duration) if !duration.is_zero() => Ok(secs),
+        _ => Err("must be a positive number of seconds".into()),
     }
 }
 

@@ -13,6 +13,8 @@ mod args;
 mod client_flags;
 mod commands;
 mod encodings;
+#[path = "../generate/mod.rs"]
+mod generate;
 mod output;
 
 use std::process::ExitCode;
@@ -21,6 +23,7 @@ use clap::Parser;
 use courier_rpc::client::ClientError;
 
 fn main() -> ExitCode {
+    generate::handle::<args::Args>();
     let args = args::Args::parse();
     // Quiet unless RUST_LOG asks: the answer goes to stdout, errors are one line on stderr.
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();

@@ -10,6 +10,8 @@
 #[path = "../client_flags/mod.rs"]
 mod client_flags;
 mod command;
+#[path = "../generate/mod.rs"]
+mod generate;
 mod latency;
 mod line;
 mod output;
@@ -205,6 +207,7 @@ fn run(args: Args) -> Result<Exit> {
 }
 
 fn main() -> ExitCode {
+    generate::handle::<Args>();
     let args = Args::parse();
     // Quiet unless RUST_LOG asks: the answer goes to stdout, errors are one line on stderr.
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
