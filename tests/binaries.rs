@@ -218,3 +218,19 @@ fn a_server_listens_on_a_host_name_as_the_clients_accept() {
         body
     );
 }
+
+#[test]
+fn metrics_beyond_loopback_are_refused_without_the_flag() {
+    let out = Command::new(env!("CARGO_BIN_EXE_kv-server"))
+        .args(["--in-memory", "--addr", "127.0.0.1:0"])
+        .args(["--metrics-addr", "0.0.0.0:0"])
+        .output()
+        .expect("run kv-server");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("--metrics-open-access"), "{stderr:?}");
+    assert!(
+        !text(&out.stdout).contains("listening"),
+        "refused before it listens"
+    );
+}

@@ -124,17 +124,26 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// Refuses an endpoint beyond loopback without --metrics-open-access (protected mode, as
+    /// for the server's own port).
+    fn check(&self) -> Result<()> {
+        match self.metrics_addr {
+            Some(addr) if !addr.ip().is_loopback() && !self.metrics_open_access => {
+                anyhow::bail!(
+                    "refusing to serve metrics on {addr}, beyond loopback: the endpoint has no \
+                     TLS and no access control; add --metrics-open-access to serve it anyway"
+                )
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Starts the endpoint for `stats`, if one was asked for; prints its address to stdout.
     fn start(&self, name: &str, stats: ServerStats) -> Result<Option<MetricsServer>> {
         let Some(addr) = self.metrics_addr else {
             return Ok(None);
         };
-        if !addr.ip().is_loopback() && !self.metrics_open_access {
-            anyhow::bail!(
-                "refusing to serve metrics on {addr}, beyond loopback: the endpoint has no TLS \
-                 and no access control; add --metrics-open-access to serve it anyway"
-            );
-        }
+        self.check()?;
         let metrics = MetricsServer::start(addr, stats)
             .with_context(|| format!("cannot serve metrics on {addr}"))?;
         let mut stdout = std::io::stdout();
@@ -250,6 +259,7 @@ fn serve(
     (security, metrics): (&Security, &Metrics),
     router: Router,
 ) -> Result<()> {
+    metrics.check()?;
     raise_fd_limit(limits.max_connections);
     let drain_timeout = seconds("drain-timeout", limits.drain_timeout)?;
     let server = security
