@@ -120,7 +120,7 @@ fuzz_target!(|input: &[u8]| {
         }
         conn.process(now, &router);
         conn.take_blocking(&mut calls);
-        pending.extend(calls.drain(..).map(|c| c.request_id()));
+        pending.extend(calls.drain(..).map(|c| c.id()));
         let room = usize::from(op / 8) * 64;
         let mut sink = Sink {
             out: &mut output,
