@@ -278,7 +278,8 @@ impl Conn {
         }
     }
 
-    /// Handles a readiness event (or a spurious wakeup): completes the connect, reads and
+    /// Handles a readiness event (or a spurious wakeup): completes the connect, reads (to the
+    /// end of the stream when `read_closed`, the event's word that the peer closed) and
     /// decodes every response that has arrived (each one given to `answered` with its
     /// latency, from the write of its request's last byte to the decode of its response;
     /// none for a request the server will not answer), and writes what is queued.
@@ -288,13 +289,14 @@ impl Conn {
     pub fn on_ready(
         &mut self,
         now: Instant,
+        read_closed: bool,
         scratch: &mut [u8],
         answered: &mut impl FnMut(Answer, Option<Duration>),
     ) -> Result<(), ConnError> {
         if self.phase == Phase::Connecting && !self.check_connected()? {
             return Ok(());
         }
-        self.read(now, scratch, answered)?;
+        self.read(now, read_closed, scratch, answered)?;
         self.flush(now)
     }
 
@@ -336,6 +338,7 @@ impl Conn {
     fn read(
         &mut self,
         now: Instant,
+        read_closed: bool,
         scratch: &mut [u8],
         answered: &mut impl FnMut(Answer, Option<Duration>),
     ) -> Result<(), ConnError> {
@@ -353,6 +356,9 @@ impl Conn {
                 Err(err) => return Err(ConnError::io(&err)),
             };
             progress = true;
+            // A short read emptied the socket: the next byte brings a new readiness event
+            // (unless the peer has closed, whose end of stream is read now).
+            let drained = n < scratch.len() && !read_closed;
             let bytes = &scratch[..n];
             if self.first_read && self.tls.is_some() && bytes.starts_with(&MAGIC) {
                 return Err(ConnError::new(
@@ -367,6 +373,9 @@ impl Conn {
             match self.tls.as_deref_mut() {
                 None => self.read_buf.extend_from_slice(bytes),
                 Some(tls) => eof |= tls_receive(tls, bytes, &mut self.read_buf, &mut self.stream)?,
+            }
+            if drained {
+                break;
             }
         }
         if progress {

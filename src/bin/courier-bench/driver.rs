@@ -161,7 +161,8 @@ pub fn connect_all(shared: &Shared, count: usize) -> Result<Vec<Conn>, ConnError
             let Some(conn) = conns.get_mut(event.token().0) else {
                 continue;
             };
-            conn.on_ready(Instant::now(), &mut scratch, &mut |_, _| {})?;
+            let closed = event.is_read_closed() || event.is_error();
+            conn.on_ready(Instant::now(), closed, &mut scratch, &mut |_, _| {})?;
             conn.update_interest(poll.registry(), event.token())
                 .map_err(|e| ConnError::new("io", e.to_string()))?;
         }
@@ -194,16 +195,34 @@ pub fn drive(shared: &Shared, mut slots: Vec<Slot>) -> Tally {
     }
     let mut events = Events::with_capacity(1024);
     let mut scratch = vec![0; READ_CHUNK];
+    // Every client is tended at a sweep (deadlines, reconnects, the end of the run), at most
+    // MAX_SLEEP apart or at the earliest deadline a client asked for; in between only the
+    // clients that had an event are, so a wakeup costs what its events cost, not a pass
+    // over every connection.
+    let mut sweep_at = Instant::now();
+    let mut active = slots.len();
     loop {
         let now = Instant::now();
-        let mut wake = now + MAX_SLEEP;
-        for (i, slot) in slots.iter_mut().enumerate() {
-            tend(shared, slot, Token(i), &poll, &mut tally, now, &mut wake);
+        if now >= sweep_at {
+            sweep_at = now + MAX_SLEEP;
+            active = 0;
+            for (i, slot) in slots.iter_mut().enumerate() {
+                tend(
+                    shared,
+                    slot,
+                    Token(i),
+                    &poll,
+                    &mut tally,
+                    now,
+                    &mut sweep_at,
+                );
+                active += usize::from(!slot.idle());
+            }
         }
-        if slots.iter().all(Slot::idle) {
+        if active == 0 {
             break;
         }
-        match poll.poll(&mut events, Some(wake.saturating_duration_since(now))) {
+        match poll.poll(&mut events, Some(sweep_at.saturating_duration_since(now))) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(err) => {
@@ -212,28 +231,33 @@ pub fn drive(shared: &Shared, mut slots: Vec<Slot>) -> Tally {
                 break;
             }
         }
+        let now = Instant::now();
         for event in events.iter() {
             let token = event.token();
             let Some(slot) = slots.get_mut(token.0) else {
                 continue;
             };
-            let now = Instant::now();
-            let before = tally.requests;
-            let result = match slot.conn.as_mut() {
-                Some(conn) => conn
-                    .on_ready(now, &mut scratch, &mut |answer, latency| {
-                        tally.record(answer, latency)
-                    })
-                    .and_then(|()| issue(shared, slot, now)),
-                None => continue,
+            let Some(conn) = slot.conn.as_mut() else {
+                continue;
             };
+            let before = tally.requests;
+            let closed = event.is_read_closed() || event.is_error();
+            let result = conn.on_ready(now, closed, &mut scratch, &mut |answer, latency| {
+                tally.record(answer, latency)
+            });
             let answered = tally.requests - before;
             if answered > 0 {
                 slot.failures = 0;
                 shared.done.fetch_add(answered, Ordering::Relaxed);
             }
-            if let Err(err) = result.and_then(|()| reinterest(slot, &poll, token)) {
+            if let Err(err) = result {
                 lose(shared, slot, &poll, &mut tally, &err, now);
+            }
+            // Its next requests go out now, as its own answers came in.
+            let was_idle = slot.idle();
+            tend(shared, slot, token, &poll, &mut tally, now, &mut sweep_at);
+            if !was_idle && slot.idle() {
+                active -= 1;
             }
         }
     }
