@@ -48,7 +48,8 @@ pub struct Shared {
     pub end: Option<Instant>,
     /// How long a ready connection may wait for an answer (`--timeout`).
     pub timeout: Duration,
-    /// How long a new connection may take to be ready (connect, TLS, AUTH).
+    /// How long a new connection may wait for the server's next byte until it is ready
+    /// (connect, TLS, AUTH).
     pub connect_timeout: Duration,
     /// Requests claimed so far (may run past `total`).
     pub issued: AtomicU64,
@@ -130,8 +131,9 @@ impl Slot {
     }
 }
 
-/// Opens `conns` connections to `shared.addr` from one poll and waits until each is ready
-/// (connected, TLS, AUTH), within the connect timeout.
+/// Opens `count` connections to `shared.addr` from one poll and waits until each is ready
+/// (connected, TLS, AUTH); each may wait up to the connect timeout for the server's next
+/// byte.
 ///
 /// # Errors
 /// The first connection that fails, or a timeout.
@@ -144,11 +146,16 @@ pub fn connect_all(shared: &Shared, count: usize) -> Result<Vec<Conn>, ConnError
             .map_err(|e| ConnError::new("io", e.to_string()))?;
         conns.push(conn);
     }
-    let deadline = Instant::now() + shared.connect_timeout;
     let mut events = Events::with_capacity(256);
     let mut scratch = vec![0; READ_CHUNK];
     while !conns.iter().all(Conn::is_ready) {
         let now = Instant::now();
+        // Each connection has the connect timeout from its last progress.
+        let deadline = conns
+            .iter()
+            .filter_map(Conn::waiting_since)
+            .min()
+            .map_or(now, |since| since + shared.connect_timeout);
         if now >= deadline {
             return Err(ConnError::new("timeout", "timed out"));
         }

@@ -118,8 +118,8 @@ use driver::{Shared, Slot};
 use report::{Report, Tally};
 use workload::Plan;
 
-/// Time to establish a connection (connect, TLS handshake, AUTH), at start and when
-/// reconnecting.
+/// Time to establish a connection, at start and when reconnecting; with --tls the handshake
+/// gets as long again, and with a token so does AUTH's answer.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// --reconnect with --tls: the TLS flags' files read into memory, as a builder that every
@@ -171,10 +171,10 @@ fn run(args: &Args) -> Result<Report> {
         (Some(_), Some(_)) => Some(TlsSource::Fresh(fresh_tls(&args.security)?)),
         (_, config) => config.map(TlsSource::Shared),
     };
-    let security = Security {
-        tls,
-        token: args.security.token()?.map(Bytes::from),
-    };
+    let token = args.security.token()?.map(Bytes::from);
+    // Connecting, then the TLS handshake, then AUTH's answer: each gets the connect timeout.
+    let steps = 1 + u32::from(tls.is_some()) + u32::from(token.is_some());
+    let security = Security { tls, token };
     let plan = Plan {
         workload: args.workload,
         read_ratio: args.read_ratio,
@@ -202,7 +202,7 @@ fn run(args: &Args) -> Result<Report> {
         total: args.requests,
         end: None,
         timeout,
-        connect_timeout: CONNECT_TIMEOUT,
+        connect_timeout: CONNECT_TIMEOUT * steps,
         issued: AtomicU64::new(0),
         done: AtomicU64::new(0),
     };
