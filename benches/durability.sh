@@ -27,7 +27,8 @@
 # (batches of that many requests per connection: redis-benchmark -P, courier-bench
 # --pipeline), LOAD_THREADS load-generator threads. ROUNDS times, each case runs against
 # courier and against redis back to back (courier first in odd rounds, redis first in even
-# ones).
+# ones). courier-bench runs with --allow-durable: writing into kv-server's log is the point
+# here, and without it courier-bench refuses a server whose kv INFO says storage log.
 #
 # For each case: throughput, p50 and p99 latency as the load generator reports them, and the
 # server's CPU time per million requests (user + system of the server process, all its
@@ -168,7 +169,7 @@ load_command() { # side port depth requests: sets LOAD_CMD
     if [[ $1 == courier ]]; then
         LOAD_CMD=("$BENCH" --addr "127.0.0.1:$2" --workload set --clients "$CLIENTS"
             --threads "$LOAD_THREADS" --pipeline "$3" --requests "$4" --value-size "$VALUE_SIZE"
-            --keyspace "$KEYSPACE" --json)
+            --keyspace "$KEYSPACE" --json --allow-durable)
     else
         LOAD_CMD=(redis-benchmark -h 127.0.0.1 -p "$2" -c "$CLIENTS" -d "$VALUE_SIZE"
             -r "$KEYSPACE" -n "$4" -P "$3" -t set "${REDIS_THREADS[@]}" --csv --precision 3)
@@ -386,7 +387,7 @@ maintenance=$(awk -v cases="${CASES[*]}" '
 
 notes=(
     "Medians over $ROUNDS round(s). courier/redis is the median of the per-round ratios (a round runs both sides back to back, so a slow spell of the machine hits both), and can differ from the quotient of the two medians; \"per round\" is the lowest and highest per-round ratio."
-    "Throughput and latency are as each load generator reports them: courier-bench times a request from its send to the collection of its response (client-side queueing included); redis-benchmark times a batch of pipelined requests from its write to the first read of its replies and records that figure for every request of the batch, so pipelined, its percentiles leave out the wait for the later replies of a batch that courier-bench counts."
+    "Throughput and latency are as each load generator reports them: courier-bench times a request from its write to the decode of its own response; redis-benchmark times a batch of pipelined requests from its write to the first read of its replies and records that figure for every request of the batch, so pipelined, its percentiles leave out the wait for the later replies of a batch that courier-bench counts."
     "Server CPU = utime + stime of the server process (all threads) and of the children it reaped during the case (redis's AOF rewrite runs in a forked child; kv-server compacts on a thread), from /proc/PID/stat, per million requests. Time spent waiting for the disk in fsync is not CPU time."
     "Log maintenance while the servers ran, summed over the rounds (kv-server compacts past --compact-min-size, 64 MiB by default, and twice the live records; redis rewrites its AOF past auto-aof-rewrite-min-size, 64 MB, and double its size after the last rewrite): $maintenance."
     "The \"kept\" table: for each server and pipeline depth, throughput with the log setting over throughput with no log (none), the median of the per-round quotients, and their range."

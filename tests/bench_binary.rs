@@ -1,5 +1,6 @@
-//! courier-bench end to end: the built binary against an in-process server, its JSON report
-//! checked against the server's own counters.
+//! courier-bench end to end: the built binary against an in-process server (or a kv-server
+//! process, or a proxy in front of one), its JSON report checked against the server's own
+//! counters and the proxy's.
 
 mod support;
 
@@ -283,4 +284,275 @@ fn each_run_draws_new_keys_unless_given_the_seed_of_another() {
     );
     assert_eq!(again["seed"].as_u64(), Some(seed), "{again}");
     assert_eq!(again["misses"], 0, "{again}");
+}
+
+// ---- head-of-line: one silent connection does not hold up the others on its thread ----
+
+/// How long the proxy holds the stalled connection's requests at most: far longer than the
+/// other connections need, so reaching it means they were held up too.
+const HOLD_LIMIT: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// What the proxy saw.
+#[derive(Default)]
+struct ProxyCounts {
+    /// Response bytes forwarded to the connections that were not stalled.
+    others_down: std::sync::atomic::AtomicU64,
+    /// Response bytes forwarded to the stalled connection.
+    stalled_down: std::sync::atomic::AtomicU64,
+    /// The stalled connection's requests are forwarded from now on.
+    released: std::sync::atomic::AtomicBool,
+    /// ... because the others had got `release_after` bytes of responses (not HOLD_LIMIT).
+    released_by_count: std::sync::atomic::AtomicBool,
+    /// Response bytes the stalled connection had got when it was released.
+    stalled_down_at_release: std::sync::atomic::AtomicU64,
+}
+
+/// A TCP proxy on 127.0.0.1 in front of `upstream` for `connections` connections. It holds
+/// back every byte the first connection it accepts sends (so the server sees none of its
+/// requests) until the other connections have been forwarded `release_after` bytes of
+/// responses, or HOLD_LIMIT passes; then it forwards them. Threads, one per direction per
+/// connection, end when their source closes or stays silent for `support::IO_TIMEOUT`.
+fn stalling_proxy(
+    upstream: SocketAddr,
+    connections: usize,
+    release_after: u64,
+) -> (SocketAddr, std::sync::Arc<ProxyCounts>) {
+    use std::sync::atomic::Ordering;
+    use std::sync::Arc;
+
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
+    let addr = listener.local_addr().expect("proxy address");
+    let counts = Arc::new(ProxyCounts::default());
+    let shared = Arc::clone(&counts);
+    std::thread::spawn(move || {
+        let start = std::time::Instant::now();
+        for n in 0..connections {
+            let Some(client) = support::accept_within(&listener, support::IO_TIMEOUT) else {
+                return;
+            };
+            let server = support::raw_connect(upstream);
+            let stalled = n == 0;
+            let (client_in, server_out) = (
+                client.try_clone().expect("clone"),
+                server.try_clone().expect("clone"),
+            );
+            let counts = Arc::clone(&shared);
+            // Requests: the stalled connection's wait for the release.
+            std::thread::spawn(move || {
+                pump(client_in, server_out, |_| {
+                    while stalled && !counts.released.load(Ordering::SeqCst) {
+                        if start.elapsed() >= HOLD_LIMIT {
+                            counts.released.store(true, Ordering::SeqCst);
+                        }
+                        std::thread::sleep(std::time::Duration::from_millis(1));
+                    }
+                })
+            });
+            let counts = Arc::clone(&shared);
+            // Responses: counted; the others' count releases the stalled connection.
+            std::thread::spawn(move || {
+                pump(server, client, |n| {
+                    if stalled {
+                        counts.stalled_down.fetch_add(n, Ordering::SeqCst);
+                        return;
+                    }
+                    let total = counts.others_down.fetch_add(n, Ordering::SeqCst) + n;
+                    if total >= release_after && !counts.released.load(Ordering::SeqCst) {
+                        counts
+                            .stalled_down_at_release
+                            .store(counts.stalled_down.load(Ordering::SeqCst), Ordering::SeqCst);
+                        counts.released_by_count.store(true, Ordering::SeqCst);
+                        counts.released.store(true, Ordering::SeqCst);
+                    }
+                })
+            });
+        }
+    });
+    (addr, counts)
+}
+
+/// Copies `from` to `to` until `from` ends or is silent for its read timeout, calling
+/// `before` with the size of each chunk before it is forwarded; then shuts `to` down.
+fn pump(mut from: std::net::TcpStream, mut to: std::net::TcpStream, mut before: impl FnMut(u64)) {
+    use std::io::{Read, Write};
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                before(n as u64);
+                if to.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = to.shutdown(std::net::Shutdown::Write);
+}
+
+#[test]
+fn a_silent_connection_does_not_hold_up_the_others_on_its_thread() {
+    use std::sync::atomic::Ordering;
+
+    let server = support::start_default();
+    // Echo of 64 bytes: every response is a 36-byte header and the 64 bytes back.
+    const RESPONSE: u64 = 36 + 64;
+    const REQUESTS: u64 = 400;
+    const PIPELINE: u64 = 4;
+    // The stalled connection claims one batch of PIPELINE requests at the start and no more
+    // until they are answered; the three others must carry all the rest by themselves.
+    let (proxy, counts) = stalling_proxy(server.local_addr(), 4, (REQUESTS - PIPELINE) * RESPONSE);
+    let report = bench(
+        proxy,
+        &[
+            "--workload",
+            "echo",
+            "--value-size",
+            "64",
+            "--clients",
+            "4",
+            "--threads",
+            "1",
+            "--pipeline",
+            &PIPELINE.to_string(),
+            "--requests",
+            &REQUESTS.to_string(),
+            "--timeout",
+            "60",
+        ],
+    );
+    // On one thread, the three other connections completed every request but the stalled
+    // one's while the stalled one had sent nothing to the server and got nothing back.
+    assert!(
+        counts.released_by_count.load(Ordering::SeqCst),
+        "the others were held up with the stalled connection: {} of {} response bytes",
+        counts.others_down.load(Ordering::SeqCst),
+        (REQUESTS - PIPELINE) * RESPONSE
+    );
+    assert_eq!(counts.stalled_down_at_release.load(Ordering::SeqCst), 0);
+    // Released, the stalled connection got its batch answered, and the run is whole.
+    assert_eq!(
+        counts.stalled_down.load(Ordering::SeqCst),
+        PIPELINE * RESPONSE
+    );
+    assert_eq!(
+        counts.others_down.load(Ordering::SeqCst),
+        (REQUESTS - PIPELINE) * RESPONSE
+    );
+    assert_eq!(report["requests"], REQUESTS, "{report}");
+    assert_eq!(report["clients_lost"], 0, "{report}");
+    assert!(report["errors"].as_object().unwrap().is_empty(), "{report}");
+}
+
+#[test]
+fn a_server_that_stops_answering_loses_the_client_and_exits_1() {
+    // A listener that accepts and never answers: every request waits for --timeout.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let holder = std::thread::spawn(move || {
+        let accepted: Vec<_> = (0..2)
+            .filter_map(|_| support::accept_within(&listener, support::IO_TIMEOUT))
+            .collect();
+        // Held open (reading nothing) until courier-bench has given up on them.
+        std::thread::sleep(std::time::Duration::from_secs(3));
+        drop(accepted);
+    });
+    let (code, stdout, stderr) = bench_status(
+        addr,
+        &[
+            "--workload",
+            "echo",
+            "--clients",
+            "2",
+            "--threads",
+            "1",
+            "--pipeline",
+            "3",
+            "--requests",
+            "100",
+            "--timeout",
+            "1",
+            "--json",
+        ],
+    );
+    assert_eq!(code, Some(1), "stdout: {stdout}\nstderr: {stderr}");
+    let report: Value = serde_json::from_str(stdout.trim()).expect("a JSON report");
+    assert_eq!(report["clients_lost"], 2, "{report}");
+    assert_eq!(report["errors"]["timeout"], 6, "{report}");
+    assert_eq!(report["requests"], 6, "{report}");
+    assert!(stderr.contains("6 of 6 requests failed"), "{stderr}");
+    holder.join().expect("the holder thread");
+}
+
+// ---- writing into a durable server only when asked ----
+
+/// kv INFO's key count of the server at `addr`.
+fn keys(addr: SocketAddr) -> u64 {
+    let mut client = courier_rpc::client::Client::connect(addr).expect("connect");
+    client
+        .call(&courier_rpc::kv::INFO, &())
+        .expect("kv.Info")
+        .keys
+}
+
+#[test]
+fn writing_into_a_server_with_a_log_is_refused_unless_allowed() {
+    let dir = support::TempDir::new("bench-durable");
+    let server = support::kv_process::Server::start(dir.path(), &["--fsync", "never"]);
+    let addr = server.addr;
+    let small = ["--requests", "50", "--clients", "2", "--keyspace", "20"];
+
+    for writes in [
+        &["--workload", "set"][..],
+        &["--workload", "mixed"],
+        &["--workload", "get", "--prefill"],
+    ] {
+        let (code, stdout, stderr) = bench_status(addr, &[&small[..], writes].concat());
+        assert_eq!(code, Some(2), "{writes:?}: {stdout}{stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.contains("storage log, fsync never") && stderr.contains("--allow-durable"),
+            "{stderr}"
+        );
+    }
+    assert_eq!(keys(addr), 0, "a refused run wrote nothing");
+
+    // Reads run without asking.
+    let (code, _, stderr) = bench_status(addr, &[&small[..], &["--workload", "get"]].concat());
+    assert_eq!(code, Some(0), "{stderr}");
+
+    let report = bench(
+        addr,
+        &[&small[..], &["--workload", "set", "--allow-durable"]].concat(),
+    );
+    assert_eq!(report["requests"], 50, "{report}");
+    assert!(keys(addr) > 0);
+}
+
+#[test]
+fn an_in_memory_server_takes_writes_and_one_without_kv_info_is_refused() {
+    let dir = support::TempDir::new("bench-memory");
+    let server = support::kv_process::Server::start(dir.path(), &["--in-memory"]);
+    let report = bench(
+        server.addr,
+        &["--workload", "set", "--requests", "50", "--clients", "2"],
+    );
+    assert_eq!(report["requests"], 50, "{report}");
+    assert!(keys(server.addr) > 0);
+
+    // An echo-only server answers kv.Info UNIMPLEMENTED: it cannot say.
+    let mut router = courier_rpc::Router::new();
+    courier_rpc::echo::register(&mut router);
+    let echo = support::start(courier_rpc::Server::builder(), router);
+    let args = ["--workload", "set", "--requests", "10", "--clients", "1"];
+    let (code, _, stderr) = bench_status(echo.local_addr(), &args);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("does not answer kv.Info") && stderr.contains("--allow-durable"),
+        "{stderr}"
+    );
+    // Allowed, it runs; every SET is answered UNIMPLEMENTED, so the run fails with exit 1.
+    let allowed = [&args[..], &["--allow-durable"]].concat();
+    let (code, _, stderr) = bench_status(echo.local_addr(), &allowed);
+    assert_eq!(code, Some(1), "{stderr}");
 }

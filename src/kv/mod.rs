@@ -9,6 +9,7 @@
 //!                  | key length (u16)| key bytes | value bytes (rest)|   OK: empty payload
 //!                  +-----------------+-----------+-------------------+
 //! DELETE request:  key bytes (the whole payload)         OK: 1 byte, 1 if a value was removed
+//! INFO request:    empty          OK: "storage memory|log\nfsync none|never|everysec|always\nkeys N\n"
 //! ```
 //!
 //! Keys are 1 to [`MAX_KEY_LEN`] bytes, values 0 to [`MAX_VALUE_LEN`] bytes; a request outside
@@ -19,7 +20,8 @@
 //! One file per concern; each uses only those below it, so the dependencies go one way:
 //!
 //! ```text
-//!  service.rs   the service: method ids, handlers, register(_logged)   uses log, store, messages
+//!  service.rs   the service: method ids, handlers, register(_logged)   uses log, store, messages, info
+//!  info.rs      KvInfo, the answer of INFO                              uses log's FsyncPolicy
 //!  log/         the log file, and the logged writes (set_logged, ...)   uses store, messages
 //!  store.rs     the in-memory Store, 64 shards                          uses nothing of kv
 //!  messages.rs  Key, Value, SetRequest, Deleted and their limits        uses nothing of kv
@@ -30,11 +32,13 @@
 //! ([`Store::set_logged`], [`Store::delete_logged`]). The log's record format
 //! ([`log::record`]) takes its limits from the messages.
 
+mod info;
 pub mod log;
 mod messages;
 mod service;
 mod store;
 
+pub use info::{KvInfo, Storage};
 pub use messages::{Deleted, Key, SetRequest, Value, MAX_KEY_LEN, MAX_VALUE_LEN};
-pub use service::{register, register_logged, DELETE, GET, SERVICE, SET};
+pub use service::{register, register_logged, DELETE, GET, INFO, SERVICE, SET};
 pub use store::{Store, SHARDS};

@@ -1,4 +1,4 @@
-//! The kv service: its id, its methods ([`GET`], [`SET`], [`DELETE`]) and their handlers,
+//! The kv service: its id, its methods ([`GET`], [`SET`], [`DELETE`], [`INFO`]) and their handlers,
 //! registered over a [`Store`] alone ([`register`]) or over a store and its [`Log`]
 //! ([`register_logged`]).
 //!
@@ -7,6 +7,7 @@
 
 use std::sync::Arc;
 
+use super::info::{KvInfo, Storage};
 use super::log::Log;
 use super::{Deleted, Key, SetRequest, Store, Value};
 use crate::proto::Status;
@@ -21,6 +22,10 @@ pub const GET: Method<Key, Value> = Method::new(SERVICE, 1, "kv.Get");
 pub const SET: Method<SetRequest, ()> = Method::new(SERVICE, 2, "kv.Set");
 /// DELETE (method 3): removes a key; says whether it existed.
 pub const DELETE: Method<Key, Deleted> = Method::new(SERVICE, 3, "kv.Delete");
+/// INFO (method 4): where the server keeps its data, when it fsyncs, and how many keys it
+/// holds ([`KvInfo`]). The request payload is empty (a non-empty one is answered
+/// INVALID_ARGUMENT). Writes nothing, waits for no commit.
+pub const INFO: Method<(), KvInfo> = Method::new(SERVICE, 4, "kv.Info");
 
 /// Holds a read's answer (a GET, or a DELETE that found no key) for `ticket`, the last write
 /// to its shard, unless `log` has already made that write visible.
@@ -30,7 +35,7 @@ fn hold_unless_visible(ctx: &crate::service::Context, log: &Log, ticket: u64) {
     }
 }
 
-/// Registers GET, SET and DELETE over `store` and its `log` on `router`, and the log as the
+/// Registers GET, SET, DELETE and INFO over `store` and its `log` on `router`, and the log as the
 /// router's [`Commit`](crate::service::Commit): each SET and DELETE that changes the store
 /// appends a record, and its response waits for the end-of-turn commit of the record (written,
 /// and under `--fsync always` synced). Once the log has failed, writes are answered
@@ -41,7 +46,15 @@ fn hold_unless_visible(ctx: &crate::service::Context, log: &Log, ticket: u64) {
 /// synced) waits for the same commit, on whichever event loop it runs, so that no answer
 /// shows a write that a crash could take back. A GET pipelined after a SET on one connection
 /// sees that SET.
+///
+/// INFO answers `storage log` and the log's [`FsyncPolicy`](super::log::FsyncPolicy).
 pub fn register_logged(router: &mut Router, store: Arc<Store>, log: Arc<Log>) {
+    register_info(
+        router,
+        Arc::clone(&store),
+        Storage::Log,
+        Some(log.fsync_policy()),
+    );
     let (s, l) = (Arc::clone(&store), Arc::clone(&log));
     router.register_encoded(GET, move |ctx, key: Key, out| {
         let (found, ticket) = s.get_into_logged(&key.0, out);
@@ -78,8 +91,26 @@ fn register_get(router: &mut Router, store: Arc<Store>) {
     });
 }
 
-/// Registers GET, SET and DELETE over `store` on `router`, in memory only.
+/// Registers INFO: `storage` and `fsync` as given, and the keys `store` holds when asked.
+fn register_info(
+    router: &mut Router,
+    store: Arc<Store>,
+    storage: Storage,
+    fsync: Option<super::log::FsyncPolicy>,
+) {
+    router.register(INFO, move |_ctx, ()| {
+        Ok(KvInfo {
+            storage,
+            fsync,
+            keys: store.len() as u64,
+        })
+    });
+}
+
+/// Registers GET, SET, DELETE and INFO over `store` on `router`, in memory only: INFO
+/// answers `storage memory` and `fsync none`.
 pub fn register(router: &mut Router, store: Arc<Store>) {
+    register_info(router, Arc::clone(&store), Storage::Memory, None);
     register_get(router, Arc::clone(&store));
     let s = Arc::clone(&store);
     router.register(SET, move |_ctx, req: SetRequest| {

@@ -50,19 +50,8 @@ impl ClientSecurity {
     /// A TLS file that cannot be read or holds no usable certificate or key; a token file
     /// that cannot be read; a token that is empty or over 1024 bytes.
     pub fn apply(&self, mut builder: ClientBuilder) -> Result<ClientBuilder> {
-        if self.tls {
-            let mut tls = ClientTlsConfig::builder();
-            tls = match &self.tls_ca {
-                Some(ca) => tls.ca_file(ca),
-                None => tls.system_roots(),
-            };
-            if let Some(name) = &self.tls_server_name {
-                tls = tls.server_name(name);
-            }
-            if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
-                tls = tls.client_cert_files(cert, key);
-            }
-            builder = builder.tls(tls.build().context("TLS configuration")?);
+        if let Some(tls) = self.tls_config()? {
+            builder = builder.tls(tls);
         }
         if let Some(token) = self.token()? {
             builder = builder.token(token);
@@ -70,8 +59,33 @@ impl ClientSecurity {
         Ok(builder)
     }
 
+    /// The TLS configuration the flags give: `None` without --tls.
+    ///
+    /// # Errors
+    /// A TLS file that cannot be read or holds no usable certificate or key.
+    pub fn tls_config(&self) -> Result<Option<ClientTlsConfig>> {
+        if !self.tls {
+            return Ok(None);
+        }
+        let mut tls = ClientTlsConfig::builder();
+        tls = match &self.tls_ca {
+            Some(ca) => tls.ca_file(ca),
+            None => tls.system_roots(),
+        };
+        if let Some(name) = &self.tls_server_name {
+            tls = tls.server_name(name);
+        }
+        if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
+            tls = tls.client_cert_files(cert, key);
+        }
+        tls.build().context("TLS configuration").map(Some)
+    }
+
     /// The token of --token-file, else of `COURIER_TOKEN` (unset or empty: none).
-    fn token(&self) -> Result<Option<Vec<u8>>> {
+    ///
+    /// # Errors
+    /// A token file that cannot be read; a token that is empty or over 1024 bytes.
+    pub fn token(&self) -> Result<Option<Vec<u8>>> {
         if let Some(path) = &self.token_file {
             let bytes = std::fs::read(path)
                 .with_context(|| format!("cannot read the token file {}", path.display()))?;
