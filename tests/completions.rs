@@ -46,11 +46,11 @@ fn long_flags(exe: &str) -> Vec<String> {
     let help = generated(exe, &["--help"]);
     let flags: Vec<String> = help
         .lines()
-        .filter_map(|line| {
-            line.trim_start()
-                .split([' ', ','])
-                .find(|w| w.starts_with("--"))
-        })
+        // An option's line starts with it ("-x, --flag" or "--flag"); help text that
+        // mentions a flag in passing is not one.
+        .map(str::trim_start)
+        .filter(|line| line.starts_with('-'))
+        .filter_map(|line| line.split([' ', ',']).find(|w| w.starts_with("--")))
         .map(|flag| flag.trim_start_matches('-').to_owned())
         .filter(|flag| flag != "help" && flag != "version")
         .collect();
