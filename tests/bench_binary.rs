@@ -556,3 +556,127 @@ fn an_in_memory_server_takes_writes_and_one_without_kv_info_is_refused() {
     let (code, _, stderr) = bench_status(echo.local_addr(), &allowed);
     assert_eq!(code, Some(1), "{stderr}");
 }
+
+/// The value of the sample `series` (its name and labels exactly as written) in Prometheus
+/// text.
+fn sample(text: &str, series: &str) -> f64 {
+    let found: Vec<f64> = text
+        .lines()
+        .filter_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .collect();
+    assert_eq!(found.len(), 1, "one {series} in\n{text}");
+    found[0]
+}
+
+/// GET /metrics over HTTP/1.1; the body.
+fn scrape(addr: SocketAddr) -> String {
+    use std::io::{Read, Write};
+    let mut http = std::net::TcpStream::connect(addr).expect("connect to /metrics");
+    http.set_read_timeout(Some(support::IO_TIMEOUT))
+        .expect("timeout");
+    http.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .expect("send");
+    let mut answer = String::new();
+    http.read_to_string(&mut answer).expect("read");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    answer
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .expect("a body")
+}
+
+/// A kv-server process's `/metrics`, scraped after courier-bench runs against it, counts in
+/// each method's latency histogram exactly the requests the bench reports.
+#[test]
+fn the_metrics_endpoint_counts_every_request_of_a_bench_run() {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_kv-server"));
+    command
+        .args(["--in-memory", "--loops", "2", "--addr", "127.0.0.1:0"])
+        .args(["--metrics-addr", "127.0.0.1:0"])
+        .env("RUST_LOG", "warn");
+    let server = support::process::Process::spawn(command);
+    let wait = std::time::Duration::from_secs(30);
+    let mut last_word = || {
+        let line = server
+            .next_line(wait)
+            .unwrap_or_else(|| panic!("kv-server printed nothing: {}", server.stderr()));
+        line.trim()
+            .rsplit(' ')
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let addr: SocketAddr = last_word().parse().expect("the listening address");
+    let url = last_word();
+    let metrics: SocketAddr = url
+        .strip_prefix("http://")
+        .and_then(|rest| rest.strip_suffix("/metrics"))
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no metrics address in {url}"));
+
+    let common = ["--clients", "6", "--threads", "2", "--pipeline", "4"];
+    let sets = bench(
+        addr,
+        &[
+            &common[..],
+            &[
+                "--workload",
+                "set",
+                "--requests",
+                "3000",
+                "--keyspace",
+                "500",
+            ],
+        ]
+        .concat(),
+    );
+    let gets = bench(
+        addr,
+        &[
+            &common[..],
+            &[
+                "--workload",
+                "get",
+                "--requests",
+                "2000",
+                "--keyspace",
+                "1000",
+            ],
+        ]
+        .concat(),
+    );
+    assert_eq!(
+        (sets["requests"].as_u64(), gets["requests"].as_u64()),
+        (Some(3000), Some(2000))
+    );
+
+    let text = scrape(metrics);
+    let count = |method: &str| {
+        sample(
+            &text,
+            &format!("courier_request_duration_seconds_count{{method=\"{method}\"}}"),
+        )
+    };
+    assert_eq!(count("kv.Set"), 3000.0);
+    assert_eq!(count("kv.Get"), 2000.0);
+    let bucket_inf = sample(
+        &text,
+        "courier_request_duration_seconds_bucket{method=\"kv.Get\",le=\"+Inf\"}",
+    );
+    assert_eq!(bucket_inf, 2000.0);
+    // Half the keys were never set: the server's NOT_FOUND count is the bench's misses.
+    let misses = sample(
+        &text,
+        "courier_requests_total{method=\"kv.Get\",code=\"NOT_FOUND\"}",
+    );
+    assert_eq!(Some(misses as u64), gets["misses"].as_u64(), "{gets}");
+    assert!(misses > 0.0, "{gets}");
+    // The write run asked the server whether it keeps a log before writing.
+    assert_eq!(
+        sample(
+            &text,
+            "courier_requests_total{method=\"kv.Info\",code=\"OK\"}"
+        ),
+        1.0
+    );
+}
