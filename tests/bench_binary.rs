@@ -596,7 +596,7 @@ fn the_metrics_endpoint_counts_every_request_of_a_bench_run() {
         .env("RUST_LOG", "warn");
     let server = support::process::Process::spawn(command);
     let wait = std::time::Duration::from_secs(30);
-    let mut last_word = || {
+    let last_word = || {
         let line = server
             .next_line(wait)
             .unwrap_or_else(|| panic!("kv-server printed nothing: {}", server.stderr()));
