@@ -241,9 +241,21 @@ impl Message for MethodList {
     fn decode(src: Bytes) -> Result<Self, MessageError> {
         let text = std::str::from_utf8(&src)
             .map_err(|_| MessageError::invalid("method list is not UTF-8"))?;
+        let body = if text.is_empty() {
+            text
+        } else {
+            text.strip_suffix('\n')
+                .ok_or_else(|| MessageError::invalid("method list does not end with LF"))?
+        };
         let mut entries = Vec::new();
-        for line in text.lines() {
+        for line in body.split('\n').filter(|_| !body.is_empty()) {
             let bad = || MessageError::invalid(format!("bad METHODS line {line:?}"));
+            if ![line.split(' ').next(), line.split(' ').nth(1)]
+                .iter()
+                .all(|n| n.is_some_and(is_decimal))
+            {
+                return Err(bad());
+            }
             let fields: Vec<&str> = line.split(' ').collect();
             let [service, method, name, request, response] = fields[..] else {
                 return Err(bad());
@@ -261,6 +273,12 @@ impl Message for MethodList {
         }
         Ok(MethodList(entries))
     }
+}
+
+/// Whether `n` is a decimal number as SERVICES.md 0.5 writes one: digits, no sign, no
+/// leading zero.
+fn is_decimal(n: &str) -> bool {
+    !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) && (n == "0" || !n.starts_with('0'))
 }
 
 /// Whether `field` is 1 or more printable ASCII bytes, none a space.
@@ -387,6 +405,10 @@ mod tests {
             b"1 1  bytes bytes\n",
             b"1 1 echo\x01 bytes bytes\n",
             b"\xff\n",
+            b"+1 1 echo.Echo bytes bytes\n",
+            b"1 01 echo.Echo bytes bytes\n",
+            b"1 1 echo.Echo bytes bytes",
+            b"1 1 echo.Echo bytes bytes\r\n",
         ] {
             assert!(
                 MethodList::decode(Bytes::from_static(bad)).is_err(),

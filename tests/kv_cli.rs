@@ -429,6 +429,10 @@ fn the_prompt_in_a_terminal_through_tmux() {
         .output()
         .map_or(true, |out| !out.status.success())
     {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "tmux is not installed; .ci/run installs it"
+        );
         eprintln!("SKIPPED the_prompt_in_a_terminal_through_tmux: tmux is not on PATH");
         return;
     }

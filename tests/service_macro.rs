@@ -174,6 +174,43 @@ fn a_method_name_with_a_space_refuses_to_build() {
 }
 
 #[test]
+fn a_name_taken_twice_or_kept_by_the_server_refuses_to_build() {
+    const ONE: Method<u32, u32> = Method::new(52, 1, "dup.Same");
+    const TWO: Method<u32, u32> = Method::new(52, 2, "DUP.same");
+    const STATS: Method<u32, u32> = Method::new(53, 1, "admin.Stats");
+    const UNKNOWN: Method<u32, u32> = Method::new(53, 2, "unknown");
+    let mut router = Router::new();
+    router.register(ONE, |_ctx, n: u32| Ok(n));
+    router.register(TWO, |_ctx, n: u32| Ok(n));
+    assert_eq!(
+        router.check(),
+        Err(RouteError::NameTaken {
+            name: "DUP.same",
+            first: Some((52, 1)),
+            second: (52, 2),
+        })
+    );
+    for kept in [STATS, UNKNOWN] {
+        let mut router = Router::new();
+        router.register(kept, |_ctx, n: u32| Ok(n));
+        let err = Server::builder()
+            .addr("127.0.0.1:0".parse().expect("addr"))
+            .bind(router)
+            .map(|_| ())
+            .expect_err("a name the server keeps must not serve");
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        let inner = err.get_ref().and_then(|e| e.downcast_ref::<RouteError>());
+        let expected = RouteError::NameTaken {
+            name: kept.name,
+            first: None,
+            second: (kept.service, kept.method),
+        };
+        assert_eq!(inner, Some(&expected));
+        assert!(err.to_string().contains("keeps for itself"), "{err}");
+    }
+}
+
+#[test]
 fn a_method_in_service_zero_refuses_to_build() {
     const MINE: Method<(), ()> = Method::new(0, 1, "mine.stats");
     let mut router = Router::new();

@@ -24,9 +24,9 @@ use crate::stats;
 pub(super) struct Held {
     /// The response frames, in the order they were encoded.
     pub(super) frames: BytesMut,
-    /// The request id of each frame in `frames`, the status it answers with, and its
-    /// method's counters' slot.
-    pub(super) request_ids: Vec<(u64, Code, usize)>,
+    /// The request id of each frame in `frames`, the status it answers with, its method's
+    /// counters' slot, and when it was received (the start of its latency).
+    pub(super) request_ids: Vec<(u64, Code, usize, Instant)>,
     /// The largest ticket they wait for.
     pub(super) ticket: u64,
     /// While [`Phase::Finishing`](super::Phase::Finishing): the ERROR frame to send after the last answer.
@@ -35,9 +35,16 @@ pub(super) struct Held {
 
 impl Held {
     /// Records one held answer, already encoded into `frames`, for request `request_id`,
-    /// answering with `code`, waiting for commit `ticket`, counted under method `slot`.
-    pub(super) fn push(&mut self, request_id: u64, code: Code, ticket: u64, slot: usize) {
-        self.request_ids.push((request_id, code, slot));
+    /// answering with `code`, waiting for commit `ticket`, counted under method `slot` with
+    /// its latency from `received_at`.
+    pub(super) fn push(
+        &mut self,
+        request_id: u64,
+        code: Code,
+        ticket: u64,
+        (slot, received_at): (usize, Instant),
+    ) {
+        self.request_ids.push((request_id, code, slot, received_at));
         self.ticket = self.ticket.max(ticket);
     }
 }
@@ -67,14 +74,16 @@ impl Connection {
         match result {
             Ok(()) if answering => {
                 self.write_buf.extend_from_slice(&held.frames);
-                for &(_, code, slot) in &held.request_ids {
+                for &(_, code, slot, received_at) in &held.request_ids {
                     self.stats.answered(slot, code);
+                    self.stats.clock_answers(received_at, now);
                     stats::inc(&self.stats.frames_out);
                 }
             }
             Err(status) if answering => {
-                for &(request_id, _, slot) in &held.request_ids {
+                for &(request_id, _, slot, received_at) in &held.request_ids {
                     self.stats.answered(slot, status.code);
+                    self.stats.clock_answers(received_at, now);
                     stats::inc(&self.stats.frames_out);
                     self.encoder.encode_status(
                         &mut self.write_buf,
@@ -86,8 +95,6 @@ impl Connection {
             }
             _ => {}
         }
-        // Their latency runs to now, after the commit; they were read in this turn.
-        self.stats.clock_answers(self.input_at, now);
         held.request_ids.clear();
         held.ticket = 0;
         if held.frames.capacity() > HELD_KEEP_CAPACITY {

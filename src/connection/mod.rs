@@ -356,6 +356,10 @@ impl Connection {
     /// limits allow, and answers them: inline REQUESTs through `router`, PING with PONG,
     /// errors as `proto-spec/PROTOCOL.md` §9 says. Blocking REQUESTs are queued for
     /// [`Connection::take_blocking`]. Returns the number of frames decoded.
+    ///
+    /// The one clock it reads itself: the end of the batch, for the latency of the requests
+    /// it answered (from `now`, when their bytes were read, to when their answers were
+    /// queued; see [`crate::stats`]); every timer runs on the `now` given.
     pub fn process(&mut self, now: Instant, router: &Router) -> usize {
         if self.fresh_input {
             self.fresh_input = false;
@@ -490,7 +494,7 @@ impl Connection {
             (Some(Outcome::Held(ticket, Ok(()))), Ok(())) => {
                 let held = self.held.get_or_insert_with(Box::default);
                 held.frames.extend_from_slice(&self.write_buf[start..]);
-                held.push(request_id, Code::OK, ticket, slot);
+                held.push(request_id, Code::OK, ticket, (slot, received_at));
                 self.write_buf.truncate(start);
                 return;
             }
@@ -507,7 +511,7 @@ impl Connection {
                     failure.status.code,
                     &failure.status.message,
                 );
-                held.push(request_id, failure.status.code, ticket, slot);
+                held.push(request_id, failure.status.code, ticket, (slot, received_at));
                 return;
             }
             (Some(Outcome::Blocking(call)), _) => {
@@ -621,7 +625,7 @@ impl Connection {
         if !err.is_fatal() && err.frame_kind() == Some(FrameKind::Request) {
             log::debug!("request {}: {err}", err.request_id());
             let failure = Failure::status(Status::new(err.status(), err.to_string()));
-            // A request whose header did not decode is counted under no method.
+            // Counted under the unknown method: the error does not carry the frame's ids.
             self.answer_failure(err.request_id(), &failure, usize::MAX);
             return;
         }

@@ -979,3 +979,85 @@ fn the_last_allowed_failure_is_an_error_that_ends_the_connection() {
         last
     );
 }
+
+/// Every way a request is answered counts it once, under its method and the status it was
+/// answered with, and puts it in that method's latency histogram: inline OK and error, an
+/// unknown method, request id 0, held answers after a failed commit, and a blocking call
+/// completed, with the latency each path measures.
+#[test]
+fn every_answer_is_counted_once_under_its_method_and_status() {
+    const SLOW: Method<Bytes, Bytes> = Method::new(1, 2, "echo.Slow");
+    let mut router = holding_router(Arc::new(NoCommit));
+    router.register_blocking(SLOW, |_, body: Bytes| Ok(body));
+    // The methods in the router's order: echo.Echo 1/1, echo.Slow 1/2, test.Hold 1/3.
+    let names = router.method_names();
+    assert_eq!(&names[..], ["echo.Echo", "echo.Slow", "test.Hold"]);
+    let stats = Arc::new(Stats::with_methods(names));
+    let t0 = Instant::now();
+    let mut conn = Connection::new(ConnectionConfig::default(), Arc::clone(&stats), t0);
+    let frame = |id: u64, method: u16, deadline_ms: u32, body: &'static [u8]| {
+        Frame::Request(RequestFrame {
+            request_id: id,
+            service: 1,
+            method,
+            deadline_ms,
+            metadata: Metadata::new(),
+            payload: Bytes::from_static(body),
+        })
+    };
+    let mut input = encode(&frame(1, 1, 0, b"ok"));
+    input.extend_from_slice(&encode(&frame(0, 1, 0, b"id zero")));
+    input.extend_from_slice(&encode(&frame(2, 9, 0, b"no such method")));
+    input.extend_from_slice(&encode(&frame(3, 2, 0, b"blocking")));
+    input.extend_from_slice(&encode(&frame(4, 3, 0, b"held")));
+    input.extend_from_slice(&encode(&frame(5, 3, 0, b"held")));
+    conn.receive(&input);
+    conn.process(t0, &router);
+    let mut calls = Vec::new();
+    conn.take_blocking(&mut calls);
+    assert_eq!(calls.len(), 1);
+    // The held answers' commit fails 30 ms later; the blocking call ends 70 ms later.
+    let status = Status::unavailable("disk full");
+    conn.committed(Err(&status), t0 + Duration::from_millis(30));
+    let call = calls[0].id();
+    conn.complete(
+        call,
+        Ok(BytesMut::from(&b"done"[..])),
+        t0 + Duration::from_millis(70),
+    );
+    // Another turn: a deadline counts from the request's receipt, so 1 ms is enough.
+    conn.receive(&encode(&frame(6, 1, 1, b"later")));
+    conn.process(t0 + Duration::from_secs(1), &router);
+    assert_eq!(output(&mut conn).len(), 7);
+
+    let snap = stats.methods();
+    let names: Vec<&str> = snap.iter().map(|m| m.name).collect();
+    assert_eq!(names, ["echo.Echo", "echo.Slow", "test.Hold", "unknown"]);
+    let (echo, slow, hold, unknown) = (&snap[0], &snap[1], &snap[2], &snap[3]);
+    // echo.Echo: id 0 refused INVALID_ARGUMENT, and two OK.
+    assert_eq!(echo.codes[Code::OK.0 as usize], 2);
+    assert_eq!(echo.codes[Code::INVALID_ARGUMENT.0 as usize], 1);
+    assert_eq!((echo.count(), echo.observed()), (3, 3));
+    // The blocking call: 70 ms, in the 100 ms bucket (index 12).
+    assert_eq!(
+        (slow.codes[0], slow.observed(), slow.buckets[12]),
+        (1, 1, 1)
+    );
+    assert_eq!(slow.sum_ns, 70_000_000);
+    // Both held answers: UNAVAILABLE after the failed commit, 30 ms each (the 50 ms bucket).
+    assert_eq!(hold.codes[Code::UNAVAILABLE.0 as usize], 2);
+    assert_eq!((hold.count(), hold.buckets[11]), (2, 2));
+    assert_eq!(unknown.codes[Code::UNIMPLEMENTED.0 as usize], 1);
+    assert_eq!(unknown.count(), 1);
+    // The STATS totals are the sums.
+    let total = |name: &str| {
+        let snapshot = stats.snapshot();
+        snapshot
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| *v)
+            .expect("counted")
+    };
+    assert_eq!(total("requests_OK"), 3);
+    assert_eq!(total("requests_UNAVAILABLE"), 2);
+}

@@ -152,9 +152,9 @@ impl ServerBuilder {
     /// handlers.
     ///
     /// # Errors
-    /// `InvalidInput` when the router fails [`Router::check`] (two handlers for one method,
-    /// or a method in service 0; the error wraps the [`RouteError`](crate::service::RouteError)
-    /// naming them) or the output hard cap is below the high-water mark;
+    /// `InvalidInput` when the router fails [`Router::check`] (two handlers for one method, a
+    /// method name that is malformed or taken, or a method in service 0; the error wraps the
+    /// [`RouteError`](crate::service::RouteError) naming them) or the output hard cap is below the high-water mark;
     /// `PermissionDenied` for an address beyond loopback with no access control (protected
     /// mode: see [`ServerBuilder::insecure_open_access`]); otherwise the IO error of creating
     /// the pollers, binding the address (`AddrInUse` when taken) or starting the worker

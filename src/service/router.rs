@@ -412,13 +412,17 @@ impl Router {
     /// Whether the router can serve: no two registrations for the same (service, method), every
     /// method named by 1 to [`MAX_NAME_LEN`] printable ASCII characters other than space (the
     /// name is a field of the reflection's text lines and a label of the server's metrics),
-    /// and no method of its own in service 0, which the server's built-in admin service owns.
+    /// no two methods of one name, compared ignoring ASCII case as access lists compare them
+    /// (nor one named as an admin method, or `unknown`, the metrics' name for requests for no
+    /// served method), and no method of its own in service 0, which the server's built-in
+    /// admin service owns.
     /// Building a server ([`ServerBuilder::bind`](crate::server::ServerBuilder::bind)) calls
     /// this before it registers the admin service.
     ///
     /// # Errors
     /// The first conflict, naming both methods ([`RouteError::Duplicate`]), a method whose
-    /// name breaks the rule above ([`RouteError::BadName`]), or the method in service 0
+    /// name breaks the rule above ([`RouteError::BadName`]), a name already taken
+    /// ([`RouteError::NameTaken`]), or the method in service 0
     /// ([`RouteError::Reserved`]).
     pub fn check(&self) -> Result<(), RouteError> {
         if let Some(conflict) = self.conflicts.first() {
@@ -430,6 +434,25 @@ impl Router {
                 method: (key & 0xffff) as u16,
                 name: route.name,
             });
+        }
+        let ids = |key: u32| ((key >> 16) as u16, (key & 0xffff) as u16);
+        for (i, (key, route)) in self.routes.iter().enumerate() {
+            let same = |name: &str| name.eq_ignore_ascii_case(route.name);
+            let first = if RESERVED_NAMES.iter().any(|n| same(n)) {
+                Some(None)
+            } else {
+                self.routes[..i]
+                    .iter()
+                    .find(|(_, r)| same(r.name))
+                    .map(|(k, _)| Some(ids(*k)))
+            };
+            if let Some(first) = first {
+                return Err(RouteError::NameTaken {
+                    name: route.name,
+                    first,
+                    second: ids(*key),
+                });
+            }
         }
         match self.routes.first() {
             Some((key, route)) if key >> 16 == 0 => Err(RouteError::Reserved {
@@ -681,6 +704,16 @@ impl Router {
 /// Longest method name [`Router::check`] accepts, in bytes: 128.
 pub const MAX_NAME_LEN: usize = 128;
 
+/// Names no registered method may take: the admin service's, which building a server adds,
+/// and the per-method metrics' name for requests for no served method.
+const RESERVED_NAMES: [&str; 5] = [
+    "admin.Stats",
+    "admin.Auth",
+    "admin.WhoAmI",
+    "admin.Methods",
+    crate::stats::UNKNOWN_METHOD,
+];
+
 /// Whether `name` is 1 to [`MAX_NAME_LEN`] printable ASCII characters, none a space.
 fn valid_name(name: &str) -> bool {
     (1..=MAX_NAME_LEN).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_graphic())
@@ -718,6 +751,17 @@ pub enum RouteError {
         /// The name.
         name: &'static str,
     },
+    /// Two methods have one name (compared ignoring ASCII case), or a method has a name the
+    /// server keeps for itself (an admin method's, or `unknown`).
+    NameTaken {
+        /// The name.
+        name: &'static str,
+        /// The (service, method) ids of the method that has it first; `None` when the server
+        /// keeps it.
+        first: Option<(u16, u16)>,
+        /// The (service, method) ids of the method that has it too.
+        second: (u16, u16),
+    },
     /// A method was registered in service 0, which the server's admin service owns.
     Reserved {
         /// The method id.
@@ -748,6 +792,18 @@ impl fmt::Display for RouteError {
                 "service {service} method {method} is named {name:?}: a method name is 1 to \
                  {MAX_NAME_LEN} printable ASCII characters, no spaces"
             ),
+            RouteError::NameTaken {
+                name,
+                first,
+                second: (service, method),
+            } => {
+                write!(f, "service {service} method {method} is named {name:?}, ")?;
+                match first {
+                    Some((s, m)) => write!(f, "as service {s} method {m} is"),
+                    None => f.write_str("a name the server keeps for itself"),
+                }?;
+                f.write_str(": every method needs a name of its own (names ignore ASCII case)")
+            }
             RouteError::Reserved { method, name } => {
                 write!(f, "{name} is registered as service 0 method {method}")?;
                 use crate::admin::{AUTH, METHODS, STATS, WHOAMI};

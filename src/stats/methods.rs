@@ -2,8 +2,8 @@
 //!
 //! Each event loop's [`Stats`](super::Stats) holds one [`MethodCell`] per method its router
 //! serves, in the router's order ([`Router::methods`](crate::service::Router::methods)), plus
-//! one for requests that name no served method (or whose header did not decode): the method
-//! `unknown`. A request is counted once it is answered, under the status it was answered with.
+//! one for requests that name no served method, or whose body or metadata failed to decode
+//! (the decode error does not carry the frame's ids): the method `unknown`. A request is counted once it is answered, under the status it was answered with.
 //!
 //! **Latency** is the server's part of a request's life: from the event-loop turn that read
 //! the request's last byte ([`Context::received_at`](crate::service::Context::received_at))

@@ -271,7 +271,8 @@ pub fn hex(bytes: &[u8]) -> String {
 
 /// What is printed for a response `payload` in `encoding`, with its final newline (none for
 /// `empty`): `utf8` and `json` as they are, `bool` as `true`/`false`, integers in decimal,
-/// `cbor` as JSON (indented when `pretty`, see [`cbor_to_json`]), anything else as hex.
+/// `cbor` as JSON (indented when `pretty`, see [`cbor_to_json`]), anything else as hex. When
+/// `pretty` (a terminal), control characters of `utf8` and `json` answers are escaped.
 ///
 /// # Errors
 /// A payload that is not a valid message of its encoding.
@@ -279,11 +280,14 @@ pub fn render(encoding: &Encoding, payload: &[u8], pretty: bool) -> Result<Vec<u
     let mut out = match encoding {
         Encoding::Empty if payload.is_empty() => return Ok(Vec::new()),
         Encoding::Empty => bail!("{} bytes, where none were expected", payload.len()),
-        Encoding::Utf8 => std::str::from_utf8(payload)
-            .map_err(|_| anyhow!("not UTF-8"))?
-            .as_bytes()
-            .to_vec(),
-        Encoding::Json => payload.to_vec(),
+        Encoding::Utf8 | Encoding::Json => {
+            let text = std::str::from_utf8(payload).map_err(|_| anyhow!("not UTF-8"))?;
+            if pretty {
+                terminal_safe(text).into_bytes()
+            } else {
+                text.as_bytes().to_vec()
+            }
+        }
         Encoding::Bool => match payload {
             [0] => b"false".to_vec(),
             [1] => b"true".to_vec(),
@@ -305,6 +309,18 @@ pub fn render(encoding: &Encoding, payload: &[u8], pretty: bool) -> Result<Vec<u
         out.push(b'\n');
     }
     Ok(out)
+}
+
+/// `text` with every control character but line feed and tab escaped (`\u{1b}`), so that a
+/// server's answer cannot move the cursor or recolour a terminal.
+fn terminal_safe(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            '\n' | '\t' => c.to_string(),
+            c if c.is_control() => c.escape_unicode().to_string(),
+            c => c.to_string(),
+        })
+        .collect()
 }
 
 /// A big-endian integer of exactly `int`'s width, in decimal.
@@ -511,6 +527,12 @@ mod tests {
         assert_eq!(shown("utf8", b"a b"), "a b\n");
         assert_eq!(shown("utf8", b"line\n"), "line\n", "no second newline");
         assert!(render(&Encoding::Utf8, &[0xff], false).is_err());
+        // On a terminal, control characters from the server are shown, not obeyed.
+        let hostile = b"red\x1b[31m\tbell\x07\n";
+        let shown = render(&Encoding::Utf8, hostile, true).expect("renders");
+        assert_eq!(shown, b"red\\u{1b}[31m\tbell\\u{7}\n");
+        let piped = render(&Encoding::Json, hostile, false).expect("renders");
+        assert_eq!(piped, hostile, "as sent when piped");
     }
 
     #[test]
