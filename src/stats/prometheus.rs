@@ -1,25 +1,4 @@
-//! A server's counters in the Prometheus text exposition format, version 0.0.4 (the format of
-//! `Content-Type: text/plain; version=0.0.4`, specified in Prometheus's "Exposition formats"
-//! document): `# HELP` and `# TYPE` lines, then one `name{labels} value` line per series.
-//!
-//! Every STATS counter appears, under the name `courier_<name>` (counters end in `_total`,
-//! the format's convention), with the counters that STATS spells as one name per kind turned
-//! into one metric with a label:
-//!
-//! | STATS names | metric |
-//! |---|---|
-//! | `closed_<cause>` | `courier_connections_closed_total{cause="<cause>"}` |
-//! | `decode_errors_<KIND>` | `courier_decode_errors_total{kind="<KIND>"}` |
-//! | `tls_alerts_sent_<alert>` | `courier_tls_alerts_sent_total{alert="<alert>"}` |
-//! | `tls_alerts_received_<alert>` | `courier_tls_alerts_received_total{alert="<alert>"}` |
-//! | `requests_<CODE>` | `courier_requests_total{method="<name>",code="<CODE>"}` (by method) |
-//!
-//! and per method (the router's names, `unknown` for requests for no served method):
-//!
-//! - `courier_requests_total{method,code}`: requests answered, by status code name (a series
-//!   for OK always, and one for each other code a method has answered);
-//! - `courier_request_duration_seconds{method}`: a histogram of the server's latency (see
-//!   [`methods`](super#per-method-counters)), buckets [`LATENCY_BOUNDS`](super::LATENCY_BOUNDS).
+//! A server's counters in the Prometheus text exposition format: see [`render_prometheus`].
 
 use std::fmt::Write;
 
@@ -147,8 +126,29 @@ const FAMILIES: [(&str, &str, &str, &str); 4] = [
     ),
 ];
 
-/// Appends `stats` to `out` in the Prometheus text exposition format 0.0.4 (see the
-/// [module docs](self)). Serve it with `Content-Type: text/plain; version=0.0.4`.
+/// Appends `stats` to `out` in the Prometheus text exposition format, version 0.0.4 (the
+/// format of `Content-Type: text/plain; version=0.0.4`, specified in Prometheus's "Exposition
+/// formats" document): `# HELP` and `# TYPE` lines, then one `name{labels} value` line per
+/// series.
+///
+/// Every STATS counter appears, under the name `courier_<name>` (counters end in `_total`,
+/// the format's convention), with the counters that STATS spells as one name per kind turned
+/// into one metric with a label:
+///
+/// | STATS names | metric |
+/// |---|---|
+/// | `closed_<cause>` | `courier_connections_closed_total{cause="<cause>"}` |
+/// | `decode_errors_<KIND>` | `courier_decode_errors_total{kind="<KIND>"}` |
+/// | `tls_alerts_sent_<alert>` | `courier_tls_alerts_sent_total{alert="<alert>"}` |
+/// | `tls_alerts_received_<alert>` | `courier_tls_alerts_received_total{alert="<alert>"}` |
+/// | `requests_<CODE>` | `courier_requests_total{method="<name>",code="<CODE>"}` (by method) |
+///
+/// and per method (the router's names, `unknown` for requests for no served method):
+///
+/// - `courier_requests_total{method,code}`: requests answered, by status code name (a series
+///   for OK always, and one for each other code a method has answered);
+/// - `courier_request_duration_seconds{method}`: a histogram of the server's latency (see
+///   [Per-method counters](super#per-method-counters)), buckets [`LATENCY_BOUNDS`].
 ///
 /// # Examples
 ///
