@@ -161,10 +161,12 @@ fn pipelined_requests_past_the_goaway_fail_unavailable_and_a_new_call_reconnects
             assert_unavailable(result, &format!("request {i}, after GOAWAY(3)"));
         }
     }
+    assert!(client.is_draining(), "the server sent GOAWAY");
     let reply = client
         .call(&ECHO, &Bytes::from_static(b"after the drain"))
         .expect("a new call after GOAWAY goes out on a new connection");
     assert_eq!(reply, Bytes::from_static(b"after the drain"));
+    assert!(!client.is_draining(), "the new connection is not draining");
 
     let ids_on_b = server.join().expect("fake server");
     assert_eq!(ids_on_b.len(), 1, "connection B served the new call");

@@ -279,6 +279,13 @@ impl Client {
         self.identity.as_deref()
     }
 
+    /// Whether the server sent GOAWAY on the current connection (it is draining): requests
+    /// it did not process were answered UNAVAILABLE, safe to send again, and the next request
+    /// goes out on a new connection (see [`Client`]).
+    pub fn is_draining(&self) -> bool {
+        self.goaway.is_some()
+    }
+
     /// Whether the connection speaks TLS ([`ClientBuilder::tls`]).
     pub fn is_tls(&self) -> bool {
         matches!(self.transport, Transport::Tls(_))

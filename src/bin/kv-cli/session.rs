@@ -9,10 +9,6 @@ use courier_rpc::proto::Code;
 use crate::client_flags;
 use crate::command::{Answer, Command};
 
-/// The start of the UNAVAILABLE status the client gives a request sent after the server's
-/// GOAWAY: not processed, safe to send again on a new connection.
-const DRAINING: &str = "server is draining";
-
 /// A connection to one server, made again when it breaks.
 pub struct Session {
     builder: ClientBuilder,
@@ -91,13 +87,13 @@ impl Session {
     /// Drops the connection when `err` says it can carry no more requests; whether the
     /// request is worth sending again on a new one.
     fn forget(&mut self, err: &ClientError) -> Retry {
+        // UNAVAILABLE on a connection the server is draining: not processed, safe to send again.
+        let draining = self.client.as_ref().is_some_and(Client::is_draining);
         let (retry, why) = match err {
             ClientError::Closed | ClientError::Io(_) | ClientError::Connection(_) => {
                 (Retry::Yes, format!("the connection was lost: {err}"))
             }
-            ClientError::Status(status)
-                if status.code == Code::UNAVAILABLE && status.message.starts_with(DRAINING) =>
-            {
+            ClientError::Status(status) if status.code == Code::UNAVAILABLE && draining => {
                 (Retry::Yes, "the server sent GOAWAY".to_owned())
             }
             ClientError::Protocol(_) | ClientError::Tls(_) => {
