@@ -596,18 +596,8 @@ fn the_metrics_endpoint_counts_every_request_of_a_bench_run() {
         .env("RUST_LOG", "warn");
     let server = support::process::Process::spawn(command);
     let wait = std::time::Duration::from_secs(30);
-    let last_word = || {
-        let line = server
-            .next_line(wait)
-            .unwrap_or_else(|| panic!("kv-server printed nothing: {}", server.stderr()));
-        line.trim()
-            .rsplit(' ')
-            .next()
-            .unwrap_or_default()
-            .to_string()
-    };
-    let addr: SocketAddr = last_word().parse().expect("the listening address");
-    let url = last_word();
+    let addr: SocketAddr = server.announced(wait);
+    let url: String = server.announced(wait);
     let metrics: SocketAddr = url
         .strip_prefix("http://")
         .and_then(|rest| rest.strip_suffix("/metrics"))

@@ -31,15 +31,7 @@ impl ServerProcess {
             .args(args)
             .env("RUST_LOG", "warn");
         let process = Process::spawn(command);
-        let line = process
-            .next_line(Duration::from_secs(30))
-            .unwrap_or_else(|| panic!("no listening line; stderr: {}", process.stderr()));
-        let addr = line
-            .trim()
-            .rsplit(' ')
-            .next()
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| panic!("no address in {line:?}"));
+        let addr = process.announced(Duration::from_secs(30));
         ServerProcess {
             _process: process,
             addr,

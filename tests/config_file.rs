@@ -40,15 +40,7 @@ fn start(exe: &str, args: &[&str], cwd: &Path) -> (Process, SocketAddr) {
     let mut command = Command::new(exe);
     command.args(args).current_dir(cwd).env("RUST_LOG", "info");
     let process = Process::spawn(command);
-    let line = process
-        .next_line(PROCESS_TIMEOUT)
-        .unwrap_or_else(|| panic!("no listening line; stderr: {}", process.stderr()));
-    let addr = line
-        .trim()
-        .rsplit(' ')
-        .next()
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("no address in {line:?}"));
+    let addr = process.announced(PROCESS_TIMEOUT);
     (process, addr)
 }
 

@@ -25,14 +25,7 @@ impl Server {
     /// Starts `command` and reads the address at the end of its first line of stdout.
     fn start(command: Command) -> Server {
         let process = Process::spawn(command);
-        let line = process
-            .next_line(START_LIMIT)
-            .unwrap_or_else(|| panic!("no listening line; stderr: {}", process.stderr()));
-        let addr = line
-            .rsplit(' ')
-            .next()
-            .and_then(|addr| addr.parse().ok())
-            .unwrap_or_else(|| panic!("no address in {line:?}"));
+        let addr = process.announced(START_LIMIT);
         Server {
             _process: process,
             addr,

@@ -58,6 +58,20 @@ impl Process {
         self.stdout.recv_timeout(limit).ok()
     }
 
+    /// The last word of the next line of stdout, parsed: the address a server prints once it
+    /// listens (`kv-server listening on 127.0.0.1:4242`). Panics, with the process's stderr,
+    /// when no line comes within `limit` or its last word does not parse.
+    pub fn announced<T: std::str::FromStr>(&self, limit: Duration) -> T {
+        let line = self
+            .next_line(limit)
+            .unwrap_or_else(|| panic!("no line on stdout; stderr: {}", self.stderr()));
+        line.trim()
+            .rsplit(' ')
+            .next()
+            .and_then(|word| word.parse().ok())
+            .unwrap_or_else(|| panic!("nothing to parse at the end of {line:?}"))
+    }
+
     /// The rest of stdout, once the process has exited (at most `limit` for its last lines).
     pub fn rest_of_stdout(&self, limit: Duration) -> Vec<String> {
         let until = Instant::now() + limit;
