@@ -311,21 +311,14 @@ pub(crate) fn register_reporting(
     router.register(WHOAMI, move |_, ()| Err(by_connection(WHOAMI.name)));
     // The list includes METHODS itself: it is registered below with the list built here.
     let mut list = MethodList::of(router);
-    let at = list
-        .0
-        .iter()
-        .position(|m| (m.service, m.method) > (SERVICE, METHODS.method))
-        .unwrap_or(list.0.len());
-    list.0.insert(
-        at,
-        MethodEntry {
-            service: SERVICE,
-            method: METHODS.method,
-            name: METHODS.name.to_string(),
-            request: <() as Message>::FORMAT.to_string(),
-            response: MethodList::FORMAT.to_string(),
-        },
-    );
+    list.0.push(MethodEntry {
+        service: SERVICE,
+        method: METHODS.method,
+        name: METHODS.name.to_string(),
+        request: <() as Message>::FORMAT.to_string(),
+        response: MethodList::FORMAT.to_string(),
+    });
+    list.0.sort_by_key(|m| (m.service, m.method));
     let mut encoded = Vec::new();
     // Every name passed Router::check, and the formats are the library's tokens.
     let reply = match list.encode(&mut encoded) {
