@@ -71,7 +71,6 @@ const _: () = {
     }
 };
 
-
 /// Adds `n` to a counter that only one thread writes: a load and a store, which other threads
 /// may read at any time (they see the old or the new value).
 fn bump(counter: &AtomicU64, n: u64) {
