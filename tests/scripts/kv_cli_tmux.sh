@@ -60,7 +60,9 @@ type_line() {
     keys Enter
 }
 
-# The server, on a free port; its first line says where it listens.
+# The server, on a free port; its first line says where it listens. The file is made first:
+# the background job opens it only when it gets to run, maybe after the first look below.
+: >"$work/server.out"
 "$kv_server" --in-memory --addr 127.0.0.1:0 >"$work/server.out" 2>&1 &
 server_pid=$!
 addr=
