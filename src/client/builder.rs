@@ -1,15 +1,14 @@
 //! [`ClientBuilder`]: timeouts, limits, TLS and the token; opening a connection.
 
 use std::fmt;
-use std::io;
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::transport::{self, Transport};
 use super::{
-    Client, ClientError, DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT, DEFAULT_WRITE_TIMEOUT,
+    Client, ClientError, CoreConfig, DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT,
+    DEFAULT_WRITE_TIMEOUT,
 };
 use crate::proto::DEFAULT_MAX_BODY_LEN;
 use crate::tls::ClientTlsConfig;
@@ -114,42 +113,17 @@ impl ClientBuilder {
     /// [`ClientError::Timeout`] past the connect timeout).
     pub fn connect(self, addr: impl ToSocketAddrs) -> Result<Client, ClientError> {
         let addrs: Vec<SocketAddr> = addr.to_socket_addrs()?.collect();
-        let (transport, peer) = self.open(&addrs)?;
-        let mut client = Client::from_transport(transport, peer, addrs, self);
-        if let Err(err) = client.authenticate() {
-            client.transport.close();
-            return Err(err);
-        }
-        Ok(client)
+        Client::open(addrs, self)
     }
 
-    /// Opens a configured connection to the first of `addrs` that accepts, and runs the TLS
-    /// handshake on it when TLS is on.
-    pub(super) fn open(
-        &self,
-        addrs: &[SocketAddr],
-    ) -> Result<(Transport, SocketAddr), ClientError> {
-        let mut last_err = io::Error::new(io::ErrorKind::InvalidInput, "no address to connect to");
-        for &addr in addrs {
-            match TcpStream::connect_timeout(&addr, self.connect_timeout) {
-                Ok(stream) => {
-                    stream.set_nodelay(true)?;
-                    stream.set_write_timeout(Some(self.write_timeout))?;
-                    let transport = match &self.tls {
-                        None => Transport::Plain(stream),
-                        Some(tls) => transport::handshake(
-                            stream,
-                            addr,
-                            tls,
-                            self.connect_timeout,
-                            self.write_timeout,
-                        )?,
-                    };
-                    return Ok((transport, addr));
-                }
-                Err(err) => last_err = err,
-            }
+    /// The core's settings from these options.
+    pub(super) fn core_config(&self) -> CoreConfig {
+        let config = CoreConfig::default()
+            .with_max_body_len(self.max_body_len)
+            .with_default_timeout(self.read_timeout);
+        match &self.tls {
+            Some(tls) => config.with_tls(tls.clone()),
+            None => config,
         }
-        Err(last_err.into())
     }
 }

@@ -159,27 +159,6 @@ impl Broken {
     }
 }
 
-/// Why a request sent on a connection the client has since replaced gets no response.
-#[derive(Clone, Debug)]
-pub(super) enum Orphaned {
-    /// Its id was after the GOAWAY's last request id: not processed (UNAVAILABLE).
-    Refused,
-    /// The server owed it, but its deadline passed before the response arrived.
-    TimedOut,
-    /// The server owed it, but the connection ended or broke before the response arrived.
-    Lost(Broken),
-}
-
-impl Orphaned {
-    pub(super) fn to_error(&self) -> ClientError {
-        match self {
-            Orphaned::Refused => ClientError::Status(draining()),
-            Orphaned::TimedOut => ClientError::Timeout,
-            Orphaned::Lost(broken) => broken.to_error(),
-        }
-    }
-}
-
 /// The status of a request after a GOAWAY's last request id.
 pub(super) fn draining() -> Status {
     Status::new(
