@@ -190,7 +190,7 @@ impl ClientCore {
         first_request_id: u64,
     ) -> Result<Self, ClientError> {
         let tls = match &config.tls {
-            Some(tls) => Some(Box::new(TlsLayer::new(tls, peer)?)),
+            Some(tls) => Some(Box::new(TlsLayer::new(tls, peer, config.max_body_len)?)),
             None => None,
         };
         let mut core = ClientCore {
