@@ -11,6 +11,12 @@
 # - tls_accept: ClientHellos (the one tests/support/mod.rs builds, TLS 1.2 only; and one made by
 #   Python's ssl module, TLS 1.3 with ALPN courier/1, new each time the script runs), whole and
 #   in chunks, for the configuration without and with a client CA; and plaintext courier frames.
+# - client_core: a config byte (0: ids from 1; 1: ids from just below the wrap), then ops as
+#   fuzz/fuzz_targets/client_core.rs reads them: three requests, then each vector's bytes as
+#   server bytes, then every outcome taken; and sequences of its own (responses out of order,
+#   GOAWAY then the end of the stream or an ERROR, PINGs both ways, timeouts and late answers,
+#   AUTH answered and refused, one-byte reads, a 4,000-byte body, damaged frames, a header
+#   over the body limit, ids across the wrap, a broken connection's read of 5,000 bytes).
 # - kv_record: small kv log files from the generator below (clean logs, a torn tail, a zero
 #   tail, a damaged record before valid ones, records whose checksums match but whose bodies
 #   break the format), each after a 0 (read as they are) and after a 1 (checksums fixed first).
@@ -18,7 +24,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p fuzz/corpus/decode_frame fuzz/corpus/connection fuzz/corpus/chunking fuzz/corpus/roundtrip \
-    fuzz/corpus/kv_record fuzz/corpus/preauth fuzz/corpus/tls_accept
+    fuzz/corpus/kv_record fuzz/corpus/preauth fuzz/corpus/tls_accept fuzz/corpus/client_core
 python3 - <<'PY'
 import json, pathlib
 vectors = json.load(open("proto-spec/vectors/frames.json"))["vectors"]
@@ -32,6 +38,9 @@ for v in vectors:
     ops = b"".join(b"\x00" + bytes([len(c)]) + c for c in (data[i:i+255] for i in range(0, len(data), 255)))
     pathlib.Path("fuzz/corpus/connection", v["name"]).write_bytes(ops)
     pathlib.Path("fuzz/corpus/preauth", v["name"]).write_bytes(ops)
+    # client_core: ids from 1, three requests (no deadline, no payload), the bytes, take all.
+    pathlib.Path("fuzz/corpus/client_core", v["name"]).write_bytes(
+        b"\x00" + b"\x02\x00\x00" * 3 + ops + b"\x0c")
 
 # kv_record: log files as src/kv/log/record.rs writes them (CRC-32 IEEE, as crc32fast computes).
 import struct, zlib
@@ -100,6 +109,58 @@ preauth = {
 for name, data in preauth.items():
     pathlib.Path("fuzz/corpus/preauth", name).write_bytes(data)
 
+# client_core: op bytes as fuzz/fuzz_targets/client_core.rs reads them (low nibble: the op;
+# high nibble: its variant), after the config byte.
+def cc_req(deadline=0, payload=1):
+    return b"\x02" + bytes([deadline, payload])
+CC_PING = lambda t=25: b"\x04" + bytes([t])
+CC_AUTH = b"\x45\x05"  # a 5-byte token, 200 ms
+CC_TAKE = b"\x07\x00"  # the call with the lowest id
+CC_TIME = lambda ms: b"\x08" + bytes([ms])
+CC_TIMEOUT, CC_WRITE, CC_EOF, CC_TAKE_ALL, CC_DISCARD = b"\x09", b"\x0a\x00", b"\x0b", b"\x0c", b"\x0d"
+def cc_big(data):
+    # op 1: the length byte counts 32-byte units.
+    n = (len(data) + 31) // 32
+    return b"\x01" + bytes([n]) + data + bytes(n * 32 - len(data))
+def damaged(data, at):
+    data = bytearray(data)
+    data[at] ^= 0x01
+    return bytes(data)
+resp = lambda i, payload=b"": frame(2, i, 0, payload)
+big_header = frame(2, 1, 0, b"")[:24] + struct.pack(">II", 5000, 0)
+big_header += struct.pack(">I", zlib.crc32(big_header))
+client_core = {
+    "out-of-order": b"\x00" + cc_req() * 3 + CC_WRITE
+        + receive(resp(3, b"c") + resp(1, b"a") + resp(2, b"b")) + CC_TAKE * 3,
+    "across-the-wrap": b"\x01" + cc_req() * 4 + CC_WRITE
+        + receive(resp(2**64 - 1, b"max") + resp(1, b"one")) + CC_TAKE_ALL,
+    "goaway-then-eof": b"\x00" + cc_req() * 4
+        + receive(frame(5, 2, 0, b"bye") + resp(1)) + cc_req() + CC_EOF + CC_TAKE_ALL,
+    "goaway-then-error": b"\x00" + cc_req() * 3
+        + receive(frame(5, 1, 0, b"") + frame(5, 0, 0, b"") + frame(6, 0, 13, b"boom")) + CC_TAKE_ALL,
+    "ping-pong": b"\x00" + CC_PING() + CC_WRITE + CC_TIME(5) + receive(frame(4, 1, 0, b""))
+        + CC_TAKE + CC_PING(1) + CC_TIME(9) + CC_TIMEOUT + CC_TAKE,
+    "server-pings": b"\x00" + cc_req() + receive(frame(3, 7, 0, b"") * 3) + b"\x0a\x05" + CC_WRITE,
+    "timeouts-late-answer": b"\x00" + cc_req(1) + cc_req(50) + bytes([0x12, 9, 3]) + CC_TIME(10)
+        + CC_TIMEOUT + receive(resp(1, b"late")) + CC_TAKE * 3,
+    "auth-ok": b"\x00" + CC_AUTH + CC_WRITE + receive(resp(1, b"alice")) + CC_TAKE + cc_req(),
+    "auth-refused": b"\x00" + CC_AUTH + receive(frame(2, 1, 16, b"unknown token")) + CC_DISCARD
+        + CC_TAKE,
+    "one-byte-reads": b"\x00" + cc_req() + b"".join(b"\x00\x01" + bytes([c]) for c in resp(1, b"hello"))
+        + CC_TAKE,
+    "body-4000": b"\x00" + cc_req(0, 200) + CC_WRITE + cc_big(resp(1, b"x" * 4000)) + CC_TAKE,
+    "header-over-the-limit": b"\x00" + cc_req() + receive(big_header) + CC_TAKE,
+    "header-damaged": b"\x00" + cc_req() * 2 + receive(damaged(resp(1, b"a"), 12) + resp(2)) + CC_TAKE_ALL,
+    "body-damaged": b"\x00" + cc_req() * 2 + receive(damaged(resp(1, b"abc"), 37) + resp(2)) + CC_TAKE_ALL,
+    "request-from-server": b"\x00" + cc_req() + receive(frame(1, 1, 1 << 16 | 1, b"?")) + CC_TAKE,
+    # One read of more than a frame's worth after a header that breaks the connection: none
+    # of it may stay buffered.
+    "header-damaged-then-5000-bytes": b"\x00" + cc_req() + b"\x01\xa0"
+        + damaged(resp(1, b"a"), 12) + b"x" * 5000,
+}
+for name, data in client_core.items():
+    pathlib.Path("fuzz/corpus/client_core", name).write_bytes(data)
+
 # tls_accept: byte 0 = client CA (bit 0) | number of chunk sizes << 1, then the sizes, then the
 # stream. The ClientHello of tests/support/mod.rs's tls_client_hello():
 host = b"localhost"
@@ -144,13 +205,14 @@ for name in ("request_echo", "ping", "request_admin_auth", "bad_magic_http_reque
         data = bytes.fromhex(next(v["hex"] for v in vectors if v["name"] == name))
         pathlib.Path("fuzz/corpus/tls_accept", "plaintext-" + name).write_bytes(b"\x00" + data)
 # Regression inputs stay in the corpus they came from.
-for target in ("decode_frame", "chunking", "roundtrip", "kv_record", "preauth", "tls_accept"):
+for target in ("decode_frame", "chunking", "roundtrip", "kv_record", "preauth", "tls_accept",
+               "client_core"):
     regressions = pathlib.Path("fuzz/regressions", target)
     if regressions.is_dir():
         for f in sorted(regressions.iterdir()):
             if f.is_file() and not f.name.startswith(".") and f.name != "README.md":
                 pathlib.Path("fuzz/corpus", target, "regression-" + f.name).write_bytes(f.read_bytes())
 PY
-for target in decode_frame chunking roundtrip connection kv_record preauth tls_accept; do
+for target in decode_frame chunking roundtrip connection kv_record preauth tls_accept client_core; do
     echo "fuzz/corpus/$target: $(ls "fuzz/corpus/$target" | wc -l) inputs"
 done

@@ -160,6 +160,12 @@ impl Calls {
         self.entries.len()
     }
 
+    /// How many entries the deadline heap holds, stale ones included.
+    #[cfg(test)]
+    pub(super) fn deadline_entries(&self) -> usize {
+        self.deadlines.len()
+    }
+
     /// The earliest deadline of a waiting call. Drops the heap's stale entries on the way.
     pub(super) fn next_deadline(&mut self) -> Option<Instant> {
         while let Some(&Reverse((deadline, id))) = self.deadlines.peek() {

@@ -190,7 +190,7 @@ impl ClientCore {
         first_request_id: u64,
     ) -> Result<Self, ClientError> {
         let tls = match &config.tls {
-            Some(tls) => Some(Box::new(TlsLayer::new(tls, peer)?)),
+            Some(tls) => Some(Box::new(TlsLayer::new(tls, peer, config.max_body_len)?)),
             None => None,
         };
         let mut core = ClientCore {
@@ -710,8 +710,11 @@ impl ClientCore {
     }
 
     /// Breaks the connection with `err`: every waiting call ends with it, and so does every
-    /// later one. Returns `err`.
+    /// later one. The bytes received and not yet decoded are dropped: nothing after the
+    /// break is read. Returns `err`.
     fn break_with(&mut self, err: ClientError) -> ClientError {
+        self.received.clear();
+        self.plaintext.clear();
         let broken = match &err {
             ClientError::Connection(status) => Broken::Connection(status.clone()),
             ClientError::Protocol(e) => Broken::Protocol(e.clone()),

@@ -11,7 +11,7 @@ use bytes::{Buf, BufMut, BytesMut};
 use rustls::ClientConnection;
 
 use crate::client::ClientError;
-use crate::proto::{Decoder, Frame, Status, DEFAULT_MAX_BODY_LEN, MAGIC};
+use crate::proto::{Decoder, Frame, Status, MAGIC};
 use crate::tls::{ClientTlsConfig, ALPN};
 
 /// What the first bytes from the server turned out to be.
@@ -33,6 +33,8 @@ pub(super) struct TlsLayer {
     /// Whether the negotiated ALPN protocol has been checked (once, when the handshake ends).
     alpn_checked: bool,
     peer: SocketAddr,
+    /// The core's body limit: a plaintext answer's frame is held to it too.
+    max_body_len: u32,
 }
 
 impl std::fmt::Debug for TlsLayer {
@@ -53,9 +55,14 @@ pub(super) enum Received {
 }
 
 impl TlsLayer {
-    /// A client connection to `peer` with `config` (its server name, or `peer`'s address).
-    /// Its ClientHello waits in [`TlsLayer::transmit`].
-    pub(super) fn new(config: &ClientTlsConfig, peer: SocketAddr) -> Result<Self, ClientError> {
+    /// A client connection to `peer` with `config` (its server name, or `peer`'s address),
+    /// for a core whose body limit is `max_body_len` bytes. Its ClientHello waits in
+    /// [`TlsLayer::transmit`].
+    pub(super) fn new(
+        config: &ClientTlsConfig,
+        peer: SocketAddr,
+        max_body_len: u32,
+    ) -> Result<Self, ClientError> {
         let name = config.server_name_for(peer.ip());
         let mut conn =
             ClientConnection::new(config.rustls().clone(), name).map_err(ClientError::Tls)?;
@@ -67,6 +74,7 @@ impl TlsLayer {
             sniff: Sniff::Unknown,
             alpn_checked: false,
             peer,
+            max_body_len,
         })
     }
 
@@ -118,7 +126,9 @@ impl TlsLayer {
                 // The magic may come in pieces.
                 return Some(Ok(Received::Open));
             } else {
-                self.sniff = Sniff::Plaintext(Decoder::new(DEFAULT_MAX_BODY_LEN));
+                // Within the core's body limit, as every frame it buffers: a larger one is
+                // refused (NotTls without a status) instead of waited for.
+                self.sniff = Sniff::Plaintext(Decoder::new(self.max_body_len));
             }
         }
         let Sniff::Plaintext(decoder) = &mut self.sniff else {
