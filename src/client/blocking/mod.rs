@@ -15,7 +15,7 @@ use crate::service::{Message, Method};
 /// Queued request bytes above which [`Client::send`] writes them out: 64 KiB.
 const AUTO_FLUSH: usize = 64 * 1024;
 
-/// A blocking client connection. See the [module docs](self).
+/// A blocking client connection. See the [module docs](super).
 ///
 /// # GOAWAY and reconnecting
 ///

@@ -87,7 +87,7 @@ const AUTH: Method<bytes::Bytes, String> = Method::new(crate::admin::SERVICE, 2,
 #[non_exhaustive]
 pub struct CoreConfig {
     /// Largest body sent or accepted, in bytes. Default 4 MiB
-    /// ([`DEFAULT_MAX_BODY_LEN`](crate::proto::DEFAULT_MAX_BODY_LEN)), as the server's.
+    /// ([`DEFAULT_MAX_BODY_LEN`]), as the server's.
     pub max_body_len: u32,
     /// How long a call that sets no deadline waits. Default 30 s
     /// ([`DEFAULT_READ_TIMEOUT`](super::DEFAULT_READ_TIMEOUT)).
