@@ -52,6 +52,8 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+#[cfg(feature = "tokio")]
+mod asynchronous;
 mod blocking;
 mod builder;
 pub mod core;
@@ -60,6 +62,8 @@ mod error;
 use std::marker::PhantomData;
 use std::time::Duration;
 
+#[cfg(feature = "tokio")]
+pub use self::asynchronous::AsyncClient;
 pub use self::blocking::Client;
 pub use self::builder::ClientBuilder;
 pub use self::core::{ClientCore, CoreConfig};
