@@ -77,7 +77,8 @@ const START_ATTEMPTS: usize = 3;
 /// use courier_rpc::echo::ECHO;
 /// use courier_rpc::Bytes;
 ///
-/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// # #[tokio::main]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let client = AsyncClient::connect("127.0.0.1:7879").await?;
 /// let mut tasks = Vec::new();
 /// for i in 0..100 {
@@ -106,7 +107,8 @@ const START_ATTEMPTS: usize = 3;
 /// use courier_rpc::tls::ClientTlsConfig;
 /// use courier_rpc::Bytes;
 ///
-/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// # #[tokio::main]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let tls = ClientTlsConfig::builder().ca_file("ca.pem").server_name("kv.example").build()?;
 /// let token = std::env::var("COURIER_TOKEN")?;
 /// let client = AsyncClient::builder()
