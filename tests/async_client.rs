@@ -464,8 +464,10 @@ async fn calls_owed_by_a_draining_connection_are_answered_while_new_calls_use_th
         // has served a call.
         send_frames(&mut a, &[goaway(3)]);
         let mut b = accept(&listener);
-        let on_b = serve_echo_call(&mut b);
+        let on_b = read_requests(&mut b, 1).remove(0);
+        // Before the answer, which the client may act on at once.
         served.store(1, Ordering::SeqCst);
+        send_frames(&mut b, &[echo_response(&on_b)]);
         answer_owed_rx
             .recv_timeout(support::IO_TIMEOUT)
             .expect("the test's go");
