@@ -144,7 +144,7 @@
 //! | `metrics` | on | [`metrics::MetricsServer`]: a Prometheus `/metrics` endpoint (tiny_http) |
 //! | `kv`, `echo` | on | the bundled services ([`kv`], [`echo`]) |
 //! | `cli` | on | the binaries `kv-server`, `kv-cli`, `echo-server`, `courier-cli`, `courier-bench` (clap, env_logger, anyhow, hdrhistogram, rustyline) |
-//! | `tokio` | off | `client::AsyncClient`, the async client for tokio applications (tokio) |
+//! | `tokio` | off | `client::AsyncClient`, the async client for tokio applications; `proto::FrameCodec`, the frame codec for tokio-util's `Framed` (tokio, tokio-util) |
 //!
 //! A library user who wants none of them writes
 //! `courier-rpc = { version = "0.1", default-features = false }` and names the ones to keep.
