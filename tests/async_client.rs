@@ -548,6 +548,31 @@ async fn an_error_frame_fails_every_waiting_call_and_every_later_one() {
     server.join().expect("fake server");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_client_does_not_reconnect_after_a_goaway() {
+    let listener = bind();
+    let client = connect(listener.local_addr().expect("address")).await;
+    let server = thread::spawn(move || {
+        let mut a = accept(&listener);
+        send_frames(&mut a, &[goaway(0)]);
+        // The client closes; it opens no new connection.
+        let after = read_until_close(&mut a);
+        assert!(after.is_empty(), "{after:?}");
+        accept_within(&listener, Duration::from_millis(300)).is_none()
+    });
+    wait_until("the GOAWAY", || client.is_draining()).await;
+    client.close().await;
+    let result = client
+        .call(&ECHO, &Bytes::from_static(b"after close"))
+        .await;
+    assert!(matches!(result, Err(ClientError::Closed)), "{result:?}");
+    assert!(matches!(client.ping().await, Err(ClientError::Closed)));
+    assert!(
+        server.join().expect("fake server"),
+        "no new connection after close"
+    );
+}
+
 // --- TLS and a token, against a real server ---
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

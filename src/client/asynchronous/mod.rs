@@ -5,6 +5,7 @@ mod conn;
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -140,6 +141,8 @@ struct Shared {
     current: Mutex<Arc<Connection>>,
     /// Held by the task that replaces a drained connection; the others wait on it.
     reconnecting: tokio::sync::Mutex<()>,
+    /// [`AsyncClient::close`] was called: no call starts again, not even on a new connection.
+    closed: AtomicBool,
     /// What `connect` resolved: where a reconnection after GOAWAY goes.
     addrs: Vec<SocketAddr>,
     /// The options the client was built with, for a reconnection.
@@ -194,6 +197,7 @@ impl AsyncClient {
             shared: Arc::new(Shared {
                 current: Mutex::new(conn),
                 reconnecting: tokio::sync::Mutex::new(()),
+                closed: AtomicBool::new(false),
                 addrs,
                 config,
             }),
@@ -310,6 +314,7 @@ impl AsyncClient {
     pub async fn close(&self) {
         // Not while a reconnection is replacing the connection.
         let _turn = self.shared.reconnecting.lock().await;
+        self.shared.closed.store(true, Ordering::SeqCst);
         self.current().close().await;
     }
 
@@ -320,6 +325,10 @@ impl AsyncClient {
         mut start: impl FnMut(&mut ClientCore, Instant) -> Result<u64, ClientError>,
     ) -> Result<(Arc<Connection>, u64), ClientError> {
         for _ in 0..START_ATTEMPTS {
+            if self.shared.closed.load(Ordering::SeqCst) {
+                // Even after a GOAWAY, which would otherwise open a new connection.
+                return Err(ClientError::Closed);
+            }
             let conn = self.connection().await?;
             if let Some(id) = conn.start(&mut start)? {
                 return Ok((conn, id));
@@ -336,6 +345,10 @@ impl AsyncClient {
             return Ok(conn);
         }
         let _turn = self.shared.reconnecting.lock().await;
+        if self.shared.closed.load(Ordering::SeqCst) {
+            // Closed while this task waited for its turn.
+            return Err(ClientError::Closed);
+        }
         // Another task may have reconnected meanwhile.
         let conn = self.current();
         let (draining, may_reconnect, usable, first_id) = conn.with_core(|core| {
