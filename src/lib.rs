@@ -1,10 +1,12 @@
-//! courier-rpc: a TCP request/response framework on mio, with a blocking client.
+//! courier-rpc: a TCP request/response framework on mio, with a blocking client and, with
+//! feature `tokio`, an async one.
 //!
 //! A server runs one event loop per core; each decodes length-prefixed, CRC-32-checked frames
 //! (the wire protocol is specified in `proto-spec/PROTOCOL.md`, shipped with the crate),
 //! dispatches each request to the handler registered for its (service id, method id), and
-//! writes the framed answer back. A blocking [`Client`] speaks the same frames. There is no
-//! async runtime in the server.
+//! writes the framed answer back. A blocking [`Client`] speaks the same frames, and so does
+//! `AsyncClient` (feature `tokio`, see [`client`]), whose clones let any number of tokio tasks
+//! call through one connection. There is no async runtime in the server.
 //!
 //! In `Cargo.toml`:
 //!
@@ -142,6 +144,7 @@
 //! | `metrics` | on | [`metrics::MetricsServer`]: a Prometheus `/metrics` endpoint (tiny_http) |
 //! | `kv`, `echo` | on | the bundled services ([`kv`], [`echo`]) |
 //! | `cli` | on | the binaries `kv-server`, `kv-cli`, `echo-server`, `courier-cli`, `courier-bench` (clap, env_logger, anyhow, hdrhistogram, rustyline) |
+//! | `tokio` | off | `client::AsyncClient`, the async client for tokio applications; `proto::FrameCodec`, the frame codec for tokio-util's `Framed` (tokio, tokio-util) |
 //!
 //! A library user who wants none of them writes
 //! `courier-rpc = { version = "0.1", default-features = false }` and names the ones to keep.
@@ -154,7 +157,8 @@
 //!   [`Encoder`](proto::Encoder), status codes, metadata. No IO, no clock, no threads.
 //! - [`service`](mod@service): [`Message`], [`Method`], the [`Router`], [`service!`].
 //! - [`server`] (the mio event loops, their limits and security settings) and [`client`]
-//!   (the blocking client): the only modules that touch sockets.
+//!   (the blocking client, and the async one with feature `tokio`): the only modules that
+//!   touch sockets.
 //! - [`auth`] (identities, tokens, the access-control list) and [`tls`] (rustls settings).
 //! - [`admin`] (the built-in service 0: STATS, AUTH, WHOAMI, and METHODS, the reflection),
 //!   [`stats`] (the counters every server keeps, per method too, and their Prometheus text)
@@ -188,6 +192,8 @@ pub mod tls;
 pub use bytes;
 pub use bytes::Bytes;
 
+#[cfg(feature = "tokio")]
+pub use client::AsyncClient;
 pub use client::{CallOptions, Client, ClientBuilder, ClientError};
 pub use proto::{Code, Metadata, Status};
 pub use server::{RunningServer, Server, ServerBuilder};

@@ -68,6 +68,18 @@ fn pipelining() {
     );
 }
 
+#[cfg(all(feature = "tokio", feature = "echo"))]
+#[test]
+fn async_echo() {
+    run_example(
+        "async_echo",
+        &[
+            "100 tasks, one connection: 100 echoed their own body, 0 another body, 0 failed",
+            "ping: ",
+        ],
+    );
+}
+
 #[test]
 fn testing() {
     run_example(

@@ -116,6 +116,28 @@ impl ClientBuilder {
         Client::open(addrs, self)
     }
 
+    /// Connects an [`AsyncClient`](super::AsyncClient) (feature `tokio`), as
+    /// [`connect`](Self::connect) does a [`Client`]: to the first address of `addr` that
+    /// accepts (resolved once, here, with `tokio::net::lookup_host`; a reconnection after a
+    /// GOAWAY tries the same list again), then the TLS handshake and AUTH when set, each
+    /// within the connect timeout. Then spawns the task that drives the connection, so it must
+    /// run in a tokio runtime with IO and time enabled.
+    ///
+    /// # Errors
+    /// As [`connect`](Self::connect); [`ClientError::Io`] when `addr` does not resolve.
+    ///
+    /// # Panics
+    /// Outside a tokio runtime, or in one without IO or time enabled (as tokio's own
+    /// `TcpStream::connect` and `sleep` do).
+    #[cfg(feature = "tokio")]
+    pub async fn connect_async(
+        self,
+        addr: impl tokio::net::ToSocketAddrs,
+    ) -> Result<super::AsyncClient, ClientError> {
+        let addrs: Vec<SocketAddr> = tokio::net::lookup_host(addr).await?.collect();
+        super::AsyncClient::open(addrs, self).await
+    }
+
     /// The core's settings from these options.
     pub(super) fn core_config(&self) -> CoreConfig {
         let config = CoreConfig::default()

@@ -18,6 +18,15 @@
 //! [`crate::tls`]); with [`ClientBuilder::token`] every connection starts with admin AUTH,
 //! which gives it the identity the token proves ([`Client::identity`]).
 //!
+//! # The async client
+//!
+//! With feature `tokio`, `AsyncClient::connect(addr).await` (or
+//! `ClientBuilder::connect_async`, with every option of the builder) gives a client whose
+//! clones share one connection: `client.call(&method, &request).await` from any number of
+//! tasks, each response matched to its call by request id, deadlines, GOAWAY, TLS and AUTH as
+//! above. One task per connection owns the socket; a call's future only queues its request
+//! and waits. See `AsyncClient`'s documentation.
+//!
 //! # Examples
 //!
 //! ```no_run
@@ -52,6 +61,8 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+#[cfg(feature = "tokio")]
+mod asynchronous;
 mod blocking;
 mod builder;
 pub mod core;
@@ -60,6 +71,8 @@ mod error;
 use std::marker::PhantomData;
 use std::time::Duration;
 
+#[cfg(feature = "tokio")]
+pub use self::asynchronous::AsyncClient;
 pub use self::blocking::Client;
 pub use self::builder::ClientBuilder;
 pub use self::core::{ClientCore, CoreConfig};

@@ -42,7 +42,9 @@
 //! # Use
 //!
 //! [`Decoder::decode`] turns bytes into [`Frame`]s; [`Encoder`] appends frames to a buffer.
-//! The server's connection state and the blocking client both use these two types.
+//! The server's connection state and the clients all use these two types. With feature
+//! `tokio`, `FrameCodec` is the two as tokio-util's `Decoder` and `Encoder`, for
+//! `tokio_util::codec::Framed`.
 
 mod crc;
 mod decoder;
@@ -51,6 +53,8 @@ mod error;
 mod frame;
 pub mod metadata;
 mod status;
+#[cfg(feature = "tokio")]
+mod tokio_codec;
 
 pub use decoder::{Decoder, RESERVE_STEP};
 pub use encoder::Encoder;
@@ -61,6 +65,8 @@ pub use frame::{
 };
 pub use metadata::{Metadata, MetadataError};
 pub use status::{Code, Status};
+#[cfg(feature = "tokio")]
+pub use tokio_codec::{CodecError, FrameCodec};
 
 #[cfg(test)]
 mod tests;

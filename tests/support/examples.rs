@@ -23,6 +23,7 @@ const FEATURES: &[(&str, bool)] = &[
     ("kv", cfg!(feature = "kv")),
     ("echo", cfg!(feature = "echo")),
     ("cli", cfg!(feature = "cli")),
+    ("tokio", cfg!(feature = "tokio")),
 ];
 
 /// The variables cargo sets for a test besides CARGO_PKG_*, which a build in a shell lacks.

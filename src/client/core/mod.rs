@@ -291,6 +291,13 @@ impl ClientCore {
         self.calls.contains(id)
     }
 
+    /// How many calls the core holds: waiting, or ended with an outcome not yet taken. A
+    /// driver whose callers take every outcome or [`abandon`](ClientCore::abandon) their
+    /// call sees it return to 0 once none is outstanding.
+    pub fn held(&self) -> usize {
+        self.calls.len()
+    }
+
     /// Queues a REQUEST for `method` with `request` as its message, sent with
     /// `deadline` (as whole milliseconds rounded up: `proto-spec/PROTOCOL.md` Section 12)
     /// and `metadata`. The call waits until `now + deadline`, or the default timeout when

@@ -1,0 +1,386 @@
+//! [`AsyncClient`]: the client for tokio applications (feature `tokio`), a driver of
+//! [`ClientCore`] on one socket at a time, shared by every task that calls through it.
+
+mod conn;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use self::conn::Connection;
+use super::error::draining;
+use super::{typed_response, CallOptions, ClientBuilder, ClientCore, ClientError};
+use crate::service::{Message, Method};
+
+/// Times a call looks for a connection that takes it (a GOAWAY can arrive between finding
+/// the connection and queuing the request), before it returns UNAVAILABLE.
+const START_ATTEMPTS: usize = 3;
+
+/// An async client connection for tokio: `call(...).await` from any number of tasks, all
+/// multiplexed on one connection by request id. Clones are cheap and share the connection.
+///
+/// Needs feature `tokio`, and a tokio runtime with IO and time enabled
+/// (`#[tokio::main]`'s, or a `Builder` with `enable_all`): connecting spawns a task that
+/// drives the socket.
+///
+/// # How calls share the connection
+///
+/// Each connection has one task, spawned with `tokio::spawn` when it opens, that owns the
+/// socket: it writes the requests every caller has queued (many calls made at once leave in
+/// one write), reads the responses in whatever order the server sends them, and wakes the
+/// task waiting for each. A call's future does no IO: it queues its request and waits for its
+/// response. Dropping that future (a `select!` that took another branch, an aborted task, a
+/// timeout around it) abandons the call safely: the client forgets it, and its response, if
+/// it comes later, is dropped. The request may still be processed by the server.
+///
+/// The connection task ends, closing the socket, when every clone of the client is dropped
+/// and no call waits, when the server closes the connection, and on
+/// [`AsyncClient::close`].
+///
+/// Requests wait in memory until the socket takes them: there is no limit on how many calls
+/// are started at once but the application's own. A server that stops reading keeps them
+/// there; their calls fail at their deadlines.
+///
+/// # Deadlines
+///
+/// A call waits until its [`CallOptions::deadline`] (sent to the server too), or the
+/// [`read_timeout`](ClientBuilder::read_timeout) (default 30 s) when it sets none, then fails
+/// with [`ClientError::Timeout`]; the connection goes on serving the other calls. The
+/// builder's [`write_timeout`](ClientBuilder::write_timeout) is the blocking client's: here
+/// no caller waits on a write, and a request the server does not read in time fails at its
+/// deadline.
+///
+/// # GOAWAY and reconnecting
+///
+/// As the blocking [`Client`](super::Client) (`proto-spec/PROTOCOL.md` Section 14): after a
+/// GOAWAY, calls with a request id above its last id fail with [`ClientError::Status`]
+/// UNAVAILABLE (not processed, safe to make again); calls up to it are still answered on the
+/// old connection, whose task runs until no call waits on it, then closes it. The next new
+/// call (or [`ping`](AsyncClient::ping)) opens a new connection to the addresses resolved at
+/// connect, with the same options (TLS handshake and AUTH included), request ids going on
+/// from the old connection's; when many tasks call at once, one connects and the others wait
+/// for it. If the new connection cannot be made, that call fails with the connect error and
+/// the next one tries again.
+///
+/// A connection that ends without a GOAWAY, or with an ERROR frame, a protocol error or a TLS
+/// error, is broken: every call waiting on it and every later call fails with its error
+/// ([`ClientError::Closed`], [`ClientError::Connection`], [`ClientError::Protocol`],
+/// [`ClientError::Tls`]), and a new client is needed.
+///
+/// # Examples
+///
+/// A hundred tasks calling through one client, on one connection:
+///
+/// ```no_run
+/// use courier_rpc::client::AsyncClient;
+/// use courier_rpc::echo::ECHO;
+/// use courier_rpc::Bytes;
+///
+/// # #[tokio::main]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let client = AsyncClient::connect("127.0.0.1:7879").await?;
+/// let mut tasks = Vec::new();
+/// for i in 0..100 {
+///     let client = client.clone();
+///     tasks.push(tokio::spawn(async move {
+///         let body = Bytes::from(format!("task {i}"));
+///         let echoed = client.call(&ECHO, &body).await?;
+///         assert_eq!(echoed, body);
+///         Ok::<_, courier_rpc::ClientError>(())
+///     }));
+/// }
+/// for task in tasks {
+///     task.await??;
+/// }
+/// # Ok(())
+/// # }
+/// ```
+///
+/// With a deadline, over TLS with a token (the same [`ClientBuilder`] as the blocking
+/// client's):
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use courier_rpc::client::{AsyncClient, CallOptions, ClientError};
+/// use courier_rpc::echo::ECHO;
+/// use courier_rpc::tls::ClientTlsConfig;
+/// use courier_rpc::Bytes;
+///
+/// # #[tokio::main]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let tls = ClientTlsConfig::builder().ca_file("ca.pem").server_name("kv.example").build()?;
+/// let token = std::env::var("COURIER_TOKEN")?;
+/// let client = AsyncClient::builder()
+///     .tls(tls)
+///     .token(token)
+///     .connect_async("kv.example:7879")
+///     .await?;
+/// println!("authenticated as {:?}", client.identity());
+/// let options = CallOptions::default().with_deadline(Duration::from_millis(250));
+/// match client.call_with(&ECHO, &Bytes::from("hi"), &options).await {
+///     Ok(body) => println!("{body:?}"),
+///     Err(ClientError::Timeout) => println!("no answer within 250 ms"),
+///     Err(e) => return Err(e.into()),
+/// }
+/// # Ok(())
+/// # }
+/// ```
+///
+/// `Debug` shows the current connection's state and the sizes of its buffers, never their
+/// bytes (nor the token).
+#[derive(Clone)]
+pub struct AsyncClient {
+    shared: Arc<Shared>,
+}
+
+/// What the clones of one client share.
+struct Shared {
+    /// The connection new calls go to.
+    current: Mutex<Arc<Connection>>,
+    /// Held by the task that replaces a drained connection; the others wait on it.
+    reconnecting: tokio::sync::Mutex<()>,
+    /// [`AsyncClient::close`] was called: no call starts again, not even on a new connection.
+    closed: AtomicBool,
+    /// What `connect` resolved: where a reconnection after GOAWAY goes.
+    addrs: Vec<SocketAddr>,
+    /// The options the client was built with, for a reconnection.
+    config: ClientBuilder,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // The last clone is gone: the connection ends once no call waits on it.
+        self.current
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .release();
+    }
+}
+
+impl fmt::Debug for AsyncClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AsyncClient")
+            .field("connection", &self.current())
+            .field("addrs", &self.shared.addrs)
+            .field("config", &self.shared.config)
+            .finish()
+    }
+}
+
+impl AsyncClient {
+    /// A builder with every default; finish with
+    /// [`connect_async`](ClientBuilder::connect_async).
+    pub fn builder() -> ClientBuilder {
+        ClientBuilder::default()
+    }
+
+    /// Connects with every default (no TLS, no token, 5 s to connect, 30 s per call).
+    ///
+    /// # Errors
+    /// As [`ClientBuilder::connect_async`].
+    ///
+    /// # Panics
+    /// Outside a tokio runtime with IO and time enabled, as
+    /// [`ClientBuilder::connect_async`].
+    pub async fn connect(addr: impl tokio::net::ToSocketAddrs) -> Result<AsyncClient, ClientError> {
+        ClientBuilder::default().connect_async(addr).await
+    }
+
+    pub(super) async fn open(
+        addrs: Vec<SocketAddr>,
+        config: ClientBuilder,
+    ) -> Result<AsyncClient, ClientError> {
+        let conn = Connection::open(&config, &addrs, 1).await?;
+        Ok(AsyncClient {
+            shared: Arc::new(Shared {
+                current: Mutex::new(conn),
+                reconnecting: tokio::sync::Mutex::new(()),
+                closed: AtomicBool::new(false),
+                addrs,
+                config,
+            }),
+        })
+    }
+
+    /// The connection new calls go to.
+    fn current(&self) -> Arc<Connection> {
+        Arc::clone(
+            &self
+                .shared
+                .current
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        )
+    }
+
+    /// The address of the server on the current connection.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.current().with_core(ClientCore::peer_addr)
+    }
+
+    /// The identity's name the server gave in its answer to AUTH on the current connection
+    /// ([`ClientBuilder::token`]); `None` without a token. A certificate's identity (mutual
+    /// TLS) is the server's to tell: admin WHOAMI.
+    pub fn identity(&self) -> Option<String> {
+        self.current()
+            .with_core(|core| core.identity().map(str::to_owned))
+    }
+
+    /// Whether the server sent GOAWAY on the current connection (it is draining): the next
+    /// call goes out on a new connection (see [`AsyncClient`]).
+    pub fn is_draining(&self) -> bool {
+        self.current().with_core(ClientCore::is_draining)
+    }
+
+    /// Whether the connection speaks TLS ([`ClientBuilder::tls`]).
+    pub fn is_tls(&self) -> bool {
+        self.current().with_core(ClientCore::is_tls)
+    }
+
+    /// The number of calls outstanding on the current connection: started, and whose future
+    /// has neither returned nor been dropped (waiting for an answer, or answered and not yet
+    /// polled). A dropped call's future is not counted: the client forgets it at once. Calls
+    /// still owed on a connection replaced after a GOAWAY are not counted either.
+    pub fn in_flight(&self) -> usize {
+        self.current().with_core(ClientCore::held)
+    }
+
+    /// Sends one request and waits for its response. After the server sent GOAWAY, the
+    /// request goes out on a new connection (see [`AsyncClient`]). Waits up to the read
+    /// timeout (default 30 s).
+    ///
+    /// The future is `Send` when `Req` is `Sync` (every message type of this crate is).
+    /// Dropping it before it completes abandons the call (see [`AsyncClient`]).
+    ///
+    /// # Errors
+    /// Any [`ClientError`]: the server's status ([`ClientError::Status`]; UNAVAILABLE for a
+    /// request the server did not process after its GOAWAY, safe to make again),
+    /// [`ClientError::Timeout`], [`ClientError::Encode`] or [`ClientError::Message`] for a
+    /// request that cannot be sent, a protocol error or the connection's error, or the
+    /// connect error of a reconnection after GOAWAY.
+    pub async fn call<Req: Message, Resp: Message>(
+        &self,
+        method: &Method<Req, Resp>,
+        request: &Req,
+    ) -> Result<Resp, ClientError> {
+        self.call_with(method, request, &CallOptions::default())
+            .await
+    }
+
+    /// [`AsyncClient::call`] with a deadline and metadata ([`CallOptions`]). A zero deadline
+    /// has passed already: nothing is sent, and the call fails with
+    /// [`ClientError::Timeout`].
+    ///
+    /// # Errors
+    /// As [`AsyncClient::call`]; [`ClientError::Timeout`] past the deadline.
+    pub async fn call_with<Req: Message, Resp: Message>(
+        &self,
+        method: &Method<Req, Resp>,
+        request: &Req,
+        options: &CallOptions,
+    ) -> Result<Resp, ClientError> {
+        if options.deadline == Some(Duration::ZERO) {
+            // PROTOCOL.md Section 12: a deadline already passed is not sent.
+            return Err(ClientError::Timeout);
+        }
+        let (conn, id) = self
+            .start(|core, now| {
+                core.start_request(method, request, options.deadline, &options.metadata, now)
+            })
+            .await?;
+        typed_response(conn.wait(id, ClientCore::take_response).await)
+    }
+
+    /// Sends a PING and waits for its PONG, up to the read timeout; returns the round-trip
+    /// time. After a GOAWAY it goes out on a new connection, as a call.
+    ///
+    /// # Errors
+    /// [`ClientError::Timeout`] past the read timeout, or the connection's error; after a
+    /// GOAWAY, the connect error when the new connection cannot be made.
+    pub async fn ping(&self) -> Result<Duration, ClientError> {
+        let timeout = self.shared.config.read_timeout;
+        let (conn, id) = self
+            .start(|core, now| core.start_ping(timeout, now))
+            .await?;
+        conn.wait(id, ClientCore::take_pong).await
+    }
+
+    /// Closes the current connection, for every clone: calls waiting on it fail with
+    /// [`ClientError::Closed`], and so does every later call. Over TLS a close_notify alert
+    /// goes out first. Returns once the connection's task has closed the socket. Calls still
+    /// owed on a connection replaced after a GOAWAY are answered all the same.
+    pub async fn close(&self) {
+        // Not while a reconnection is replacing the connection.
+        let _turn = self.shared.reconnecting.lock().await;
+        self.shared.closed.store(true, Ordering::SeqCst);
+        self.current().close().await;
+    }
+
+    /// Queues a call with `start` on a connection that takes it, reconnecting after a
+    /// GOAWAY; returns the connection and the call's request id.
+    async fn start(
+        &self,
+        mut start: impl FnMut(&mut ClientCore, Instant) -> Result<u64, ClientError>,
+    ) -> Result<(Arc<Connection>, u64), ClientError> {
+        for _ in 0..START_ATTEMPTS {
+            if self.shared.closed.load(Ordering::SeqCst) {
+                // Even after a GOAWAY, which would otherwise open a new connection.
+                return Err(ClientError::Closed);
+            }
+            let conn = self.connection().await?;
+            if let Some(id) = conn.start(&mut start)? {
+                return Ok((conn, id));
+            }
+        }
+        Err(ClientError::Status(draining()))
+    }
+
+    /// The connection for a new call: the current one, or after its GOAWAY a new one (opened
+    /// by one task while the others wait).
+    async fn connection(&self) -> Result<Arc<Connection>, ClientError> {
+        let conn = self.current();
+        if !conn.with_core(ClientCore::is_draining) {
+            return Ok(conn);
+        }
+        let _turn = self.shared.reconnecting.lock().await;
+        if self.shared.closed.load(Ordering::SeqCst) {
+            // Closed while this task waited for its turn.
+            return Err(ClientError::Closed);
+        }
+        // Another task may have reconnected meanwhile.
+        let conn = self.current();
+        let (draining, may_reconnect, usable, first_id) = conn.with_core(|core| {
+            (
+                core.is_draining(),
+                core.may_reconnect(),
+                core.check_usable(),
+                core.next_request_id(),
+            )
+        });
+        if !draining {
+            return Ok(conn);
+        }
+        if !may_reconnect {
+            // An ERROR frame, a protocol or TLS error after the GOAWAY: broken.
+            usable?;
+            return Err(ClientError::Closed);
+        }
+        // On failure the old connection stays current and the next call tries again.
+        let new = Connection::open(&self.shared.config, &self.shared.addrs, first_id).await?;
+        log::debug!(
+            "{}: reconnected after GOAWAY, now {}",
+            conn.with_core(ClientCore::peer_addr),
+            new.with_core(ClientCore::peer_addr)
+        );
+        *self
+            .shared
+            .current
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Arc::clone(&new);
+        // Its task ends once the calls it still owes are answered.
+        conn.release();
+        Ok(new)
+    }
+}
