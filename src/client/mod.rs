@@ -54,6 +54,7 @@
 
 mod blocking;
 mod builder;
+mod caller;
 pub mod core;
 mod error;
 
@@ -62,6 +63,7 @@ use std::time::Duration;
 
 pub use self::blocking::Client;
 pub use self::builder::ClientBuilder;
+pub use self::caller::Caller;
 pub use self::core::{ClientCore, CoreConfig};
 pub use self::error::{ClientError, ProtocolError};
 use crate::proto::{Metadata, Response, Status};
