@@ -65,6 +65,7 @@
 mod asynchronous;
 mod blocking;
 mod builder;
+mod caller;
 pub mod core;
 mod error;
 
@@ -75,6 +76,7 @@ use std::time::Duration;
 pub use self::asynchronous::AsyncClient;
 pub use self::blocking::Client;
 pub use self::builder::ClientBuilder;
+pub use self::caller::Caller;
 pub use self::core::{ClientCore, CoreConfig};
 pub use self::error::{ClientError, ProtocolError};
 use crate::proto::{Metadata, Response, Status};

@@ -212,41 +212,81 @@ macro_rules! service {
                 }
             }
 
-            #[allow(deprecated)]
-            impl<__CourierClient: ::std::borrow::BorrowMut<$crate::client::Client>>
-                $Client<__CourierClient>
-            {
-                /// A stub calling through `client` (owned, or `&mut`).
+            impl<__CourierClient> $Client<__CourierClient> {
+                /// A stub calling through `client`: a `Client` or an `AsyncClient`, owned or
+                /// `&mut`.
                 pub fn new(client: __CourierClient) -> Self {
                     $Client { inner: client }
-                }
-
-                /// The client, for its other calls (deadlines, pipelining, ping).
-                pub fn client(&mut self) -> &mut $crate::client::Client {
-                    self.inner.borrow_mut()
                 }
 
                 /// The client back.
                 pub fn into_inner(self) -> __CourierClient {
                     self.inner
                 }
+            }
 
+            impl<__CourierClient: ::std::borrow::BorrowMut<$crate::client::Client>>
+                $Client<__CourierClient>
+            {
+                /// The client, for its other calls (deadlines, pipelining, ping).
+                pub fn client(&mut self) -> &mut $crate::client::Client {
+                    self.inner.borrow_mut()
+                }
+            }
+
+            $crate::__service_async_stub!($Client);
+
+            #[allow(deprecated)]
+            impl<__CourierClient: $crate::client::Caller> $Client<__CourierClient> {
                 $(
                     $(#[$method_meta])*
+                    ///
+                    /// With a blocking `Client` this returns the result; with an
+                    /// `AsyncClient`, a future of it.
                     ///
                     /// # Errors
                     /// As `Client::call`: the server's status, a timeout, a connection or
                     /// protocol error.
-                    pub fn $fn(
-                        &mut self,
-                        request: &$req,
-                    ) -> ::std::result::Result<$resp, $crate::client::ClientError> {
-                        self.inner.borrow_mut().call(&$CONST, request)
+                    pub fn $fn<'__courier>(
+                        &'__courier mut self,
+                        request: &'__courier $req,
+                    ) -> <__CourierClient as $crate::client::Caller>::Call<'__courier, $resp> {
+                        $crate::client::Caller::call_method(&mut self.inner, &$CONST, request)
                     }
                 )*
             }
         }
     };
+}
+
+/// The async half of a [`service!`](crate::service!) stub: with feature `tokio`,
+/// `Stub::connect_async(addr).await`.
+#[cfg(feature = "tokio")]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __service_async_stub {
+    ($Client:ident) => {
+        impl $Client<$crate::client::AsyncClient> {
+            /// Connects a courier `AsyncClient` to `addr` with the default settings.
+            ///
+            /// # Errors
+            /// As `AsyncClient::connect`: the address does not resolve or refuses, or the
+            /// connect timeout passes.
+            pub async fn connect_async(
+                addr: impl ::tokio::net::ToSocketAddrs,
+            ) -> ::std::result::Result<Self, $crate::client::ClientError> {
+                $crate::client::AsyncClient::connect(addr).await.map(Self::new)
+            }
+        }
+    };
+}
+
+/// Without feature `tokio`, no async half.
+#[cfg(not(feature = "tokio"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __service_async_stub {
+    ($Client:ident) => {};
 }
 
 /// Registers one method of a [`service!`](crate::service!) declaration, inline or blocking.

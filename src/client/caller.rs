@@ -1,0 +1,53 @@
+//! [`Caller`]: what a [`service!`](crate::service!) stub calls through, so that one stub
+//! serves the blocking client and the async one.
+
+use super::{Client, ClientError};
+use crate::service::{Message, Method};
+
+/// A client that a [`service!`](crate::service!) stub calls through. Each stub method is
+/// `fn name(&mut self, request: &Req) -> C::Call<'_, Resp>`, so with the blocking
+/// [`Client`] (or `&mut Client`) a call returns `Result<Resp, ClientError>` at once, and with
+/// the tokio `AsyncClient` (feature `tokio`) it returns a future of that result, to `.await`.
+///
+/// Implemented for [`Client`], for `AsyncClient`, and for `&mut` either.
+pub trait Caller {
+    /// What a call returns: the result itself for a blocking client, a future of it for an
+    /// async one.
+    type Call<'a, Resp: 'a>
+    where
+        Self: 'a;
+
+    /// Calls `method` with `request`: [`Client::call`], or `AsyncClient::call`.
+    fn call_method<'a, Req: Message + Sync, Resp: Message + Send + 'a>(
+        &'a mut self,
+        method: &'a Method<Req, Resp>,
+        request: &'a Req,
+    ) -> Self::Call<'a, Resp>;
+}
+
+impl Caller for Client {
+    type Call<'a, Resp: 'a> = Result<Resp, ClientError>;
+
+    fn call_method<'a, Req: Message + Sync, Resp: Message + Send + 'a>(
+        &'a mut self,
+        method: &'a Method<Req, Resp>,
+        request: &'a Req,
+    ) -> Self::Call<'a, Resp> {
+        self.call(method, request)
+    }
+}
+
+impl<C: Caller + ?Sized> Caller for &mut C {
+    type Call<'a, Resp: 'a>
+        = C::Call<'a, Resp>
+    where
+        Self: 'a;
+
+    fn call_method<'a, Req: Message + Sync, Resp: Message + Send + 'a>(
+        &'a mut self,
+        method: &'a Method<Req, Resp>,
+        request: &'a Req,
+    ) -> Self::Call<'a, Resp> {
+        (**self).call_method(method, request)
+    }
+}
