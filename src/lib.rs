@@ -187,6 +187,12 @@ pub mod stats;
 mod sys;
 pub mod tls;
 
+/// The `tokio` crate, for the code [`service!`] generates with feature `tokio`, so that a
+/// crate using a stub's `connect_async` need not name tokio in its own `Cargo.toml`.
+#[cfg(feature = "tokio")]
+#[doc(hidden)]
+pub use tokio as __tokio;
+
 /// The `bytes` crate, whose [`Bytes`] and `BufMut` messages are read from and written to,
 /// re-exported so that a service needs no dependency of its own on it.
 pub use bytes;

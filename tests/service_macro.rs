@@ -324,3 +324,49 @@ fn a_call_past_its_deadline_is_not_run() {
     let ctx = Context::new(2, past, later, courier_rpc::Metadata::new());
     assert_eq!(router.call_with(&ctx, &numbers::DOUBLE, &2), Ok(4));
 }
+
+/// The same typed stub over the async client: each method returns a future of the result,
+/// with the same statuses as the blocking stub's; the stub connects itself
+/// (`connect_async`) or wraps a clone of a client that other tasks share.
+#[cfg(feature = "tokio")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stub_calls_the_trait_through_the_async_client() -> Result<(), Box<dyn std::error::Error>>
+{
+    let state = Arc::new(Impl::default());
+    let mut router = Router::new();
+    router.add_service(numbers::shared(Arc::clone(&state)));
+    let server = Server::builder()
+        .addr("127.0.0.1:0".parse()?)
+        .bind(router)?
+        .spawn()?;
+
+    let mut stub = numbers::NumbersClient::connect_async(server.local_addr()).await?;
+    assert_eq!(stub.double(&21).await?, 42);
+    assert_eq!(code(stub.double(&u32::MAX).await), Code::OUT_OF_RANGE);
+    assert!(stub.even(&Bytes::from_static(&[0, 0, 0, 0, 0, 0, 0, 8])).await?);
+    assert_eq!(
+        code(stub.even(&Bytes::from_static(&[1, 2])).await),
+        Code::INVALID_ARGUMENT
+    );
+    // A blocking method: the future waits for the worker pool's answer.
+    let answer = stub.calls(&()).await?;
+    assert!(answer.split_once(' ').expect("two words").1.starts_with("courier-worker"));
+
+    // Stubs over clones of one client, in tasks of their own, share its one connection.
+    let client = stub.into_inner();
+    let mut tasks = Vec::new();
+    for n in 0..16u32 {
+        let mut stub = numbers::NumbersClient::new(client.clone());
+        tasks.push(tokio::spawn(async move { stub.double(&n).await }));
+    }
+    for (n, task) in (0..16u32).zip(tasks) {
+        assert_eq!(task.await??, n * 2);
+    }
+    // Five calls above (`calls` counts itself) and sixteen here: every one ran once.
+    assert_eq!(state.calls.load(Ordering::Relaxed), 21);
+    let mut client = client;
+    let mut borrowed = numbers::NumbersClient::new(&mut client);
+    assert_eq!(borrowed.double(&5).await?, 10);
+    server.shutdown()?;
+    Ok(())
+}

@@ -37,6 +37,25 @@ impl Caller for Client {
     }
 }
 
+/// The future an [`AsyncClient`](super::AsyncClient) stub call returns.
+#[cfg(feature = "tokio")]
+pub type AsyncCall<'a, Resp> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<Resp, ClientError>> + Send + 'a>,
+>;
+
+#[cfg(feature = "tokio")]
+impl Caller for super::AsyncClient {
+    type Call<'a, Resp: 'a> = AsyncCall<'a, Resp>;
+
+    fn call_method<'a, Req: Message + Sync, Resp: Message + Send + 'a>(
+        &'a mut self,
+        method: &'a Method<Req, Resp>,
+        request: &'a Req,
+    ) -> Self::Call<'a, Resp> {
+        Box::pin(super::AsyncClient::call(self, method, request))
+    }
+}
+
 impl<C: Caller + ?Sized> Caller for &mut C {
     type Call<'a, Resp: 'a>
         = C::Call<'a, Resp>

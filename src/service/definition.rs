@@ -273,7 +273,7 @@ macro_rules! __service_async_stub {
             /// As `AsyncClient::connect`: the address does not resolve or refuses, or the
             /// connect timeout passes.
             pub async fn connect_async(
-                addr: impl ::tokio::net::ToSocketAddrs,
+                addr: impl $crate::__tokio::net::ToSocketAddrs,
             ) -> ::std::result::Result<Self, $crate::client::ClientError> {
                 $crate::client::AsyncClient::connect(addr).await.map(Self::new)
             }
