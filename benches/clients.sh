@@ -42,8 +42,8 @@
 #
 # Environment (defaults in parentheses):
 #   ROUNDS (5)            rounds; the table shows medians
-#   CALLS (1000000)       timed calls per case (about 1 s for courier-blocking, 4 s for tarpc
-#                         and 20 s for tonic on a 2-core VM)
+#   CALLS (1000000)       timed calls per case (on a shared 2-core VM about 2 s for
+#                         courier-blocking, 5 s for tarpc and 25 s for tonic)
 #   CONCURRENCY (64)      calls in flight per case (tasks, or the blocking pipeline's depth)
 #   PAYLOAD_SIZE (64)     bytes of each call's body (and of its reply)
 #   WARMUP (1000)         calls made before the clock starts, not timed
