@@ -21,7 +21,6 @@
 #                     connection. Against echo-server.
 #   courier-async     courier_rpc::client::AsyncClient, CONCURRENCY tokio tasks on a
 #                     current-thread runtime sharing one connection. Against echo-server.
-#                     Only with COURIER_ASYNC=1 (below).
 #   tonic             the generated gRPC client on one HTTP/2 connection, CONCURRENCY tasks
 #                     as above. Against the tonic server.
 #   tarpc             the generated tarpc client (bincode, length-delimited TCP frames) on one
@@ -34,11 +33,11 @@
 # of the server process from /proc/PID/stat before and after the case, over the warm-up and
 # the timed calls, in microseconds; ticks of 10 ms, so a case should last a second or more).
 # Every figure is the median over the rounds. The ratio columns divide each case's figure by
-# the reference client's figure of the same round (courier-async; courier-blocking when
-# COURIER_ASYNC=0) and show the median of those per-round ratios with their range: "2.10
-# (1.95-2.30)" in the client CPU column means the case spent 2.1 times the reference's client
-# CPU per call, between 1.95 and 2.30 times in single rounds. Above 1 is better for calls/s,
-# worse for CPU. The reference row reads 1.00.
+# the reference client's figure of the same round (courier-async) and show the median of
+# those per-round ratios with their range: "2.10 (1.95-2.30)" in the client CPU column means
+# the case spent 2.1 times the reference's client CPU per call, between 1.95 and 2.30 times
+# in single rounds. Above 1 is better for calls/s, worse for CPU. The reference row reads
+# 1.00.
 #
 # Environment (defaults in parentheses):
 #   ROUNDS (5)            rounds; the table shows medians
@@ -47,11 +46,6 @@
 #   CONCURRENCY (64)      calls in flight per case (tasks, or the blocking pipeline's depth)
 #   PAYLOAD_SIZE (64)     bytes of each call's body (and of its reply)
 #   WARMUP (1000)         calls made before the clock starts, not timed
-#   COURIER_ASYNC (1 when the [features] table of the repository's Cargo.toml has a line
-#                 starting "tokio", else 0)
-#                         1: build the peers with --features courier-async,courier-rpc/tokio
-#                         and run the courier-async case, the reference of the ratios;
-#                         0: leave it out, and courier-blocking is the reference
 #   CASE_TIMEOUT (300)    seconds after which one client run is killed (failure)
 #   MARKDOWN (0)          1: print the table as Markdown (same as --markdown)
 #   RAW_DIR ()            a directory to keep every raw output in (the clients' JSON lines,
@@ -64,19 +58,11 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PEERS="$ROOT/benches/peers"
 
-has_tokio_feature() { # whether the [features] table of $ROOT/Cargo.toml has a "tokio" line
-    awk '/^\[/ { inside = ($0 == "[features]") } inside && /^tokio/ { found = 1 } END { exit !found }' \
-        "$ROOT/Cargo.toml"
-}
-
 ROUNDS=${ROUNDS:-5}
 CALLS=${CALLS:-1000000}
 CONCURRENCY=${CONCURRENCY:-64}
 PAYLOAD_SIZE=${PAYLOAD_SIZE:-64}
 WARMUP=${WARMUP:-1000}
-if [[ -z "${COURIER_ASYNC:-}" ]]; then
-    if has_tokio_feature; then COURIER_ASYNC=1; else COURIER_ASYNC=0; fi
-fi
 CASE_TIMEOUT=${CASE_TIMEOUT:-300}
 MARKDOWN=${MARKDOWN:-0}
 RAW_DIR=${RAW_DIR:-}
@@ -84,28 +70,17 @@ RAW_DIR=${RAW_DIR:-}
 parse_args "${BASH_SOURCE[0]}" "$@"
 
 require_positive_integers ROUNDS CALLS CONCURRENCY PAYLOAD_SIZE WARMUP CASE_TIMEOUT
-if [[ "$COURIER_ASYNC" != 0 && "$COURIER_ASYNC" != 1 ]]; then
-    printf 'COURIER_ASYNC must be 0 or 1, not "%s"\n' "$COURIER_ASYNC" >&2
-    exit 2
-fi
 
 init_run
 
 # --- prerequisites -------------------------------------------------------------------------
 
-CASES=(courier-blocking)
-FEATURES=()
-REFERENCE=courier-blocking
-if ((COURIER_ASYNC)); then
-    CASES+=(courier-async)
-    FEATURES=(--features "courier-async courier-rpc/tokio")
-    REFERENCE=courier-async
-fi
-CASES+=(tonic tarpc)
+CASES=(courier-blocking courier-async tonic tarpc)
+REFERENCE=courier-async
 
 log "building echo-server and the peers (benches/peers) in release mode"
 (cd "$ROOT" && cargo build --release --bin echo-server) >&2
-(cd "$PEERS" && cargo build --release --bins "${FEATURES[@]}") >&2
+(cd "$PEERS" && cargo build --release --bins) >&2
 ECHO_SERVER="$ROOT/target/release/echo-server"
 PEER_SERVER="$PEERS/target/release/peer-server"
 PEER_CLIENT="$PEERS/target/release/peer-client"
@@ -248,7 +223,4 @@ notes=(
     "Client CPU: user + system time of the whole peer-client process (all its threads) over the timed calls, from getrusage(RUSAGE_SELF). Server CPU: user + system time of the whole server process from /proc/PID/stat over the case (warm-up and timed calls, divided by both), in 1/$CLK_TCK s ticks."
     "Each case has its own server: courier's clients call echo-server, tonic and tarpc their own peer-server; a server's cost is part of what its client's protocol asks for (HTTP/2 and protobuf for tonic, bincode frames for tarpc, courier's frames with their CRC-32s)."
 )
-if ((!COURIER_ASYNC)); then
-    notes+=("courier-async left out (COURIER_ASYNC=0: the courier-rpc crate has no tokio feature, or it was turned off); the ratios are to courier-blocking.")
-fi
 print_report "$elapsed" "ports" "" "" "${notes[@]}"

@@ -330,8 +330,8 @@ fn a_call_past_its_deadline_is_not_run() {
 /// (`connect_async`) or wraps a clone of a client that other tasks share.
 #[cfg(feature = "tokio")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_stub_calls_the_trait_through_the_async_client() -> Result<(), Box<dyn std::error::Error>>
-{
+async fn the_stub_calls_the_trait_through_the_async_client(
+) -> Result<(), Box<dyn std::error::Error>> {
     let state = Arc::new(Impl::default());
     let mut router = Router::new();
     router.add_service(numbers::shared(Arc::clone(&state)));
@@ -343,14 +343,21 @@ async fn the_stub_calls_the_trait_through_the_async_client() -> Result<(), Box<d
     let mut stub = numbers::NumbersClient::connect_async(server.local_addr()).await?;
     assert_eq!(stub.double(&21).await?, 42);
     assert_eq!(code(stub.double(&u32::MAX).await), Code::OUT_OF_RANGE);
-    assert!(stub.even(&Bytes::from_static(&[0, 0, 0, 0, 0, 0, 0, 8])).await?);
+    assert!(
+        stub.even(&Bytes::from_static(&[0, 0, 0, 0, 0, 0, 0, 8]))
+            .await?
+    );
     assert_eq!(
         code(stub.even(&Bytes::from_static(&[1, 2])).await),
         Code::INVALID_ARGUMENT
     );
     // A blocking method: the future waits for the worker pool's answer.
     let answer = stub.calls(&()).await?;
-    assert!(answer.split_once(' ').expect("two words").1.starts_with("courier-worker"));
+    assert!(answer
+        .split_once(' ')
+        .expect("two words")
+        .1
+        .starts_with("courier-worker"));
 
     // Stubs over clones of one client, in tasks of their own, share its one connection.
     let client = stub.into_inner();

@@ -39,9 +39,8 @@ impl Caller for Client {
 
 /// The future an [`AsyncClient`](super::AsyncClient) stub call returns.
 #[cfg(feature = "tokio")]
-pub type AsyncCall<'a, Resp> = std::pin::Pin<
-    Box<dyn std::future::Future<Output = Result<Resp, ClientError>> + Send + 'a>,
->;
+pub type AsyncCall<'a, Resp> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Resp, ClientError>> + Send + 'a>>;
 
 #[cfg(feature = "tokio")]
 impl Caller for super::AsyncClient {

@@ -76,9 +76,9 @@ use std::time::Duration;
 pub use self::asynchronous::AsyncClient;
 pub use self::blocking::Client;
 pub use self::builder::ClientBuilder;
-pub use self::caller::Caller;
 #[cfg(feature = "tokio")]
 pub use self::caller::AsyncCall;
+pub use self::caller::Caller;
 pub use self::core::{ClientCore, CoreConfig};
 pub use self::error::{ClientError, ProtocolError};
 use crate::proto::{Metadata, Response, Status};

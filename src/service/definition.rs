@@ -275,7 +275,9 @@ macro_rules! __service_async_stub {
             pub async fn connect_async(
                 addr: impl $crate::__tokio::net::ToSocketAddrs,
             ) -> ::std::result::Result<Self, $crate::client::ClientError> {
-                $crate::client::AsyncClient::connect(addr).await.map(Self::new)
+                $crate::client::AsyncClient::connect(addr)
+                    .await
+                    .map(Self::new)
             }
         }
     };

@@ -194,11 +194,9 @@ impl Caller for Tarpc {
 
 /// The courier async client (`courier_rpc::client::AsyncClient`, the courier-rpc crate's
 /// feature `tokio`): a clone shares the one connection.
-#[cfg(feature = "courier-async")]
 #[derive(Clone)]
 pub struct CourierAsync(courier_rpc::client::AsyncClient);
 
-#[cfg(feature = "courier-async")]
 impl CourierAsync {
     /// Connects to `addr`.
     ///
@@ -213,7 +211,6 @@ impl CourierAsync {
     }
 }
 
-#[cfg(feature = "courier-async")]
 impl Caller for CourierAsync {
     async fn call(&mut self, payload: Bytes) -> Result<Bytes, String> {
         self.0

@@ -23,8 +23,7 @@ use courier_peers::cpu_seconds;
 struct Args {
     /// The client: courier-blocking (one courier Client pipelining --concurrency calls on
     /// this thread), or courier-async, tonic, tarpc (--concurrency tasks on a tokio
-    /// current-thread runtime sharing one connection). courier-async needs the feature
-    /// courier-async.
+    /// current-thread runtime sharing one connection).
     #[arg(long, value_enum)]
     client: Kind,
     /// The echo server: courier's echo-server, or peer-server tonic / tarpc.
@@ -179,18 +178,12 @@ fn run_async(kind: Kind, args: &Args, payload: &Bytes) -> Result<Timed, String> 
                 .map_err(|e| connect_error(&e))?;
             load(&runtime, caller, args, payload)
         }
-        #[cfg(feature = "courier-async")]
         Kind::CourierAsync => {
             let caller = runtime
                 .block_on(client::CourierAsync::connect(args.addr))
                 .map_err(|e| connect_error(&e))?;
             load(&runtime, caller, args, payload)
         }
-        #[cfg(not(feature = "courier-async"))]
-        Kind::CourierAsync => Err("courier-async: built without the feature courier-async \
-            (cargo build --release --features courier-async, which needs courier-rpc's \
-            feature tokio)"
-            .to_owned()),
         Kind::CourierBlocking => Err("courier-blocking is not an async client".to_owned()),
     }
 }
