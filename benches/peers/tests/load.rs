@@ -62,6 +62,18 @@ fn courier_blocking_pipelines_every_call_including_a_short_last_batch() {
     server.shutdown().expect("shutdown");
 }
 
+#[tokio::test]
+async fn courier_async_makes_every_call_and_checks_every_reply() {
+    let server = courier_echo_server();
+    let caller = client::CourierAsync::connect(server.local_addr())
+        .await
+        .expect("connect");
+    let outcome = client::drive(caller, 301, 16, payload()).await;
+    assert_eq!(outcome.first_error, None);
+    assert_eq!((outcome.ok, outcome.errors), (301, 0));
+    server.shutdown().expect("shutdown");
+}
+
 /// Answers with the payload reversed on every third call.
 #[derive(Clone)]
 struct Corrupting(u32);
