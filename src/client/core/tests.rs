@@ -583,6 +583,46 @@ fn a_damaged_response_for_no_call_is_dropped() {
 }
 
 #[test]
+fn a_response_longer_than_the_limit_breaks_the_connection_at_its_header() {
+    let t0 = Instant::now();
+    let mut core = ClientCore::new(&CoreConfig::default().with_max_body_len(16), peer(), 1)
+        .expect("a plaintext core");
+    let a = call(&mut core, t0);
+    let b = call(&mut core, t0);
+    sent(&mut core);
+    // The header of a 17-byte body, and only the first byte of that body: the length is
+    // refused before any body byte is awaited or kept.
+    let frame = raw_frame(FrameKind::Response, 0, a, 0, &[7; 17]);
+    let err = feed(&mut core, &frame[..HEADER_LEN + 1], t0).expect_err("over the limit");
+    let cause = protocol_error(&err).clone();
+    assert!(
+        matches!(
+            cause,
+            ProtocolError::Decode(DecodeError::FrameTooLarge { request_id, len: 17, max: 16 })
+                if request_id == a
+        ),
+        "{cause:?}"
+    );
+    assert!(core.receive_buffer().is_empty(), "nothing of it is kept");
+    assert_eq!(done(&mut core), [a, b]);
+    for id in [a, b] {
+        assert_eq!(*protocol_error(&failed(&mut core, id)), cause);
+    }
+    // One of exactly the limit would have been read: a fresh core takes it.
+    let mut core = ClientCore::new(&CoreConfig::default().with_max_body_len(16), peer(), 1)
+        .expect("a plaintext core");
+    let a = call(&mut core, t0);
+    sent(&mut core);
+    feed(
+        &mut core,
+        &raw_frame(FrameKind::Response, 0, a, 0, &[7; 16]),
+        t0,
+    )
+    .expect("at the limit");
+    assert_eq!(&payload(&mut core, a)[..], &[7; 16]);
+}
+
+#[test]
 fn a_header_that_fails_its_checksum_breaks_the_connection_for_every_call() {
     let t0 = Instant::now();
     let mut core = core();
