@@ -125,6 +125,13 @@ pub enum ProtocolError {
     Message(MessageError),
     /// A frame a client never receives (REQUEST).
     UnexpectedFrame(FrameKind),
+    /// The server sent PINGs faster than their PONGs could be written:
+    /// [`MAX_QUEUED_PONGS`](super::core::MAX_QUEUED_PONGS) were queued and not yet written
+    /// when one more came.
+    PingFlood {
+        /// The PONGs queued and not yet written.
+        queued: usize,
+    },
 }
 
 impl fmt::Display for ProtocolError {
@@ -133,6 +140,10 @@ impl fmt::Display for ProtocolError {
             ProtocolError::Decode(e) => write!(f, "{e}"),
             ProtocolError::Message(e) => write!(f, "response message: {e}"),
             ProtocolError::UnexpectedFrame(k) => write!(f, "unexpected {} frame", k.name()),
+            ProtocolError::PingFlood { queued } => write!(
+                f,
+                "PING flood: {queued} PONGs queued and not yet written when another PING came"
+            ),
         }
     }
 }

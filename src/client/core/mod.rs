@@ -62,6 +62,7 @@ mod calls;
 mod tests;
 mod tls;
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -78,6 +79,14 @@ use crate::proto::{
 };
 use crate::service::{Message, Method};
 use crate::tls::ClientTlsConfig;
+
+/// The most PONGs a core keeps queued and not yet written: 10,000. A server that sends
+/// PINGs faster than their PONGs leave (it does not read them) breaks the connection with
+/// [`ProtocolError::PingFlood`] at the next one, instead of growing the queue without end
+/// (`proto-spec/PROTOCOL.md` Section 13). The figure is Go's `net/http2` limit on queued
+/// control frames (`maxQueuedControlFrames`), its answer to the HTTP/2 ping flood
+/// (CVE-2019-9512); 10,000 PONGs are 360,000 bytes.
+pub const MAX_QUEUED_PONGS: usize = 10_000;
 
 /// admin AUTH (`proto-spec/SERVICES.md`): the token's bytes in, the identity's name out.
 const AUTH: Method<bytes::Bytes, String> = Method::new(crate::admin::SERVICE, 2, "admin.Auth");
@@ -141,6 +150,11 @@ pub struct ClientCore {
     outgoing: BytesMut,
     /// Under TLS, the records to write to the socket.
     records: BytesMut,
+    /// Bytes [`ClientCore::advance_transmit`] was told were written, in all.
+    written: u64,
+    /// For each PONG queued and perhaps not yet written, the count of [`Self::written`]
+    /// at which it has been: oldest first, at most [`MAX_QUEUED_PONGS`].
+    pongs: VecDeque<u64>,
     decoder: Decoder,
     encoder: Encoder,
     default_timeout: Duration,
@@ -200,6 +214,8 @@ impl ClientCore {
             plaintext: BytesMut::new(),
             outgoing: BytesMut::new(),
             records: BytesMut::new(),
+            written: 0,
+            pongs: VecDeque::new(),
             decoder: Decoder::new(config.max_body_len),
             encoder: Encoder::new(config.max_body_len),
             default_timeout: config.default_timeout,
@@ -576,15 +592,7 @@ impl ClientCore {
                     }
                     _ => log::debug!("{}: PONG {id} for no PING waiting: dropped", self.peer),
                 },
-                Frame::Ping(id) => {
-                    self.encoder.encode_simple(
-                        &mut self.outgoing,
-                        FrameKind::Pong,
-                        id,
-                        Code::OK,
-                        "",
-                    );
-                }
+                Frame::Ping(id) => self.queue_pong(id)?,
                 Frame::GoAway {
                     last_request_id,
                     code,
@@ -687,6 +695,29 @@ impl ClientCore {
             Some(_) => self.records.advance(n),
             None => self.outgoing.advance(n),
         }
+        self.written = self.written.saturating_add(n as u64);
+    }
+
+    /// Queues the PONG that answers PING `id`, unless [`MAX_QUEUED_PONGS`] are queued and
+    /// not yet written: then the connection breaks with [`ProtocolError::PingFlood`].
+    fn queue_pong(&mut self, id: u64) -> Result<(), ClientError> {
+        while self.pongs.front().is_some_and(|&end| end <= self.written) {
+            self.pongs.pop_front();
+        }
+        if self.pongs.len() >= MAX_QUEUED_PONGS {
+            let err = ClientError::Protocol(ProtocolError::PingFlood {
+                queued: self.pongs.len(),
+            });
+            return Err(self.break_with(err));
+        }
+        self.encoder
+            .encode_simple(&mut self.outgoing, FrameKind::Pong, id, Code::OK, "");
+        // Written once every byte queued now is (under TLS the records of the frames still
+        // to seal are a little longer than the frames: a bound within that margin).
+        let queued = self.outgoing.len() + self.records.len();
+        self.pongs
+            .push_back(self.written.saturating_add(queued as u64));
+        Ok(())
     }
 
     /// Moves queued frames through TLS into the records to write (no-op without TLS).
@@ -722,6 +753,7 @@ impl ClientCore {
     fn break_with(&mut self, err: ClientError) -> ClientError {
         self.received.clear();
         self.plaintext.clear();
+        self.pongs = VecDeque::new();
         let broken = match &err {
             ClientError::Connection(status) => Broken::Connection(status.clone()),
             ClientError::Protocol(e) => Broken::Protocol(e.clone()),

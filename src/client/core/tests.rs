@@ -1000,6 +1000,45 @@ fn a_ping_from_the_server_is_answered_with_a_pong_at_once() {
 }
 
 #[test]
+fn pongs_the_server_does_not_read_are_held_to_their_limit() {
+    let t0 = Instant::now();
+    let mut core = core();
+    let id = call(&mut core, t0);
+    sent(&mut core);
+    let pings = |from: u64, n: u64| -> Vec<Frame> { (from..from + n).map(Frame::Ping).collect() };
+    let cap = MAX_QUEUED_PONGS as u64;
+    // Written as they come: any number of PINGs is answered.
+    for round in 0..3 {
+        feed_frames(&mut core, &pings(round * cap, cap), t0).expect("answered");
+        assert_eq!(sent(&mut core).len(), MAX_QUEUED_PONGS);
+    }
+    // Not written: the limit holds, and a written part of the queue makes room for as many
+    // PONGs as it held, no more.
+    feed_frames(&mut core, &pings(0, cap), t0).expect("up to the limit");
+    let queued = core.transmit().len();
+    assert_eq!(queued, MAX_QUEUED_PONGS * HEADER_LEN);
+    core.advance_transmit(10 * HEADER_LEN + 5); // ten PONGs and part of the eleventh
+    feed_frames(&mut core, &pings(cap, 10), t0).expect("ten more fit");
+    let err = feed_frames(&mut core, &pings(cap + 10, 1), t0).expect_err("one too many");
+    let cause = ProtocolError::PingFlood {
+        queued: MAX_QUEUED_PONGS,
+    };
+    assert_eq!(*protocol_error(&err), cause);
+    assert!(err.to_string().contains("PING flood"), "{err}");
+    assert_eq!(done(&mut core), [id]);
+    assert_eq!(*protocol_error(&failed(&mut core, id)), cause);
+    assert_eq!(
+        *protocol_error(&start(&mut core, b"x", None, t0).expect_err("broken")),
+        cause
+    );
+    // The PONG that did not fit was not queued.
+    assert_eq!(
+        core.transmit().len(),
+        queued - 10 * HEADER_LEN - 5 + 10 * HEADER_LEN
+    );
+}
+
+#[test]
 fn a_pong_ends_its_ping_with_the_round_trip_time() {
     let t0 = Instant::now();
     let mut core = core();
