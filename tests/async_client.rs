@@ -654,3 +654,108 @@ async fn a_connect_to_a_closed_port_fails_with_an_io_error() {
         other => panic!("expected connection refused, got {other:?}"),
     }
 }
+
+// --- backpressure ---
+
+/// The most bytes the kernel can hold for a connection whose server does not read: the
+/// client's send buffer and the server's receive buffer at their largest
+/// (`net.ipv4.tcp_wmem` and `tcp_rmem`, third figure), or 64 MiB if they cannot be read.
+fn kernel_buffers() -> usize {
+    let max = |path: &str| -> Option<usize> {
+        std::fs::read_to_string(path)
+            .ok()?
+            .split_whitespace()
+            .nth(2)?
+            .parse()
+            .ok()
+    };
+    match (
+        max("/proc/sys/net/ipv4/tcp_wmem"),
+        max("/proc/sys/net/ipv4/tcp_rmem"),
+    ) {
+        (Some(w), Some(r)) => w + r,
+        _ => 64 << 20,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_wait_for_room_while_the_server_does_not_read_and_all_complete_once_it_does() {
+    const CALLS: usize = 100;
+    const PAYLOAD: usize = 1 << 20;
+    let bound = (kernel_buffers() + (1 << 20)) / PAYLOAD + 2;
+    assert!(
+        bound < CALLS,
+        "the kernel's buffers ({} bytes) hold every request of the test",
+        kernel_buffers()
+    );
+    let listener = bind();
+    let addr = listener.local_addr().expect("address");
+    let (go, go_rx) = std::sync::mpsc::channel::<()>();
+    let server = thread::spawn(move || {
+        let mut stream = accept(&listener);
+        // Reads nothing until told.
+        go_rx.recv().expect("the test goes on");
+        for request in read_requests(&mut stream, CALLS) {
+            assert_eq!(request.payload.len(), PAYLOAD);
+            send_frames(&mut stream, &[echo_response(&request)]);
+        }
+        // Nothing more comes: not the call that timed out while it waited for room.
+        let after = read_until_close(&mut stream);
+        assert!(after.is_empty(), "sent after the {CALLS} calls: {after:?}");
+    });
+    let client = AsyncClient::builder()
+        .connect_timeout(CLIENT_TIMEOUT)
+        .read_timeout(Duration::from_secs(120))
+        .connect_async(addr)
+        .await
+        .expect("connect");
+    let payload = Bytes::from(vec![0x5a; PAYLOAD]);
+    let calls: Vec<_> = (0..CALLS)
+        .map(|_| {
+            let client = client.clone();
+            let payload = payload.clone();
+            tokio::spawn(async move { client.call(&ECHO, &payload).await })
+        })
+        .collect();
+
+    // The queue fills, the socket stops taking bytes, and the calls still to queue wait:
+    // once the count of calls started stays put for half a second, fewer than all started.
+    let mut last = (usize::MAX, Instant::now());
+    wait_until("the started calls to stop growing", || {
+        let now = client.in_flight();
+        if now != last.0 {
+            last = (now, Instant::now());
+        }
+        last.1.elapsed() >= Duration::from_millis(500)
+    })
+    .await;
+    let started = client.in_flight();
+    assert!(
+        started <= bound,
+        "{started} of {CALLS} calls of {PAYLOAD} bytes queued; the queue's 1 MiB and the \
+         kernel's buffers hold at most {bound}"
+    );
+    // A call whose deadline passes while it waits for room fails, and is never sent.
+    let options = CallOptions::default().with_deadline(Duration::from_millis(100));
+    let result = client.call_with(&ECHO, &payload, &options).await;
+    assert!(matches!(result, Err(ClientError::Timeout)), "{result:?}");
+    assert_eq!(
+        client.in_flight(),
+        started,
+        "the timed-out call queued nothing"
+    );
+
+    // The server reads: every waiting call is woken in turn, sent and answered.
+    go.send(()).expect("the server waits");
+    for call in calls {
+        let body = call.await.expect("the task").expect("the call");
+        assert_eq!(body, payload);
+    }
+    assert_eq!(client.in_flight(), 0);
+    client.close().await;
+    drop(client);
+    tokio::task::spawn_blocking(move || server.join())
+        .await
+        .expect("join")
+        .expect("the server's checks");
+}

@@ -9,6 +9,10 @@
 //! writes what the core has queued (the requests of every call started since the last turn,
 //! in one write), and wakes the calls that ended; then it sleeps until the socket is readable
 //! (or writable, when a write was cut short), a call wakes it, or the earliest deadline.
+//!
+//! Backpressure: while the core holds [`OUTPUT_HIGH_WATER`] bytes or more not yet written, a
+//! new call waits ([`Connection::room`]) before it queues its request; the driver wakes the
+//! calls waiting so once a write takes the queue below the mark.
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
@@ -34,6 +38,12 @@ const READ_CHUNK: usize = 16 * 1024;
 
 /// Reads per turn of the driver at most, before it writes and looks at the deadlines again.
 const READS_PER_TURN: usize = 16;
+
+/// Bytes queued and not yet written at which new calls wait before they queue their
+/// requests: 1 MiB, the courier server's own high-water mark for a connection's queued
+/// output. One call may pass it (a request is queued whole), so the queue holds at most this
+/// plus one frame, plus what waiting calls queue together once woken.
+pub(super) const OUTPUT_HIGH_WATER: usize = 1024 * 1024;
 
 /// Turns after which the driver yields to the runtime's other tasks, however busy it is.
 const TURNS_PER_YIELD: u32 = 64;
@@ -70,14 +80,30 @@ struct State {
     /// The connection is being closed from this side: what the core still queues (the TLS
     /// close_notify) is written although the core has ended.
     closing: bool,
+    /// The wakers of the calls waiting for the queued output to fall below
+    /// [`OUTPUT_HIGH_WATER`] ([`Connection::room`]).
+    room: Vec<Waker>,
 }
 
 impl State {
-    /// The wakers of the calls that ended since the last look.
+    /// The wakers of the calls that ended since the last look, and of the calls waiting for
+    /// room once there is some.
     fn ended_calls(&mut self, wake: &mut Vec<Waker>) {
-        let State { core, wakers, .. } = self;
+        let State {
+            core, wakers, room, ..
+        } = self;
         wake.extend(core.completed().filter_map(|id| wakers.remove(&id)));
+        if !room.is_empty() && has_room(core) {
+            wake.append(room);
+        }
     }
+}
+
+/// Whether a new call may queue its request: the queued output is below
+/// [`OUTPUT_HIGH_WATER`], or the connection takes no more calls (the call then learns why
+/// when it starts).
+fn has_room(core: &ClientCore) -> bool {
+    core.queued_output() < OUTPUT_HIGH_WATER || core.check_usable().is_err() || core.is_draining()
 }
 
 impl fmt::Debug for Connection {
@@ -89,6 +115,7 @@ impl fmt::Debug for Connection {
             .field("wakers", &state.wakers.len())
             .field("released", &state.released)
             .field("closing", &state.closing)
+            .field("waiting_for_room", &state.room.len())
             .finish_non_exhaustive()
     }
 }
@@ -150,6 +177,7 @@ impl Connection {
                 wakers: HashMap::new(),
                 released: false,
                 closing: false,
+                room: Vec::new(),
             }),
             wake_driver: Notify::new(),
             driver: Mutex::new(None),
@@ -182,6 +210,22 @@ impl Connection {
         drop(state);
         self.wake_driver.notify_one();
         Ok(Some(id))
+    }
+
+    /// Waits until a new call may queue its request: at once while less than
+    /// [`OUTPUT_HIGH_WATER`] bytes are queued and not yet written, or when the connection
+    /// takes no more calls; else until the driver has written below the mark.
+    pub(super) fn room(&self) -> impl Future<Output = ()> + '_ {
+        poll_fn(move |cx| {
+            let mut state = lock(&self.state);
+            if state.released || has_room(&state.core) {
+                return Poll::Ready(());
+            }
+            if !state.room.iter().any(|w| w.will_wake(cx.waker())) {
+                state.room.push(cx.waker().clone());
+            }
+            Poll::Pending
+        })
     }
 
     /// Waits for the outcome of call `id`, taken from the core with `take`.
@@ -319,7 +363,13 @@ impl Drop for DriverGuard<'_> {
                 state.core.handle_io_error();
             }
             state.core.completed().for_each(drop);
-            state.wakers.drain().map(|(_, waker)| waker).collect()
+            let room = std::mem::take(&mut state.room);
+            state
+                .wakers
+                .drain()
+                .map(|(_, waker)| waker)
+                .chain(room)
+                .collect()
         };
         wake.into_iter().for_each(Waker::wake);
     }

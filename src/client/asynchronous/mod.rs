@@ -39,9 +39,18 @@ const START_ATTEMPTS: usize = 3;
 /// and no call waits, when the server closes the connection, and on
 /// [`AsyncClient::close`].
 ///
-/// Requests wait in memory until the socket takes them: there is no limit on how many calls
-/// are started at once but the application's own. A server that stops reading keeps them
-/// there; their calls fail at their deadlines.
+/// # Backpressure
+///
+/// Requests wait in memory until the socket takes them, up to a high-water mark of 1 MiB
+/// queued and not yet written (the courier server's own mark for a connection's output).
+/// Above it, a new call waits before it queues its request, until the connection task has
+/// written below the mark, so a server that reads slower than calls come slows the callers
+/// down instead of growing the queue. A call waiting so has sent nothing. Its deadline counts
+/// from the call, the wait included (without one, the read timeout bounds the wait, and again
+/// the answer once the request is queued); a call whose deadline passes while it waits fails
+/// with [`ClientError::Timeout`], unsent. Dropping its future
+/// leaves nothing behind. A server that stops reading altogether keeps the queued requests;
+/// their calls fail at their deadlines.
 ///
 /// # Deadlines
 ///
@@ -285,9 +294,16 @@ impl AsyncClient {
             // PROTOCOL.md Section 12: a deadline already passed is not sent.
             return Err(ClientError::Timeout);
         }
+        // The deadline runs from here, a wait for room in the queue (backpressure) included.
+        // With none, the read timeout bounds that wait, and then the answer's from when the
+        // request is queued (a timeout the server is not told of).
+        let until = conn::now() + options.deadline.unwrap_or(self.shared.config.read_timeout);
         let (conn, id) = self
-            .start(|core, now| {
-                core.start_request(method, request, options.deadline, &options.metadata, now)
+            .start(until, |core, now| {
+                let deadline = options
+                    .deadline
+                    .map(|_| until.saturating_duration_since(now));
+                core.start_request(method, request, deadline, &options.metadata, now)
             })
             .await?;
         typed_response(conn.wait(id, ClientCore::take_response).await)
@@ -300,9 +316,11 @@ impl AsyncClient {
     /// [`ClientError::Timeout`] past the read timeout, or the connection's error; after a
     /// GOAWAY, the connect error when the new connection cannot be made.
     pub async fn ping(&self) -> Result<Duration, ClientError> {
-        let timeout = self.shared.config.read_timeout;
+        let until = conn::now() + self.shared.config.read_timeout;
         let (conn, id) = self
-            .start(|core, now| core.start_ping(timeout, now))
+            .start(until, |core, now| {
+                core.start_ping(until.saturating_duration_since(now), now)
+            })
             .await?;
         conn.wait(id, ClientCore::take_pong).await
     }
@@ -319,9 +337,11 @@ impl AsyncClient {
     }
 
     /// Queues a call with `start` on a connection that takes it, reconnecting after a
-    /// GOAWAY; returns the connection and the call's request id.
+    /// GOAWAY, once the connection's queue has room for it (waiting until `until` at most);
+    /// returns the connection and the call's request id.
     async fn start(
         &self,
+        until: Instant,
         mut start: impl FnMut(&mut ClientCore, Instant) -> Result<u64, ClientError>,
     ) -> Result<(Arc<Connection>, u64), ClientError> {
         for _ in 0..START_ATTEMPTS {
@@ -330,6 +350,14 @@ impl AsyncClient {
                 return Err(ClientError::Closed);
             }
             let conn = self.connection().await?;
+            let room = conn.room();
+            if tokio::time::timeout_at(tokio::time::Instant::from_std(until), room)
+                .await
+                .is_err()
+            {
+                // Nothing was queued: the call ends at its deadline without being sent.
+                return Err(ClientError::Timeout);
+            }
             if let Some(id) = conn.start(&mut start)? {
                 return Ok((conn, id));
             }

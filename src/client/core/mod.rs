@@ -674,6 +674,13 @@ impl ClientCore {
         self.calls.complete_all(|_, _| true, || ClientError::Closed);
     }
 
+    /// The bytes queued to write and not yet written, in bytes: frames, and under TLS the
+    /// records already sealed. A driver that lets callers queue requests without waiting for
+    /// the socket (the async client) holds new ones back above a high-water mark of this.
+    pub fn queued_output(&self) -> usize {
+        self.outgoing.len() + self.records.len()
+    }
+
     /// Whether there are bytes to write ([`ClientCore::transmit`]).
     pub fn wants_transmit(&self) -> bool {
         !self.outgoing.is_empty() || !self.records.is_empty()
