@@ -759,3 +759,64 @@ async fn calls_wait_for_room_while_the_server_does_not_read_and_all_complete_onc
         .expect("join")
         .expect("the server's checks");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_whose_deadline_passes_while_it_waits_for_a_reconnection_fails_unsent() {
+    let listener = bind();
+    let addr = listener.local_addr().expect("address");
+    let (done, done_rx) = std::sync::mpsc::channel::<()>();
+    let server = thread::spawn(move || {
+        // The first connection: AUTH answered, one call answered, then GOAWAY.
+        let mut a = accept(&listener);
+        let auth = read_requests(&mut a, 1).remove(0);
+        assert_eq!((auth.service, auth.method), (0, 2), "AUTH comes first");
+        send_frames(
+            &mut a,
+            &[Frame::Response(Response {
+                request_id: auth.request_id,
+                code: Code::OK,
+                metadata: Metadata::new(),
+                payload: Bytes::from_static(b"tester"),
+            })],
+        );
+        let call = serve_echo_call(&mut a);
+        send_frames(&mut a, &[goaway(call.request_id)]);
+        // The reconnection: its AUTH is read and never answered, so the new connection
+        // takes the whole connect timeout (a minute) to fail.
+        let mut b = accept(&listener);
+        let auth = read_requests(&mut b, 1).remove(0);
+        assert_eq!((auth.service, auth.method), (0, 2));
+        done_rx.recv().expect("the test ends");
+        // Nothing but that AUTH came: the call that gave up was never sent.
+        b.shutdown(Shutdown::Write).expect("shut the write side");
+        let after = read_until_close(&mut b);
+        assert!(after.is_empty(), "sent on the new connection: {after:?}");
+        drop(a);
+    });
+    let client = AsyncClient::builder()
+        .connect_timeout(Duration::from_secs(60))
+        .read_timeout(CLIENT_TIMEOUT)
+        .token("secret")
+        .connect_async(addr)
+        .await
+        .expect("connect");
+    let hello = Bytes::from_static(b"hello");
+    assert_eq!(client.call(&ECHO, &hello).await.expect("answered"), hello);
+    wait_until("the GOAWAY", || client.is_draining()).await;
+    let started = Instant::now();
+    let options = CallOptions::default().with_deadline(Duration::from_millis(200));
+    let result = client.call_with(&ECHO, &hello, &options).await;
+    assert!(matches!(result, Err(ClientError::Timeout)), "{result:?}");
+    // Its own deadline ended it, not the connect timeout the reconnection waits for.
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "ended after {:?}",
+        started.elapsed()
+    );
+    drop(client);
+    done.send(()).expect("the server waits");
+    tokio::task::spawn_blocking(move || server.join())
+        .await
+        .expect("join")
+        .expect("the server's checks");
+}

@@ -299,6 +299,25 @@ fn calls_go_through_tls_and_close_sends_close_notify() {
 }
 
 #[test]
+fn a_dropped_client_sends_close_notify_too() {
+    let pki = generate(&[]);
+    let (addr, server) = tls_server(server_config(&pki, false), 1, After::Serve);
+    let mut client = builder()
+        .tls(pki.client_config())
+        .connect(addr)
+        .expect("connect");
+    assert_eq!(echo(&mut client, "hello").expect("echo"), "hello");
+    drop(client);
+    let seen = server
+        .join()
+        .expect("server thread")
+        .pop()
+        .expect("one")
+        .expect("served");
+    assert!(seen.close_notify, "dropping the client sends close_notify");
+}
+
+#[test]
 fn a_token_is_sent_with_auth_first_on_every_connection_also_after_goaway() {
     let pki = generate(&["alice"]);
     let (addr, server) = tls_server(server_config(&pki, true), 2, After::GoAway);

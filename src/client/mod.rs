@@ -70,7 +70,7 @@ pub mod core;
 mod error;
 
 use std::marker::PhantomData;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 #[cfg(feature = "tokio")]
 pub use self::asynchronous::AsyncClient;
@@ -83,6 +83,16 @@ pub use self::core::{ClientCore, CoreConfig};
 pub use self::error::{ClientError, ProtocolError};
 use crate::proto::{Metadata, Response, Status};
 use crate::service::Message;
+
+/// The longest wait the client keeps track of: `u32::MAX` milliseconds (about 49.7 days),
+/// the longest deadline a frame carries (`proto-spec/PROTOCOL.md` Section 12). A longer
+/// timeout or deadline (`Duration::MAX` for "no limit") is taken as this one.
+pub const MAX_WAIT: Duration = Duration::from_millis(u32::MAX as u64);
+
+/// `now` plus `wait`, with `wait` at most [`MAX_WAIT`], so that no instant overflows.
+pub(crate) fn later(now: Instant, wait: Duration) -> Instant {
+    now.checked_add(wait.min(MAX_WAIT)).unwrap_or(now)
+}
 
 /// Default time to establish a connection: 5 s.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);

@@ -31,7 +31,7 @@ use tokio::task::JoinHandle;
 
 use crate::client::builder::ClientBuilder;
 use crate::client::core::ClientCore;
-use crate::client::ClientError;
+use crate::client::{later, ClientError};
 
 /// Room made in the receive buffer before each read: 16 KiB.
 const READ_CHUNK: usize = 16 * 1024;
@@ -66,6 +66,8 @@ pub(super) struct Connection {
     wake_driver: Notify,
     /// The driver task, for [`Connection::close`] to wait for.
     driver: Mutex<Option<JoinHandle<()>>>,
+    /// Wakes every call waiting for room in the queue ([`Connection::room`]).
+    room_made: Notify,
 }
 
 /// What the lock guards.
@@ -80,22 +82,25 @@ struct State {
     /// The connection is being closed from this side: what the core still queues (the TLS
     /// close_notify) is written although the core has ended.
     closing: bool,
-    /// The wakers of the calls waiting for the queued output to fall below
-    /// [`OUTPUT_HIGH_WATER`] ([`Connection::room`]).
-    room: Vec<Waker>,
+    /// A call waits for the queued output to fall below [`OUTPUT_HIGH_WATER`]
+    /// ([`Connection::room`]): the driver notifies [`Connection::room_made`] once it has.
+    wants_room: bool,
 }
 
 impl State {
-    /// The wakers of the calls that ended since the last look, and of the calls waiting for
-    /// room once there is some.
+    /// The wakers of the calls that ended since the last look.
     fn ended_calls(&mut self, wake: &mut Vec<Waker>) {
-        let State {
-            core, wakers, room, ..
-        } = self;
+        let State { core, wakers, .. } = self;
         wake.extend(core.completed().filter_map(|id| wakers.remove(&id)));
-        if !room.is_empty() && has_room(core) {
-            wake.append(room);
+    }
+
+    /// Whether to notify the calls waiting for room: some wait, and there is room now.
+    fn room_made(&mut self) -> bool {
+        let made = self.wants_room && (self.released || has_room(&self.core));
+        if made {
+            self.wants_room = false;
         }
+        made
     }
 }
 
@@ -115,7 +120,7 @@ impl fmt::Debug for Connection {
             .field("wakers", &state.wakers.len())
             .field("released", &state.released)
             .field("closing", &state.closing)
-            .field("waiting_for_room", &state.room.len())
+            .field("wants_room", &state.wants_room)
             .finish_non_exhaustive()
     }
 }
@@ -177,10 +182,11 @@ impl Connection {
                 wakers: HashMap::new(),
                 released: false,
                 closing: false,
-                room: Vec::new(),
+                wants_room: false,
             }),
             wake_driver: Notify::new(),
             driver: Mutex::new(None),
+            room_made: Notify::new(),
         });
         let task = tokio::spawn(drive(Arc::clone(&conn), socket));
         *lock(&conn.driver) = Some(task);
@@ -215,17 +221,21 @@ impl Connection {
     /// Waits until a new call may queue its request: at once while less than
     /// [`OUTPUT_HIGH_WATER`] bytes are queued and not yet written, or when the connection
     /// takes no more calls; else until the driver has written below the mark.
-    pub(super) fn room(&self) -> impl Future<Output = ()> + '_ {
-        poll_fn(move |cx| {
-            let mut state = lock(&self.state);
-            if state.released || has_room(&state.core) {
-                return Poll::Ready(());
+    /// A call that gives up waiting (its future dropped) leaves nothing behind.
+    pub(super) async fn room(&self) {
+        loop {
+            // Registered before the look, so that a notification between the two is kept.
+            let mut made = pin!(self.room_made.notified());
+            made.as_mut().enable();
+            {
+                let mut state = lock(&self.state);
+                if state.released || has_room(&state.core) {
+                    return;
+                }
+                state.wants_room = true;
             }
-            if !state.room.iter().any(|w| w.will_wake(cx.waker())) {
-                state.room.push(cx.waker().clone());
-            }
-            Poll::Pending
-        })
+            made.await;
+        }
     }
 
     /// Waits for the outcome of call `id`, taken from the core with `take`.
@@ -363,15 +373,11 @@ impl Drop for DriverGuard<'_> {
                 state.core.handle_io_error();
             }
             state.core.completed().for_each(drop);
-            let room = std::mem::take(&mut state.room);
-            state
-                .wakers
-                .drain()
-                .map(|(_, waker)| waker)
-                .chain(room)
-                .collect()
+            state.wakers.drain().map(|(_, waker)| waker).collect()
         };
         wake.into_iter().for_each(Waker::wake);
+        // The core has ended: a call waiting for room learns so when it starts.
+        self.0.room_made.notify_waiters();
     }
 }
 
@@ -388,13 +394,16 @@ async fn drive(conn: Arc<Connection>, socket: TcpStream) {
             // Calls that keep waking it must not keep it from ever giving the thread up.
             tokio::task::yield_now().await;
         }
-        let turn = {
+        let (turn, room_made) = {
             let mut state = lock(&conn.state);
             let turn = turn(&mut state, &socket);
             state.ended_calls(&mut wake);
-            turn
+            (turn, state.room_made())
         };
         wake.drain(..).for_each(Waker::wake);
+        if room_made {
+            conn.room_made.notify_waiters();
+        }
         let (deadline, write_blocked) = match turn {
             Turn::Exit => break,
             Turn::Wait {
@@ -528,7 +537,7 @@ async fn start(
     config: &ClientBuilder,
 ) -> Result<(), ClientError> {
     if core.is_tls() {
-        handshake(socket, core, now() + config.connect_timeout).await?;
+        handshake(socket, core, later(now(), config.connect_timeout)).await?;
     }
     if let Some(token) = &config.token {
         let result = authenticate(socket, core, &token.0, config.connect_timeout).await;

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use self::conn::Connection;
 use super::error::draining;
-use super::{typed_response, CallOptions, ClientBuilder, ClientCore, ClientError};
+use super::{later, typed_response, CallOptions, ClientBuilder, ClientCore, ClientError};
 use crate::service::{Message, Method};
 
 /// Times a call looks for a connection that takes it (a GOAWAY can arrive between finding
@@ -71,7 +71,8 @@ const START_ATTEMPTS: usize = 3;
 /// connect, with the same options (TLS handshake and AUTH included), request ids going on
 /// from the old connection's; when many tasks call at once, one connects and the others wait
 /// for it. If the new connection cannot be made, that call fails with the connect error and
-/// the next one tries again.
+/// the next one tries again. A call's deadline (or the read timeout) bounds its wait for the
+/// new connection too: past it, the call fails with [`ClientError::Timeout`], unsent.
 ///
 /// A connection that ends without a GOAWAY, or with an ERROR frame, a protocol error or a TLS
 /// error, is broken: every call waiting on it and every later call fails with its error
@@ -297,7 +298,10 @@ impl AsyncClient {
         // The deadline runs from here, a wait for room in the queue (backpressure) included.
         // With none, the read timeout bounds that wait, and then the answer's from when the
         // request is queued (a timeout the server is not told of).
-        let until = conn::now() + options.deadline.unwrap_or(self.shared.config.read_timeout);
+        let until = later(
+            conn::now(),
+            options.deadline.unwrap_or(self.shared.config.read_timeout),
+        );
         let (conn, id) = self
             .start(until, |core, now| {
                 let deadline = options
@@ -316,7 +320,7 @@ impl AsyncClient {
     /// [`ClientError::Timeout`] past the read timeout, or the connection's error; after a
     /// GOAWAY, the connect error when the new connection cannot be made.
     pub async fn ping(&self) -> Result<Duration, ClientError> {
-        let until = conn::now() + self.shared.config.read_timeout;
+        let until = later(conn::now(), self.shared.config.read_timeout);
         let (conn, id) = self
             .start(until, |core, now| {
                 core.start_ping(until.saturating_duration_since(now), now)
@@ -337,8 +341,9 @@ impl AsyncClient {
     }
 
     /// Queues a call with `start` on a connection that takes it, reconnecting after a
-    /// GOAWAY, once the connection's queue has room for it (waiting until `until` at most);
-    /// returns the connection and the call's request id.
+    /// GOAWAY, once the connection's queue has room for it; returns the connection and the
+    /// call's request id. Waits until `until` at most, then fails with
+    /// [`ClientError::Timeout`], nothing sent.
     async fn start(
         &self,
         until: Instant,
@@ -349,13 +354,14 @@ impl AsyncClient {
                 // Even after a GOAWAY, which would otherwise open a new connection.
                 return Err(ClientError::Closed);
             }
-            let conn = self.connection().await?;
-            let room = conn.room();
-            if tokio::time::timeout_at(tokio::time::Instant::from_std(until), room)
-                .await
-                .is_err()
-            {
-                // Nothing was queued: the call ends at its deadline without being sent.
+            // Nothing is queued until both waits end: a call whose deadline passes in one
+            // of them (a reconnection after GOAWAY, room in the queue) ends unsent.
+            let until = tokio::time::Instant::from_std(until);
+            let conn = match tokio::time::timeout_at(until, self.connection()).await {
+                Ok(conn) => conn?,
+                Err(_) => return Err(ClientError::Timeout),
+            };
+            if tokio::time::timeout_at(until, conn.room()).await.is_err() {
                 return Err(ClientError::Timeout);
             }
             if let Some(id) = conn.start(&mut start)? {

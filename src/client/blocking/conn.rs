@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::client::builder::ClientBuilder;
 use crate::client::core::ClientCore;
-use crate::client::ClientError;
+use crate::client::{later, ClientError};
 
 /// Bytes read per `read` call at least: 16 KiB.
 const READ_CHUNK: usize = 16 * 1024;
@@ -70,7 +70,7 @@ impl Conn {
 
     fn start(&mut self, config: &ClientBuilder) -> Result<(), ClientError> {
         if self.core.is_tls() {
-            self.handshake(Instant::now() + config.connect_timeout)?;
+            self.handshake(later(Instant::now(), config.connect_timeout))?;
         }
         if let Some(token) = &config.token {
             self.authenticate(&token.0, config.connect_timeout)?;
@@ -234,6 +234,27 @@ impl Conn {
         self.core.close();
         let _ = self.flush();
         let _ = self.socket.shutdown(Shutdown::Both);
+    }
+}
+
+impl Drop for Conn {
+    /// A connection dropped without [`Conn::close`]: over TLS the close_notify alert a
+    /// client sends when done (`proto-spec/PROTOCOL.md` Section 17) goes out if the socket
+    /// takes it at once, after whatever was queued before it; a drop never waits on the
+    /// socket. The socket closes as it is dropped.
+    fn drop(&mut self) {
+        if self.core.is_ended() || !self.core.is_tls() {
+            return;
+        }
+        self.core.close();
+        if self.socket.set_nonblocking(true).is_ok() {
+            while self.core.wants_transmit() {
+                match self.socket.write(self.core.transmit()) {
+                    Ok(n) if n > 0 => self.core.advance_transmit(n),
+                    _ => break,
+                }
+            }
+        }
     }
 }
 

@@ -253,7 +253,10 @@ impl Client {
                 // Not a call of this client's (its outcome was taken already).
                 return Err(ClientError::Closed);
             };
-            self.conn.read_some(deadline)?;
+            if let Err(err) = self.conn.read_some(deadline) {
+                // The answer may have come in the read whose PONG then failed to go out.
+                return self.conn.core.take_response(id).unwrap_or(Err(err));
+            }
         }
     }
 
@@ -285,7 +288,9 @@ impl Client {
             let Some(deadline) = self.conn.core.deadline(id) else {
                 return Err(ClientError::Closed);
             };
-            self.conn.read_some(deadline)?;
+            if let Err(err) = self.conn.read_some(deadline) {
+                return self.conn.core.take_pong(id).unwrap_or(Err(err));
+            }
         }
     }
 

@@ -377,7 +377,7 @@ impl ClientCore {
         }
         self.take_id();
         self.calls
-            .insert(id, Kind::Request, now, now.checked_add(wait).unwrap_or(now));
+            .insert(id, Kind::Request, now, super::later(now, wait));
         Ok(id)
     }
 
@@ -392,7 +392,7 @@ impl ClientCore {
         self.encoder
             .encode_simple(&mut self.outgoing, FrameKind::Ping, id, Code::OK, "");
         self.calls
-            .insert(id, Kind::Ping, now, now.checked_add(timeout).unwrap_or(now));
+            .insert(id, Kind::Ping, now, super::later(now, timeout));
         Ok(id)
     }
 

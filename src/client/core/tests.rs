@@ -860,6 +860,33 @@ fn without_a_deadline_the_default_timeout_applies_and_none_is_sent() {
     );
 }
 
+#[test]
+fn a_deadline_or_timeout_past_the_longest_wait_is_taken_as_it() {
+    let t0 = Instant::now();
+    let longest = super::super::MAX_WAIT;
+    let config = CoreConfig::default().with_default_timeout(Duration::MAX);
+    let mut core = ClientCore::new(&config, peer(), 1).expect("core");
+    let with = start(&mut core, b"q", Some(Duration::MAX), t0).expect("request");
+    let without = start(&mut core, b"q", None, t0).expect("request");
+    let ping = core.start_ping(Duration::MAX, t0).expect("ping");
+    assert_eq!(
+        sent(&mut core),
+        [
+            echo_request(with, u32::MAX, Metadata::new(), b"q"),
+            echo_request(without, 0, Metadata::new(), b"q"),
+            Frame::Ping(ping),
+        ]
+    );
+    for id in [with, without, ping] {
+        assert_eq!(core.deadline(id), Some(t0 + longest));
+    }
+    // Not failed at once: they wait, up to the longest wait.
+    core.handle_timeout(t0 + Duration::from_secs(86_400));
+    assert_eq!(core.waiting(), 3);
+    core.handle_timeout(t0 + longest);
+    assert_eq!(done(&mut core), [with, without, ping]);
+}
+
 // GOAWAY.
 
 #[test]
