@@ -4,7 +4,7 @@ use std::collections::{HashMap, HashSet};
 use std::thread;
 
 use bytes::{Bytes, BytesMut};
-use courier_rpc::client::{Client, Pending};
+use courier_rpc::client::{Client, ClientError, Pending};
 use courier_rpc::echo::ECHO;
 use courier_rpc::kv::{Key, SetRequest, Value, GET, SET};
 use courier_rpc::proto::{Code, Frame};
@@ -199,4 +199,65 @@ fn five_hundred_requests_in_one_write_get_five_hundred_responses_with_exactly_th
         assert_eq!(&response.payload, payload, "request id {id}: wrong payload");
     }
     assert_eq!(seen, ids.iter().copied().collect::<HashSet<_>>());
+}
+
+#[test]
+fn a_pipeline_larger_than_every_buffer_on_the_way_neither_deadlocks_nor_times_out() {
+    // 64 MiB of requests sent before any answer is waited for: more than the kernel's
+    // buffers and the server's 1 MiB high-water mark hold, so the server stops reading until
+    // the client reads its answers, which it does while its own write waits.
+    const CALLS: usize = 64;
+    let server = start_default();
+    let mut client = Client::builder()
+        .write_timeout(std::time::Duration::from_secs(5))
+        .connect(server.local_addr())
+        .expect("connect");
+    let payloads: Vec<Bytes> = (0..CALLS)
+        .map(|i| Bytes::from(vec![i as u8; 1 << 20]))
+        .collect();
+    let pending: Vec<Pending<Bytes>> = payloads
+        .iter()
+        .map(|p| client.send(&ECHO, p).expect("send"))
+        .collect();
+    for (p, payload) in pending.into_iter().zip(&payloads) {
+        assert_eq!(&client.wait(p).expect("answered"), payload);
+    }
+    assert_eq!(client.core().held(), 0);
+    server.shutdown().expect("shutdown");
+}
+
+#[test]
+fn a_server_that_reads_nothing_fails_the_write_after_the_write_timeout() {
+    // Accepts, then neither reads nor writes: the client's writes make no progress once the
+    // kernel's buffers are full, and fail after its write timeout.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let (done, done_rx) = std::sync::mpsc::channel::<()>();
+    let server = thread::spawn(move || {
+        let (stream, _) = listener.accept().expect("accept");
+        // Held open, unread, until the test has its answer (or gives up: the sender drops).
+        let _ = done_rx.recv_timeout(std::time::Duration::from_secs(60));
+        drop(stream);
+    });
+    let mut client = Client::builder()
+        .write_timeout(std::time::Duration::from_millis(300))
+        .connect(addr)
+        .expect("connect");
+    let payload = Bytes::from(vec![7u8; 1 << 20]);
+    let mut result = Ok(());
+    // The buffers on the way hold some tens of MiB at most; 256 MiB fill them.
+    for _ in 0..256 {
+        if let Err(e) = client.send(&ECHO, &payload) {
+            result = Err(e);
+            break;
+        }
+    }
+    assert!(
+        matches!(result, Err(ClientError::Timeout)),
+        "the write fails with a timeout: {result:?}"
+    );
+    // The connection is unusable after it.
+    assert!(client.send(&ECHO, &payload).is_err());
+    drop(done);
+    server.join().expect("server");
 }

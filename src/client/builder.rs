@@ -63,7 +63,12 @@ impl ClientBuilder {
         self
     }
 
-    /// Time one socket write may block. Default 30 s.
+    /// Time the blocking client's writes may go without the socket taking a byte before
+    /// they fail with [`ClientError::Timeout`](super::ClientError::Timeout), leaving the
+    /// connection unusable. Default 30 s. While a write waits, the client reads what the
+    /// server sent every 10 ms, so a pipeline longer than the buffers on the way (which
+    /// makes the server stop reading until its answers are read) goes on. The async client
+    /// waits on no write: its calls end at their deadlines.
     pub fn write_timeout(mut self, timeout: Duration) -> Self {
         self.write_timeout = timeout;
         self

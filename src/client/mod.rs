@@ -98,7 +98,7 @@ pub(crate) fn later(now: Instant, wait: Duration) -> Instant {
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default time a call waits for its response when it sets no deadline: 30 s.
 pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(30);
-/// Default time a write may block: 30 s.
+/// Default time the blocking client's writes may go without progress: 30 s.
 pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Per-call options: `CallOptions::default()` (no deadline, no metadata), then

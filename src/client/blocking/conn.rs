@@ -12,6 +12,9 @@ use crate::client::{later, ClientError};
 /// Bytes read per `read` call at least: 16 KiB.
 const READ_CHUNK: usize = 16 * 1024;
 
+/// Reads at most, each time a waiting write reads what the server sent.
+const READS_WHILE_WRITING: usize = 64;
+
 /// What one read gave.
 enum Read {
     /// Bytes, now in the core's receive buffer.
@@ -25,6 +28,10 @@ enum Read {
     Nothing,
 }
 
+/// The longest one blocking write waits before the writer reads what the server sent: 10 ms
+/// (the socket's `SO_SNDTIMEO`, or the write timeout when that is shorter).
+const WRITE_SLICE: Duration = Duration::from_millis(10);
+
 /// A socket and the protocol state of the connection on it.
 #[derive(Debug)]
 pub(super) struct Conn {
@@ -32,6 +39,9 @@ pub(super) struct Conn {
     pub(super) core: ClientCore,
     /// The read timeout the socket has now (`None`: unknown or to be set).
     socket_timeout: Option<Duration>,
+    /// How long a write may make no progress before it fails with
+    /// [`ClientError::Timeout`]: the builder's write timeout.
+    write_timeout: Duration,
 }
 
 impl Conn {
@@ -49,12 +59,18 @@ impl Conn {
             match TcpStream::connect_timeout(&addr, config.connect_timeout) {
                 Ok(socket) => {
                     socket.set_nodelay(true)?;
-                    socket.set_write_timeout(Some(config.write_timeout))?;
+                    socket.set_write_timeout(Some(
+                        config
+                            .write_timeout
+                            .min(WRITE_SLICE)
+                            .max(Duration::from_millis(1)),
+                    ))?;
                     let core = ClientCore::new(&config.core_config(), addr, first_id)?;
                     let mut conn = Conn {
                         socket,
                         core,
                         socket_timeout: None,
+                        write_timeout: config.write_timeout,
                     };
                     if let Err(err) = conn.start(config) {
                         conn.close();
@@ -134,12 +150,18 @@ impl Conn {
         }
     }
 
-    /// Writes every queued byte.
+    /// Writes every queued byte. While the socket takes nothing, it reads what the server
+    /// sent into the core every [`WRITE_SLICE`]: a server stops reading a connection whose
+    /// answers the client does not read (its high-water mark), so a client that only wrote
+    /// a long pipeline would wait for a server waiting for it.
     ///
     /// # Errors
-    /// [`ClientError::Io`] (or `Timeout` past the write timeout), [`ClientError::Closed`]
-    /// when the socket takes nothing; the connection is then unusable.
+    /// [`ClientError::Timeout`] when the socket takes no byte for the write timeout,
+    /// [`ClientError::Io`], [`ClientError::Closed`] when the socket takes nothing or the
+    /// stream ends, or the error the server's bytes broke the connection with; the
+    /// connection is then unusable.
     pub(super) fn flush(&mut self) -> Result<(), ClientError> {
+        let mut stalled_since = None;
         loop {
             let bytes = self.core.transmit();
             if bytes.is_empty() {
@@ -150,7 +172,56 @@ impl Conn {
                     self.core.handle_io_error();
                     return Err(ClientError::Closed);
                 }
-                Ok(n) => self.core.advance_transmit(n),
+                Ok(n) => {
+                    self.core.advance_transmit(n);
+                    stalled_since = None;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    let since = *stalled_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() >= self.write_timeout {
+                        self.core.handle_io_error();
+                        return Err(ClientError::Timeout);
+                    }
+                    self.read_available()?;
+                }
+                Err(e) => {
+                    self.core.handle_io_error();
+                    return Err(e.into());
+                }
+            }
+        }
+    }
+
+    /// Reads what the socket holds now, without waiting, into the core (a write is waiting
+    /// for the server, which may be waiting for its answers to be read). Each read is
+    /// processed before the next, so the receive buffer holds what one read gives at most.
+    fn read_available(&mut self) -> Result<(), ClientError> {
+        self.socket.set_nonblocking(true)?;
+        let result = self.read_available_nonblocking();
+        self.socket.set_nonblocking(false)?;
+        // This driver looks calls up by id.
+        self.core.completed().for_each(drop);
+        result
+    }
+
+    fn read_available_nonblocking(&mut self) -> Result<(), ClientError> {
+        for _ in 0..READS_WHILE_WRITING {
+            let buf = self.core.receive_buffer();
+            buf.reserve(READ_CHUNK);
+            match crate::sys::read_spare(&self.socket, buf, usize::MAX) {
+                Ok(0) => {
+                    self.core.handle_eof()?;
+                    // Nothing more can be written on a stream the server ended.
+                    return Err(ClientError::Closed);
+                }
+                Ok(_) => self.core.handle_received(Instant::now())?,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     self.core.handle_io_error();
@@ -158,6 +229,7 @@ impl Conn {
                 }
             }
         }
+        Ok(())
     }
 
     /// One read (waiting until `deadline` at most), then what it gives to the core: the
@@ -284,6 +356,7 @@ mod tests {
             socket,
             core,
             socket_timeout: None,
+            write_timeout: Duration::from_secs(5),
         };
 
         let err = conn
