@@ -261,3 +261,41 @@ fn a_server_that_reads_nothing_fails_the_write_after_the_write_timeout() {
     drop(done);
     server.join().expect("server");
 }
+
+#[test]
+fn abandoned_requests_leave_nothing_held_whether_answered_yet_or_not() {
+    let server = start_default();
+    let mut client = Client::connect(server.local_addr()).expect("connect");
+    let mut sent: Vec<(Pending<Bytes>, Bytes)> = (0..10)
+        .map(|i| {
+            let payload = echo_payload(3, i);
+            (client.send(&ECHO, &payload).expect("send"), payload)
+        })
+        .collect();
+    // Waiting for the last reads the answers to all ten: nine are held for their waits.
+    let (last, payload) = sent.pop().expect("ten");
+    assert_eq!(client.wait(last).expect("the last"), payload);
+    assert_eq!(client.core().held(), 9);
+    // Abandoning one already answered drops its answer now.
+    let (first, _) = sent.remove(0);
+    client.abandon(first);
+    assert_eq!(client.core().held(), 8);
+    // One abandoned before its answer comes: the answer is dropped when it does.
+    let early = client
+        .send(&ECHO, &Bytes::from_static(b"never waited for"))
+        .expect("send");
+    client.abandon(early);
+    for (pending, payload) in sent {
+        assert_eq!(client.wait(pending).expect("answered"), payload);
+    }
+    // A call after it reads past the abandoned one's answer.
+    let reply = client
+        .call(&ECHO, &Bytes::from_static(b"after"))
+        .expect("call");
+    assert_eq!(&reply[..], b"after");
+    assert_eq!(
+        client.core().held(),
+        0,
+        "nothing kept for the abandoned requests"
+    );
+}

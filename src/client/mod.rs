@@ -144,8 +144,10 @@ impl CallOptions {
     }
 }
 
-/// A response that was sent for and not yet collected: pass it to [`Client::wait`].
-#[must_use = "a sent request's response is only read by Client::wait"]
+/// A response that was sent for and not yet collected: pass it to [`Client::wait`], or to
+/// [`Client::abandon`] to give it up. One dropped otherwise keeps its answer in the client
+/// until the client is dropped ([`ClientCore::held`] counts it).
+#[must_use = "a sent request's response is only read by Client::wait (or dropped by Client::abandon)"]
 #[derive(Debug)]
 pub struct Pending<Resp> {
     request_id: u64,

@@ -240,6 +240,16 @@ impl Client {
         typed_response(result)
     }
 
+    /// Gives up on a sent request without waiting for it: its answer, when it comes, is
+    /// dropped, and one already read is dropped now. The request itself may still be
+    /// processed by the server. A [`Pending`] dropped without [`Client::wait`] or this keeps
+    /// its answer (up to the body limit) until the client is dropped.
+    pub fn abandon<Resp>(&mut self, pending: Pending<Resp>) {
+        let id = pending.request_id;
+        self.retired.remove(&id);
+        self.conn.core.abandon(id);
+    }
+
     fn wait_response(&mut self, id: u64) -> Result<Response, ClientError> {
         if let Some(outcome) = self.retired.remove(&id) {
             return outcome;
