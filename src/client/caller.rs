@@ -10,6 +10,10 @@ use crate::service::{Message, Method};
 /// the tokio `AsyncClient` (feature `tokio`) it returns a future of that result, to `.await`.
 ///
 /// Implemented for [`Client`], for `AsyncClient`, and for `&mut` either.
+///
+/// A request type must be `Sync` as well as a [`Message`] (every message type of this crate
+/// is), with either client: an async call's future holds a reference to its request across
+/// `.await` and must be `Send`, and one trait serves both.
 pub trait Caller {
     /// What a call returns: the result itself for a blocking client, a future of it for an
     /// async one.
