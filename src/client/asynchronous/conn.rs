@@ -70,6 +70,16 @@ pub(super) struct Connection {
     room_made: Notify,
 }
 
+/// What [`Connection::start`] did with a call.
+pub(super) enum Start {
+    /// Queued, with this request id.
+    Queued(u64),
+    /// Not queued: the connection takes no new call (GOAWAY, or the client moved on).
+    Moved,
+    /// Not queued: the queue is at its high-water mark.
+    Full,
+}
+
 /// What the lock guards.
 struct State {
     core: ClientCore,
@@ -199,43 +209,46 @@ impl Connection {
     }
 
     /// Queues a call with `start` (which returns its request id) and wakes the driver to send
-    /// it. `Ok(None)` when the connection takes no new call because the server sent GOAWAY or
-    /// the client moved on: the caller starts it on the current connection instead.
+    /// it, all under one lock: [`Start::Queued`] with the id; [`Start::Moved`] when the
+    /// connection takes no new call because the server sent GOAWAY or the client moved on
+    /// (the caller starts it on the current connection instead); [`Start::Full`] when
+    /// [`OUTPUT_HIGH_WATER`] bytes or more wait to be written (the caller waits for
+    /// [`Connection::room`], then tries again).
     ///
     /// # Errors
     /// `start`'s.
     pub(super) fn start(
         &self,
         start: impl FnOnce(&mut ClientCore, Instant) -> Result<u64, ClientError>,
-    ) -> Result<Option<u64>, ClientError> {
+    ) -> Result<Start, ClientError> {
         let mut state = lock(&self.state);
         if state.released || state.core.is_draining() {
-            return Ok(None);
+            return Ok(Start::Moved);
+        }
+        if !has_room(&state.core) {
+            return Ok(Start::Full);
         }
         let id = start(&mut state.core, now())?;
         drop(state);
         self.wake_driver.notify_one();
-        Ok(Some(id))
+        Ok(Start::Queued(id))
     }
 
-    /// Waits until a new call may queue its request: at once while less than
-    /// [`OUTPUT_HIGH_WATER`] bytes are queued and not yet written, or when the connection
-    /// takes no more calls; else until the driver has written below the mark.
-    /// A call that gives up waiting (its future dropped) leaves nothing behind.
+    /// After [`Start::Full`]: waits until there may be room (the driver has written below
+    /// [`OUTPUT_HIGH_WATER`], or the connection takes no more calls). A call that gives up
+    /// waiting (its future dropped) leaves nothing behind.
     pub(super) async fn room(&self) {
-        loop {
-            // Registered before the look, so that a notification between the two is kept.
-            let mut made = pin!(self.room_made.notified());
-            made.as_mut().enable();
-            {
-                let mut state = lock(&self.state);
-                if state.released || has_room(&state.core) {
-                    return;
-                }
-                state.wants_room = true;
+        // Registered before the look, so that a notification between the two is kept.
+        let mut made = pin!(self.room_made.notified());
+        made.as_mut().enable();
+        {
+            let mut state = lock(&self.state);
+            if state.released || has_room(&state.core) {
+                return;
             }
-            made.await;
+            state.wants_room = true;
         }
+        made.await;
     }
 
     /// Waits for the outcome of call `id`, taken from the core with `take`.

@@ -9,14 +9,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use self::conn::Connection;
+use self::conn::{Connection, Start};
 use super::error::draining;
 use super::{later, typed_response, CallOptions, ClientBuilder, ClientCore, ClientError};
 use crate::service::{Message, Method};
 
-/// Times a call looks for a connection that takes it (a GOAWAY can arrive between finding
-/// the connection and queuing the request), before it returns UNAVAILABLE.
-const START_ATTEMPTS: usize = 3;
+/// Times a call looks for a connection that takes it, before it returns UNAVAILABLE: the
+/// current one, then (after its GOAWAY) the one replacing it, twice, as a GOAWAY can arrive
+/// between finding the connection and queuing the request.
+const START_ATTEMPTS: usize = 4;
 
 /// An async client connection for tokio: `call(...).await` from any number of tasks, all
 /// multiplexed on one connection by request id. Clones are cheap and share the connection.
@@ -349,23 +350,34 @@ impl AsyncClient {
         until: Instant,
         mut start: impl FnMut(&mut ClientCore, Instant) -> Result<u64, ClientError>,
     ) -> Result<(Arc<Connection>, u64), ClientError> {
-        for _ in 0..START_ATTEMPTS {
+        // A call whose deadline passes while it waits (for a reconnection after GOAWAY, or
+        // for room in the queue) ends unsent.
+        let until = tokio::time::Instant::from_std(until);
+        for attempt in 0..START_ATTEMPTS {
             if self.shared.closed.load(Ordering::SeqCst) {
                 // Even after a GOAWAY, which would otherwise open a new connection.
                 return Err(ClientError::Closed);
             }
-            // Nothing is queued until both waits end: a call whose deadline passes in one
-            // of them (a reconnection after GOAWAY, room in the queue) ends unsent.
-            let until = tokio::time::Instant::from_std(until);
-            let conn = match tokio::time::timeout_at(until, self.connection()).await {
-                Ok(conn) => conn?,
-                Err(_) => return Err(ClientError::Timeout),
+            // First the current connection as it is; after it said Moved, the one that
+            // replaces it.
+            let conn = if attempt == 0 {
+                self.current()
+            } else {
+                match tokio::time::timeout_at(until, self.connection()).await {
+                    Ok(conn) => conn?,
+                    Err(_) => return Err(ClientError::Timeout),
+                }
             };
-            if tokio::time::timeout_at(until, conn.room()).await.is_err() {
-                return Err(ClientError::Timeout);
-            }
-            if let Some(id) = conn.start(&mut start)? {
-                return Ok((conn, id));
+            loop {
+                match conn.start(&mut start)? {
+                    Start::Queued(id) => return Ok((conn, id)),
+                    Start::Moved => break,
+                    Start::Full => {
+                        if tokio::time::timeout_at(until, conn.room()).await.is_err() {
+                            return Err(ClientError::Timeout);
+                        }
+                    }
+                }
             }
         }
         Err(ClientError::Status(draining()))
