@@ -7,7 +7,7 @@
 mod support;
 
 use std::future::{poll_fn, Future};
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::net::Shutdown;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -15,14 +15,19 @@ use std::task::Poll;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use courier_rpc::auth::TokenTable;
 use courier_rpc::client::{AsyncClient, CallOptions, ClientError};
 use courier_rpc::echo::ECHO;
-use courier_rpc::proto::{Code, Frame, Metadata, Request, Response};
+use courier_rpc::proto::{Code, Frame, Metadata, Response};
 use courier_rpc::server::{RunningServer, Server};
 use courier_rpc::service::{Method, Router};
-use support::{accept_within, counter, encode, read_frames, read_until_close, send_raw};
+use support::fake_server::{
+    accept, bind, close_and_expect_silence, echo_response, goaway, read_requests, send_frames,
+    serve_echo_call,
+};
+use support::read_until_close;
+use support::{accept_within, counter};
 
 /// How long a client waits for anything: generous, never hit on success, and below the
 /// fake servers' `support::IO_TIMEOUT`, so that a client waiting for what never comes fails
@@ -322,72 +327,6 @@ async fn the_connection_task_ends_when_the_last_clone_is_dropped_and_on_close() 
 }
 
 // --- GOAWAY, against a scripted fake server ---
-
-fn bind() -> TcpListener {
-    TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0")
-}
-
-/// The next connection the client opens (fails the test if none comes).
-fn accept(listener: &TcpListener) -> TcpStream {
-    accept_within(listener, support::IO_TIMEOUT).expect("the client connects")
-}
-
-/// Reads exactly `count` frames and asserts that they are all REQUESTs.
-fn read_requests(stream: &mut TcpStream, count: usize) -> Vec<Request> {
-    read_frames(stream, count)
-        .into_iter()
-        .map(|frame| match frame {
-            Frame::Request(request) => request,
-            other => panic!("expected a REQUEST, got {other:?}"),
-        })
-        .collect()
-}
-
-fn echo_response(request: &Request) -> Frame {
-    Frame::Response(Response {
-        request_id: request.request_id,
-        code: Code::OK,
-        metadata: Metadata::new(),
-        payload: request.payload.clone(),
-    })
-}
-
-fn goaway(last_request_id: u64) -> Frame {
-    Frame::GoAway {
-        last_request_id,
-        code: Code::OK,
-        message: "draining".to_owned(),
-    }
-}
-
-/// Writes `frames` in one write.
-fn send_frames(stream: &mut TcpStream, frames: &[Frame]) {
-    let mut wire = BytesMut::new();
-    for frame in frames {
-        wire.extend_from_slice(&encode(frame));
-    }
-    send_raw(stream, &wire);
-}
-
-/// Ends a drained connection as the server does: shuts its write side (the client reads end
-/// of stream), then reads until the client closes, asserting that it sent nothing more.
-fn close_and_expect_silence(mut stream: TcpStream) {
-    stream
-        .shutdown(Shutdown::Write)
-        .expect("shut the write side");
-    let after = read_until_close(&mut stream);
-    assert!(
-        after.is_empty(),
-        "the client sent frames on a connection after its GOAWAY: {after:?}"
-    );
-}
-
-/// Answers one echo call; returns its request.
-fn serve_echo_call(stream: &mut TcpStream) -> Request {
-    let request = read_requests(stream, 1).remove(0);
-    send_frames(stream, &[echo_response(&request)]);
-    request
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drain_answers_calls_up_to_the_last_id_fails_the_rest_and_the_next_call_reconnects() {

@@ -16,24 +16,23 @@ mod counting;
 #[global_allocator]
 static ALLOCATOR: counting::Counting = counting::Counting;
 
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::net::{TcpListener, TcpStream};
 use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use courier_rpc::client::{Client, ClientError};
 use courier_rpc::echo::ECHO;
-use courier_rpc::proto::{Code, Frame, Metadata, Request, Response};
-use support::{accept_within, encode, read_frames, read_until_close, send_raw, IO_TIMEOUT};
+use courier_rpc::proto::{Code, Frame};
+use support::fake_server::{
+    accept, bind, close_and_expect_silence, echo_response, goaway, read_requests, send_frames,
+};
+use support::{accept_within, read_frames, IO_TIMEOUT};
 
 /// The client's connect and read timeouts: below the fake server's `IO_TIMEOUT`, so a client
 /// that waits for something that never comes fails before the server thread gives up.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
-
-fn bind() -> TcpListener {
-    TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0")
-}
 
 fn connect(listener: &TcpListener) -> Client {
     Client::builder()
@@ -43,54 +42,12 @@ fn connect(listener: &TcpListener) -> Client {
         .expect("connect")
 }
 
-/// The next connection the client opens (fails the test if none comes).
-fn accept(listener: &TcpListener) -> TcpStream {
-    accept_within(listener, IO_TIMEOUT).expect("the client connects")
-}
-
-/// Reads exactly `count` frames and asserts that they are all REQUESTs.
-fn read_requests(stream: &mut TcpStream, count: usize) -> Vec<Request> {
-    read_frames(stream, count)
-        .into_iter()
-        .map(|frame| match frame {
-            Frame::Request(request) => request,
-            other => panic!("expected a REQUEST, got {other:?}"),
-        })
-        .collect()
-}
-
 /// Reads one frame and asserts that it is a PING; returns its id.
 fn read_ping(stream: &mut TcpStream) -> u64 {
     match read_frames(stream, 1).as_slice() {
         [Frame::Ping(id)] => *id,
         other => panic!("expected one PING, got {other:?}"),
     }
-}
-
-fn echo_response(request: &Request) -> Frame {
-    Frame::Response(Response {
-        request_id: request.request_id,
-        code: Code::OK,
-        metadata: Metadata::new(),
-        payload: request.payload.clone(),
-    })
-}
-
-fn goaway(last_request_id: u64) -> Frame {
-    Frame::GoAway {
-        last_request_id,
-        code: Code::OK,
-        message: "draining".to_owned(),
-    }
-}
-
-/// Writes `frames` in one write.
-fn send_frames(stream: &mut TcpStream, frames: &[Frame]) {
-    let mut wire = BytesMut::new();
-    for frame in frames {
-        wire.extend_from_slice(&encode(frame));
-    }
-    send_raw(stream, &wire);
 }
 
 /// Answers `count` echo calls one at a time; returns their request ids.
@@ -102,19 +59,6 @@ fn serve_echo_calls(stream: &mut TcpStream, count: usize) -> Vec<u64> {
             request.request_id
         })
         .collect()
-}
-
-/// Ends a drained connection as the server does: shuts its write side (the client reads end of
-/// stream), then reads until the client closes, asserting that it sent nothing more.
-fn close_and_expect_silence(mut stream: TcpStream) {
-    stream
-        .shutdown(Shutdown::Write)
-        .expect("shut the write side");
-    let after = read_until_close(&mut stream);
-    assert!(
-        after.is_empty(),
-        "the client sent frames on a connection after its GOAWAY: {after:?}"
-    );
 }
 
 fn payload(i: u64) -> Bytes {

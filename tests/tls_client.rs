@@ -235,6 +235,16 @@ fn serve_tls(
     }
 }
 
+/// The record of the one connection a [`tls_server`] of one connection served.
+fn served_once(server: JoinHandle<Vec<Result<Seen, String>>>) -> Seen {
+    server
+        .join()
+        .expect("server thread")
+        .pop()
+        .expect("one")
+        .expect("served")
+}
+
 fn respond(encoder: &Encoder, out: &mut BytesMut, id: u64, payload: &[u8]) {
     encoder
         .encode_response_with(out, id, Code::OK, &Metadata::new(), |o| {
@@ -283,12 +293,7 @@ fn calls_go_through_tls_and_close_sends_close_notify() {
     }
     client.ping().expect("ping");
     client.close();
-    let seen = server
-        .join()
-        .expect("server thread")
-        .pop()
-        .expect("one")
-        .expect("served");
+    let seen = served_once(server);
     assert_eq!(seen.alpn.as_deref(), Some(ALPN));
     assert!(!seen.client_certificate);
     assert!(
@@ -308,12 +313,7 @@ fn a_dropped_client_sends_close_notify_too() {
         .expect("connect");
     assert_eq!(echo(&mut client, "hello").expect("echo"), "hello");
     drop(client);
-    let seen = server
-        .join()
-        .expect("server thread")
-        .pop()
-        .expect("one")
-        .expect("served");
+    let seen = served_once(server);
     assert!(seen.close_notify, "dropping the client sends close_notify");
 }
 
@@ -365,12 +365,7 @@ fn a_refused_token_fails_connect() {
         "authentication refused: UNAUTHENTICATED: invalid token"
     );
     assert_eq!(err.status().map(|s| s.code), Some(Code::UNAUTHENTICATED));
-    let seen = server
-        .join()
-        .expect("server thread")
-        .pop()
-        .expect("one")
-        .expect("served");
+    let seen = served_once(server);
     assert_eq!(seen.requests, vec![(0, 2, b"wrong".to_vec())]);
     assert!(
         seen.close_notify,
@@ -657,12 +652,7 @@ fn certificates_the_client_does_not_accept_are_tls_errors() {
     let mut client = builder().tls(localhost).connect(addr).expect("connect");
     assert_eq!(echo(&mut client, "dns").expect("echo"), "dns");
     client.close();
-    server
-        .join()
-        .expect("server thread")
-        .pop()
-        .expect("one")
-        .expect("served");
+    served_once(server);
 }
 
 #[test]
@@ -688,12 +678,7 @@ fn a_server_without_courier_alpn_is_refused_and_one_without_alpn_is_accepted() {
         .expect("connect");
     assert_eq!(echo(&mut client, "no alpn").expect("echo"), "no alpn");
     client.close();
-    let seen = server
-        .join()
-        .expect("server thread")
-        .pop()
-        .expect("one")
-        .expect("served");
+    let seen = served_once(server);
     assert_eq!(seen.alpn, None);
 }
 

@@ -2,6 +2,7 @@
 #![allow(dead_code)] // each test file uses a different subset
 
 pub mod examples;
+pub mod fake_server;
 pub mod kv_process;
 pub mod process;
 pub mod tls;
