@@ -175,10 +175,7 @@ impl fmt::Debug for ClientCore {
             .field("peer", &self.peer)
             .field("tls", &self.tls)
             .field("received", &self.received.len())
-            .field(
-                "write_buffered",
-                &(self.outgoing.len() + self.records.len()),
-            )
+            .field("write_buffered", &self.queued_output())
             .field("next_id", &self.next_id)
             .field("calls", &self.calls.len())
             .field("waiting", &self.calls.waiting_count())
@@ -683,7 +680,7 @@ impl ClientCore {
 
     /// Whether there are bytes to write ([`ClientCore::transmit`]).
     pub fn wants_transmit(&self) -> bool {
-        !self.outgoing.is_empty() || !self.records.is_empty()
+        self.queued_output() > 0
     }
 
     /// The bytes to write to the socket now (frames, or TLS records under TLS); after a
@@ -721,9 +718,8 @@ impl ClientCore {
             .encode_simple(&mut self.outgoing, FrameKind::Pong, id, Code::OK, "");
         // Written once every byte queued now is (under TLS the records of the frames still
         // to seal are a little longer than the frames: a bound within that margin).
-        let queued = self.outgoing.len() + self.records.len();
-        self.pongs
-            .push_back(self.written.saturating_add(queued as u64));
+        let queued = self.queued_output() as u64;
+        self.pongs.push_back(self.written.saturating_add(queued));
         Ok(())
     }
 
