@@ -63,6 +63,7 @@
 
 #[cfg(feature = "tokio")]
 mod asynchronous;
+pub mod balance;
 mod blocking;
 mod builder;
 mod caller;
