@@ -12,5 +12,5 @@ mod socket;
 #[cfg(feature = "kv")]
 pub(crate) use file::lock_exclusive;
 pub use limits::raise_open_file_limit;
-pub(crate) use read::read_spare;
+pub(crate) use read::{read_spare, read_spare_nowait};
 pub(crate) use socket::{is_out_of_fds, listen};

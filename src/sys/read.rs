@@ -37,6 +37,44 @@ pub(crate) fn read_spare(fd: impl AsFd, buf: &mut BytesMut, limit: usize) -> io:
     Ok(n)
 }
 
+/// [`read_spare`] that never waits, whatever the socket's mode: `recv(2)` with
+/// `MSG_DONTWAIT` (one syscall, where switching the socket to non-blocking and back costs two
+/// more). For sockets only.
+///
+/// # Errors
+/// `WouldBlock` when nothing is there to read; otherwise as [`read_spare`].
+pub(crate) fn read_spare_nowait(
+    fd: impl AsFd,
+    buf: &mut BytesMut,
+    limit: usize,
+) -> io::Result<usize> {
+    let spare = buf.spare_capacity_mut();
+    let room = spare.len().min(limit);
+    debug_assert!(
+        room > 0,
+        "read_spare_nowait needs spare capacity and a limit above 0"
+    );
+    // SAFETY: as in `read_spare`: `recv(2)` writes at most `room` bytes, starting at the
+    // pointer, into the spare capacity of `buf`, at least `room` bytes long and borrowed
+    // mutably for the call; the descriptor is `fd`'s own, open while `fd` is borrowed.
+    let read = unsafe {
+        libc::recv(
+            fd.as_fd().as_raw_fd(),
+            spare.as_mut_ptr().cast(),
+            room,
+            libc::MSG_DONTWAIT,
+        )
+    };
+    let Ok(n) = usize::try_from(read) else {
+        return Err(io::Error::last_os_error());
+    };
+    let n = n.min(room);
+    // SAFETY: the first `n` bytes of the spare capacity were initialised by `recv` above, and
+    // `len + n` is within the capacity.
+    unsafe { buf.set_len(buf.len() + n) };
+    Ok(n)
+}
+
 #[cfg(test)]
 mod tests {
     use std::io::Write;
@@ -87,5 +125,24 @@ mod tests {
         let err = read_spare(&rx, &mut buf, usize::MAX).expect_err("nothing to read");
         assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
         assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn a_nowait_read_of_a_blocking_socket_does_not_wait() {
+        let (mut tx, rx) = UnixStream::pair().expect("socket pair");
+        let mut buf = BytesMut::with_capacity(16);
+        let err = read_spare_nowait(&rx, &mut buf, usize::MAX).expect_err("nothing to read");
+        assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
+        tx.write_all(b"abc").expect("write");
+        assert_eq!(
+            read_spare_nowait(&rx, &mut buf, usize::MAX).expect("read"),
+            3
+        );
+        assert_eq!(&buf[..], b"abc");
+        drop(tx);
+        assert_eq!(
+            read_spare_nowait(&rx, &mut buf, usize::MAX).expect("eof"),
+            0
+        );
     }
 }

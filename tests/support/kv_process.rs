@@ -127,8 +127,13 @@ impl Server {
     /// The command for a server on `dir` with `args`: a free port, one event loop (unless
     /// `args` sets `--loops`), logging at info, the drain timeout of these tests.
     pub fn command(dir: &Path, args: &[&str]) -> Command {
+        Server::command_on("127.0.0.1:0", dir, args)
+    }
+
+    /// [`Server::command`] listening on `addr` (to restart a server on its port).
+    pub fn command_on(addr: &str, dir: &Path, args: &[&str]) -> Command {
         let mut command = Command::new(KV_SERVER);
-        command.args(["--addr", "127.0.0.1:0"]);
+        command.args(["--addr", addr]);
         if !args.contains(&"--loops") {
             command.args(["--loops", "1"]);
         }

@@ -232,6 +232,41 @@ impl Conn {
         Ok(())
     }
 
+    /// Reads what the socket holds now, without waiting and without changing its mode, into
+    /// the core: a GOAWAY, PINGs (their PONGs written at once), the end of the stream.
+    ///
+    /// # Errors
+    /// The connection's error when it is broken or has ended.
+    pub(super) fn read_nowait(&mut self) -> Result<(), ClientError> {
+        for _ in 0..READS_WHILE_WRITING {
+            let buf = self.core.receive_buffer();
+            buf.reserve(READ_CHUNK);
+            match crate::sys::read_spare_nowait(&self.socket, buf, usize::MAX) {
+                Ok(0) => {
+                    drop(self.core.handle_eof());
+                    break;
+                }
+                Ok(_) => {
+                    if self.core.handle_received(Instant::now()).is_err() {
+                        let _ = self.flush();
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    self.core.handle_io_error();
+                    break;
+                }
+            }
+        }
+        self.core.completed().for_each(drop);
+        if self.core.wants_transmit() && !self.core.is_ended() {
+            self.flush()?;
+        }
+        self.core.check_usable()
+    }
+
     /// One read (waiting until `deadline` at most), then what it gives to the core: the
     /// frames it completes, the end of the stream, or the calls past their deadline. A PONG
     /// the server asked for is written at once. The calls' outcomes wait in the core.

@@ -304,6 +304,21 @@ impl Client {
         }
     }
 
+    /// Reads what the server has sent, without waiting: answers its PINGs, notes a GOAWAY
+    /// ([`Client::is_draining`]) and the end of the connection. One `recv(2)` when nothing
+    /// came. For a pool that keeps idle connections: a connection whose server went away,
+    /// drained or restarted while it sat idle shows it here, before a request is sent on it.
+    /// Responses that came in are kept for their [`Client::wait`].
+    ///
+    /// # Errors
+    /// The connection's error when it is broken or has ended ([`ClientError::Closed`] for a
+    /// server that closed it, or the error that broke it); a request sent on it would fail.
+    /// A connection that ended after a GOAWAY gives [`ClientError::Closed`] too, though the
+    /// next request would reconnect.
+    pub fn check_alive(&mut self) -> Result<(), ClientError> {
+        self.conn.read_nowait()
+    }
+
     /// Closes the connection: over TLS sends a close_notify alert first, then shuts down both
     /// directions of the socket.
     pub fn close(mut self) {

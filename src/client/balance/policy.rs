@@ -1,0 +1,565 @@
+//! The balancer's decisions, shared by the blocking and the async balancer and doing no IO:
+//! each server's health and outstanding requests, which server a request goes to (power of
+//! two choices, or the owner of its key), which failures may be retried, and the retry
+//! budget. The drivers ([`Balancer`](super::Balancer) and, with feature `tokio`,
+//! `AsyncBalancer`) own the connections and the waiting.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use super::budget::{Balance, RetryBudget};
+use super::shard::{mix64, Rendezvous};
+use crate::client::ClientError;
+use crate::proto::{Code, Status};
+
+/// A server's health as its balancer sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Health {
+    /// Takes new requests.
+    Up,
+    /// It sent GOAWAY (it is shutting down or restarting): no new request goes to it until a
+    /// health check connects to it again and its PING is answered.
+    Draining,
+    /// A connection to it failed (could not be made, or broke), or a health check's PING
+    /// was not answered: no new request goes to it until a health check succeeds. When every
+    /// server of a [`Balancer`](super::Balancer) is out, requests are spread over all of
+    /// them anyway ("panic mode", as Envoy's), so that a whole cluster that failed at once
+    /// comes back as soon as it can answer.
+    Ejected,
+}
+
+impl Health {
+    /// The state's name: `up`, `draining` or `ejected`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Health::Up => "up",
+            Health::Draining => "draining",
+            Health::Ejected => "ejected",
+        }
+    }
+}
+
+impl fmt::Display for Health {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One server's figures in [`BalancerStats`].
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ServerStats {
+    /// Its name: its address as given to the builder.
+    pub name: String,
+    /// Its health now.
+    pub health: Health,
+    /// Why it was last taken out, while it is out.
+    pub reason: Option<String>,
+    /// Requests sent to it and not yet answered, now.
+    pub outstanding: usize,
+    /// Attempts sent to it (first attempts and retries), since the balancer was built.
+    pub attempts: u64,
+    /// Attempts to it that failed on the connection: it could not be made, or it broke.
+    pub failures: u64,
+    /// Times it was taken out (ejected or draining).
+    pub ejections: u64,
+}
+
+/// A balancer's figures since it was built: [`Balancer::stats`](super::Balancer::stats).
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct BalancerStats {
+    /// Requests made through it (each counted once, however many attempts it took).
+    pub requests: u64,
+    /// Attempts sent to a server, or a connection tried for one: first attempts and retries.
+    pub attempts: u64,
+    /// Retries made (attempts after the first of their request).
+    pub retries: u64,
+    /// Retries the retry budget refused: their request ended with its last error.
+    pub retries_refused: u64,
+    /// Retry tokens left in the budget.
+    pub budget_tokens: f64,
+    /// Each server, in the order given to the builder.
+    pub servers: Vec<ServerStats>,
+}
+
+/// What an attempt's error says about its request, and about its server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Outcome {
+    /// Answered (OK or another status), or refused before sending: the request is over.
+    Done,
+    /// Known not processed (PROTOCOL.md Sections 10 and 14): UNAVAILABLE (a server's, or
+    /// the client's own for a request after a GOAWAY's last id), or no connection could be
+    /// made. Safe to retry.
+    NotProcessed,
+    /// May have been processed: the connection broke after the request was sent, or its
+    /// deadline passed. Never retried.
+    Unknown,
+}
+
+/// Where an attempt failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Phase {
+    /// Opening a connection (TCP, TLS, AUTH): nothing was sent.
+    Connect,
+    /// On a connection.
+    Call,
+}
+
+/// Sorts an attempt's result: what it means for the request, and whether the server's
+/// connection failed (the server is then taken out).
+pub(super) fn classify<T>(result: &Result<T, ClientError>, phase: Phase) -> (Outcome, bool) {
+    let Err(err) = result else {
+        return (Outcome::Done, false);
+    };
+    if phase == Phase::Connect {
+        return (Outcome::NotProcessed, true);
+    }
+    match err {
+        ClientError::Status(status) if status.code == Code::UNAVAILABLE => {
+            (Outcome::NotProcessed, false)
+        }
+        ClientError::Status(_) | ClientError::Encode(_) | ClientError::Message(_) => {
+            (Outcome::Done, false)
+        }
+        ClientError::Timeout => (Outcome::Unknown, false),
+        _ => (Outcome::Unknown, true),
+    }
+}
+
+/// Which server a request goes to.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Route<'a> {
+    /// Any server: the less loaded of two chosen at random.
+    Any,
+    /// The server that owns this key.
+    Key(&'a [u8]),
+}
+
+/// No server may take the request now.
+#[derive(Debug)]
+pub(super) struct NoServer {
+    /// The server the key belongs to (keyed requests only).
+    pub(super) owner: Option<usize>,
+}
+
+struct HealthEntry {
+    health: Health,
+    reason: Option<String>,
+}
+
+struct Endpoint {
+    name: String,
+    outstanding: AtomicUsize,
+    attempts: AtomicU64,
+    failures: AtomicU64,
+    ejections: AtomicU64,
+    health: Mutex<HealthEntry>,
+}
+
+/// The shared state of one balancer's decisions.
+pub(super) struct Policy {
+    endpoints: Vec<Endpoint>,
+    shards: Rendezvous,
+    balance: Balance,
+    max_attempts: u32,
+    /// SplitMix64's state: each draw adds the golden-ratio increment and mixes.
+    rng: AtomicU64,
+    requests: AtomicU64,
+    attempts: AtomicU64,
+    retries: AtomicU64,
+    retries_refused: AtomicU64,
+}
+
+/// First retry's pause when a retry goes back to the same server: 10 ms, doubled per retry
+/// up to [`BACKOFF_MAX`], each ±20% at random (gRPC's connection backoff has the same
+/// shape: initial, multiplier, jitter, maximum).
+const BACKOFF_BASE: Duration = Duration::from_millis(10);
+/// The longest pause between two attempts at the same server: 1 s.
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+impl Policy {
+    pub(super) fn new(
+        names: Vec<String>,
+        budget: RetryBudget,
+        max_attempts: u32,
+        seed: u64,
+    ) -> Policy {
+        let endpoints = names
+            .iter()
+            .map(|name| Endpoint {
+                name: name.clone(),
+                outstanding: AtomicUsize::new(0),
+                attempts: AtomicU64::new(0),
+                failures: AtomicU64::new(0),
+                ejections: AtomicU64::new(0),
+                health: Mutex::new(HealthEntry {
+                    health: Health::Up,
+                    reason: None,
+                }),
+            })
+            .collect();
+        Policy {
+            endpoints,
+            shards: Rendezvous::new(names),
+            balance: Balance::new(budget),
+            max_attempts: max_attempts.max(1),
+            rng: AtomicU64::new(seed),
+            requests: AtomicU64::new(0),
+            attempts: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
+            retries_refused: AtomicU64::new(0),
+        }
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.endpoints.len()
+    }
+
+    #[cfg(test)]
+    pub(super) fn name(&self, index: usize) -> &str {
+        &self.endpoints[index].name
+    }
+
+    pub(super) fn shards(&self) -> &Rendezvous {
+        &self.shards
+    }
+
+    fn random(&self) -> u64 {
+        mix64(
+            self.rng
+                .fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed)
+                .wrapping_add(0x9e37_79b9_7f4a_7c15),
+        )
+    }
+
+    pub(super) fn health(&self, index: usize) -> Health {
+        self.entry(index).health
+    }
+
+    fn entry(&self, index: usize) -> std::sync::MutexGuard<'_, HealthEntry> {
+        self.endpoints[index]
+            .health
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A new request: its deposit in the retry budget.
+    pub(super) fn begin_request(&self) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.balance.deposit();
+    }
+
+    /// The server for the next attempt of a request. `avoid`: the server its last attempt
+    /// failed on, which a request that may go anywhere avoids when another will do.
+    ///
+    /// Any server: two servers drawn at random among those [`Health::Up`], and the one with
+    /// fewer outstanding requests (Mitzenmacher's power of two choices, as Finagle's and
+    /// tower's `p2c` balancers); when none is up, among all of them (panic mode).
+    ///
+    /// # Errors
+    /// [`NoServer`] for a key whose owner is not up.
+    pub(super) fn pick(&self, route: Route<'_>, avoid: Option<usize>) -> Result<usize, NoServer> {
+        if let Route::Key(key) = route {
+            let owner = self.shards.owner(key);
+            return if self.health(owner) == Health::Up {
+                Ok(owner)
+            } else {
+                Err(NoServer { owner: Some(owner) })
+            };
+        }
+        let n = self.endpoints.len();
+        if n == 1 {
+            return Ok(0);
+        }
+        let up: Vec<usize> = (0..n).filter(|&i| self.health(i) == Health::Up).collect();
+        let others: Vec<usize> = up.iter().copied().filter(|&i| Some(i) != avoid).collect();
+        let candidates = if !others.is_empty() {
+            others
+        } else if !up.is_empty() {
+            up
+        } else {
+            // Panic mode: every server is out.
+            (0..n).filter(|&i| Some(i) != avoid).collect()
+        };
+        Ok(self.two_choices(&candidates))
+    }
+
+    fn two_choices(&self, candidates: &[usize]) -> usize {
+        match candidates.len() {
+            0 => 0,
+            1 => candidates[0],
+            len => {
+                let r = self.random();
+                // Two distinct positions: the second skips over the first.
+                let a = (r % len as u64) as usize;
+                let mut b = ((r >> 32) % (len as u64 - 1)) as usize;
+                if b >= a {
+                    b += 1;
+                }
+                let (a, b) = (candidates[a], candidates[b]);
+                let load_a = self.endpoints[a].outstanding.load(Ordering::Relaxed);
+                let load_b = self.endpoints[b].outstanding.load(Ordering::Relaxed);
+                if load_b < load_a {
+                    b
+                } else {
+                    a
+                }
+            }
+        }
+    }
+
+    /// An attempt starts on server `index`.
+    pub(super) fn start(&self, index: usize, retry: bool) {
+        let endpoint = &self.endpoints[index];
+        endpoint.outstanding.fetch_add(1, Ordering::Relaxed);
+        endpoint.attempts.fetch_add(1, Ordering::Relaxed);
+        self.attempts.fetch_add(1, Ordering::Relaxed);
+        if retry {
+            self.retries.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// An attempt on server `index` ended; `failed`: its connection failed (the server is
+    /// taken out, with `reason`). A success brings an ejected server back (panic mode tried
+    /// it), a draining one stays out.
+    pub(super) fn finish(&self, index: usize, failed: Option<&ClientError>) {
+        let endpoint = &self.endpoints[index];
+        endpoint.outstanding.fetch_sub(1, Ordering::Relaxed);
+        match failed {
+            Some(err) => {
+                endpoint.failures.fetch_add(1, Ordering::Relaxed);
+                self.eject(index, err.to_string());
+            }
+            None => {
+                let mut entry = self.entry(index);
+                if entry.health == Health::Ejected {
+                    log::info!("{}: back in (a request succeeded)", endpoint.name);
+                    entry.health = Health::Up;
+                    entry.reason = None;
+                }
+            }
+        }
+    }
+
+    /// Takes server `index` out after a failure. Returns whether it was up.
+    pub(super) fn eject(&self, index: usize, reason: String) -> bool {
+        let endpoint = &self.endpoints[index];
+        let mut entry = self.entry(index);
+        let was_up = entry.health == Health::Up;
+        if was_up {
+            endpoint.ejections.fetch_add(1, Ordering::Relaxed);
+            log::warn!("{}: taken out: {reason}", endpoint.name);
+        }
+        entry.health = Health::Ejected;
+        entry.reason = Some(reason);
+        was_up
+    }
+
+    /// Server `index` sent GOAWAY. Returns whether it was up.
+    pub(super) fn drain(&self, index: usize) -> bool {
+        let endpoint = &self.endpoints[index];
+        let mut entry = self.entry(index);
+        if entry.health != Health::Up {
+            return false;
+        }
+        endpoint.ejections.fetch_add(1, Ordering::Relaxed);
+        log::info!("{}: draining (GOAWAY): no new requests", endpoint.name);
+        entry.health = Health::Draining;
+        entry.reason = Some("server sent GOAWAY".to_owned());
+        true
+    }
+
+    /// A health check of server `index` succeeded. Returns whether it was out.
+    pub(super) fn readmit(&self, index: usize) -> bool {
+        let mut entry = self.entry(index);
+        if entry.health == Health::Up {
+            return false;
+        }
+        log::info!(
+            "{}: back in (health check answered)",
+            self.endpoints[index].name
+        );
+        entry.health = Health::Up;
+        entry.reason = None;
+        true
+    }
+
+    /// Whether a request whose attempt `attempt` (1 for the first) ended with `outcome` may
+    /// be tried again: only one known not processed, below the attempt limit, and when the
+    /// retry budget has a token (which this takes).
+    pub(super) fn may_retry(&self, outcome: Outcome, attempt: u32) -> bool {
+        if outcome != Outcome::NotProcessed || attempt >= self.max_attempts {
+            return false;
+        }
+        if self.balance.withdraw() {
+            true
+        } else {
+            self.retries_refused.fetch_add(1, Ordering::Relaxed);
+            false
+        }
+    }
+
+    /// The pause before retry `retry` (1 for the first) at the same server.
+    pub(super) fn backoff(&self, retry: u32) -> Duration {
+        let exp = BACKOFF_BASE
+            .saturating_mul(1u32 << retry.saturating_sub(1).min(16))
+            .min(BACKOFF_MAX);
+        // ±20%: a factor in 0.8..1.2.
+        let jitter = 0.8 + 0.4 * (self.random() >> 11) as f64 / (1u64 << 53) as f64;
+        exp.mul_f64(jitter)
+    }
+
+    /// The error of a request no server may take.
+    pub(super) fn no_server_error(&self, no: &NoServer) -> ClientError {
+        let message = match no.owner {
+            Some(owner) => {
+                let entry = self.entry(owner);
+                format!(
+                    "{} (the key's server) is {}{}: request not sent",
+                    self.endpoints[owner].name,
+                    entry.health,
+                    entry
+                        .reason
+                        .as_deref()
+                        .map(|r| format!(" ({r})"))
+                        .unwrap_or_default()
+                )
+            }
+            None => "no server is up: request not sent".to_owned(),
+        };
+        ClientError::Status(Status::new(Code::UNAVAILABLE, message))
+    }
+
+    pub(super) fn stats(&self) -> BalancerStats {
+        BalancerStats {
+            requests: self.requests.load(Ordering::Relaxed),
+            attempts: self.attempts.load(Ordering::Relaxed),
+            retries: self.retries.load(Ordering::Relaxed),
+            retries_refused: self.retries_refused.load(Ordering::Relaxed),
+            budget_tokens: self.balance.tokens(),
+            servers: self
+                .endpoints
+                .iter()
+                .enumerate()
+                .map(|(i, e)| {
+                    let entry = self.entry(i);
+                    ServerStats {
+                        name: e.name.clone(),
+                        health: entry.health,
+                        reason: entry.reason.clone(),
+                        outstanding: e.outstanding.load(Ordering::Relaxed),
+                        attempts: e.attempts.load(Ordering::Relaxed),
+                        failures: e.failures.load(Ordering::Relaxed),
+                        ejections: e.ejections.load(Ordering::Relaxed),
+                    }
+                })
+                .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(n: usize) -> Policy {
+        let names = (0..n).map(|i| format!("127.0.0.1:{}", 7000 + i)).collect();
+        Policy::new(names, RetryBudget::default(), 3, 1)
+    }
+
+    #[test]
+    fn two_choices_prefers_the_less_loaded() {
+        let p = policy(3);
+        // Server 0 has 10 outstanding: it loses every draw it is in.
+        for _ in 0..10 {
+            p.start(0, false);
+        }
+        let mut picks = [0u32; 3];
+        for _ in 0..3000 {
+            picks[p.pick(Route::Any, None).expect("a server")] += 1;
+        }
+        assert_eq!(picks[0], 0, "{picks:?}");
+        // 1 and 2 tie at 0 outstanding: each wins about half.
+        assert!(picks[1] > 1200 && picks[2] > 1200, "{picks:?}");
+    }
+
+    #[test]
+    fn a_server_out_gets_nothing_until_readmitted_unless_all_are_out() {
+        let p = policy(3);
+        assert!(p.eject(1, "refused".into()));
+        assert!(p.drain(2));
+        for _ in 0..100 {
+            assert_eq!(p.pick(Route::Any, None).expect("a server"), 0);
+        }
+        // Panic mode: every server out, all are tried.
+        p.eject(0, "refused".into());
+        let mut seen = [false; 3];
+        for _ in 0..100 {
+            seen[p.pick(Route::Any, None).expect("a server")] = true;
+        }
+        assert_eq!(seen, [true; 3]);
+        assert!(p.readmit(2));
+        assert_eq!(p.pick(Route::Any, None).expect("a server"), 2);
+    }
+
+    #[test]
+    fn a_retry_avoids_the_server_that_failed_when_another_is_up() {
+        let p = policy(2);
+        for _ in 0..50 {
+            assert_eq!(p.pick(Route::Any, Some(0)).expect("a server"), 1);
+        }
+    }
+
+    #[test]
+    fn a_key_goes_to_its_owner_or_nowhere() {
+        let p = policy(3);
+        let owner = p.shards().owner(b"k");
+        assert_eq!(p.pick(Route::Key(b"k"), None).expect("owner"), owner);
+        p.eject(owner, "refused".into());
+        let err = p.pick(Route::Key(b"k"), None).expect_err("owner out");
+        assert_eq!(err.owner, Some(owner));
+        let message = p.no_server_error(&err).to_string();
+        assert!(message.contains(p.name(owner)), "{message}");
+        assert!(message.contains("ejected (refused)"), "{message}");
+    }
+
+    #[test]
+    fn only_requests_known_not_processed_are_retried() {
+        let unavailable = Err::<(), _>(ClientError::Status(Status::new(Code::UNAVAILABLE, "")));
+        let not_found = Err::<(), _>(ClientError::Status(Status::new(Code::NOT_FOUND, "")));
+        let closed = Err::<(), _>(ClientError::Closed);
+        assert_eq!(
+            classify(&unavailable, Phase::Call),
+            (Outcome::NotProcessed, false)
+        );
+        assert_eq!(classify(&not_found, Phase::Call), (Outcome::Done, false));
+        assert_eq!(classify(&closed, Phase::Call), (Outcome::Unknown, true));
+        assert_eq!(
+            classify(&Err::<(), _>(ClientError::Timeout), Phase::Call),
+            (Outcome::Unknown, false)
+        );
+        assert_eq!(
+            classify(&closed, Phase::Connect),
+            (Outcome::NotProcessed, true)
+        );
+        let p = policy(1);
+        assert!(!p.may_retry(Outcome::Unknown, 1));
+        assert!(p.may_retry(Outcome::NotProcessed, 1));
+        assert!(p.may_retry(Outcome::NotProcessed, 2));
+        assert!(!p.may_retry(Outcome::NotProcessed, 3), "3 attempts at most");
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_a_second() {
+        let p = policy(1);
+        let first = p.backoff(1);
+        assert!(first >= Duration::from_millis(8) && first <= Duration::from_millis(12));
+        let fourth = p.backoff(4);
+        assert!(fourth >= Duration::from_millis(64) && fourth <= Duration::from_millis(96));
+        assert!(p.backoff(30) <= Duration::from_millis(1200));
+    }
+}
