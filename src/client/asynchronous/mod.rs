@@ -250,6 +250,27 @@ impl AsyncClient {
         self.current().with_core(ClientCore::is_tls)
     }
 
+    /// Why the current connection can take no new call, if it cannot: it was closed
+    /// ([`AsyncClient::close`]), the server closed it, or it broke. A connection whose
+    /// server sent GOAWAY is still usable: the next call reconnects ([`AsyncClient`]); see
+    /// [`AsyncClient::is_draining`]. For a pool that keeps connections between calls.
+    ///
+    /// # Errors
+    /// [`ClientError::Closed`] after a close or the end of the stream, or the error that
+    /// broke the connection.
+    pub fn check_alive(&self) -> Result<(), ClientError> {
+        if self.shared.closed.load(Ordering::SeqCst) {
+            return Err(ClientError::Closed);
+        }
+        self.current().with_core(|core| {
+            if core.may_reconnect() {
+                Ok(())
+            } else {
+                core.check_usable()
+            }
+        })
+    }
+
     /// The number of calls outstanding on the current connection: started, and whose future
     /// has neither returned nor been dropped (waiting for an answer, or answered and not yet
     /// polled). A dropped call's future is not counted: the client forgets it at once. Calls

@@ -82,6 +82,8 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+#[cfg(feature = "tokio")]
+mod asynchronous;
 mod blocking;
 mod budget;
 mod policy;
@@ -90,6 +92,8 @@ mod shard;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
+#[cfg(feature = "tokio")]
+pub use self::asynchronous::AsyncBalancer;
 pub use self::blocking::Balancer;
 pub use self::budget::RetryBudget;
 pub use self::policy::{BalancerStats, Health, ServerStats};
@@ -152,8 +156,8 @@ impl BalancerBuilder {
         self
     }
 
-    /// `AsyncBalancer`: connections per server, each multiplexing any number of calls; a
-    /// call takes the one with fewest calls in flight. At least 1. Default 2.
+    /// `AsyncBalancer`: connections per server, each multiplexing any number of calls; calls
+    /// take them in turn. At least 1. Default 2.
     pub fn connections_per_server(mut self, connections: usize) -> Self {
         self.connections_per_server = connections.max(1);
         self
@@ -212,6 +216,28 @@ impl BalancerBuilder {
             .map(|name| Ok(name.to_socket_addrs()?.collect::<Vec<SocketAddr>>()))
             .collect::<Result<Vec<_>, ClientError>>()?;
         Ok(Balancer::open(self, names, addrs))
+    }
+
+    /// Builds an `AsyncBalancer` (feature `tokio`), as [`build`](Self::build) builds a
+    /// [`Balancer`]: the names are resolved here (`tokio::net::lookup_host`), no connection
+    /// is opened, and the health task is spawned on the current runtime.
+    ///
+    /// # Errors
+    /// As [`build`](Self::build).
+    ///
+    /// # Panics
+    /// Outside a tokio runtime with IO and time enabled.
+    #[cfg(feature = "tokio")]
+    pub async fn build_async<S: Into<String>>(
+        self,
+        names: impl IntoIterator<Item = S>,
+    ) -> Result<AsyncBalancer, ClientError> {
+        let names = check_names(names)?;
+        let mut addrs = Vec::with_capacity(names.len());
+        for name in &names {
+            addrs.push(tokio::net::lookup_host(name.as_str()).await?.collect());
+        }
+        Ok(AsyncBalancer::open(self, names, addrs))
     }
 }
 

@@ -1,0 +1,148 @@
+//! The tokio balancing client (feature `tokio`) over real servers on 127.0.0.1: calls from
+//! many tasks spread over three servers, a server drained in the middle of the load, keyed
+//! calls on their owners, and the retry budget against servers that refuse everything.
+#![cfg(feature = "tokio")]
+
+mod support;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use courier_rpc::client::balance::{BalancerBuilder, Health};
+use courier_rpc::client::ClientError;
+use courier_rpc::proto::Code;
+use courier_rpc::server::{RunningServer, Server};
+use courier_rpc::service::{Method, Router};
+use courier_rpc::Status;
+
+/// Answers its request; served by every server here.
+const WORK: Method<Bytes, Bytes> = Method::new(40, 1, "work.Do");
+
+/// A server that keeps every WORK request body it is sent (or refuses each with
+/// UNAVAILABLE).
+fn work_server(refuse: bool) -> (RunningServer, Arc<Mutex<Vec<Bytes>>>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let kept = Arc::clone(&seen);
+    let mut router = Router::new();
+    router.register(WORK, move |_: &courier_rpc::Context, body: Bytes| {
+        kept.lock().expect("lock").push(body.clone());
+        if refuse {
+            Err(Status::new(Code::UNAVAILABLE, "refusing every request"))
+        } else {
+            Ok(body)
+        }
+    });
+    (support::start(Server::builder(), router), seen)
+}
+
+fn names(servers: &[(RunningServer, Arc<Mutex<Vec<Bytes>>>)]) -> Vec<String> {
+    servers
+        .iter()
+        .map(|(s, _)| s.local_addr().to_string())
+        .collect()
+}
+
+fn seen(servers: &[(RunningServer, Arc<Mutex<Vec<Bytes>>>)]) -> Vec<usize> {
+    servers
+        .iter()
+        .map(|(_, seen)| seen.lock().expect("lock").len())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_from_many_tasks_spread_and_survive_a_drain() {
+    let mut servers: Vec<_> = (0..3).map(|_| work_server(false)).collect();
+    let balancer = BalancerBuilder::default()
+        .health_interval(Duration::from_millis(100))
+        .build_async(names(&servers))
+        .await
+        .expect("build");
+    let done = Arc::new(AtomicU64::new(0));
+    let tasks: Vec<_> = (0..20)
+        .map(|t| {
+            let balancer = balancer.clone();
+            let done = Arc::clone(&done);
+            tokio::spawn(async move {
+                for i in 0..300 {
+                    let body = Bytes::from(format!("{t}-{i}"));
+                    let answer = balancer.call(&WORK, &body).await;
+                    assert_eq!(answer.expect("no call fails"), body);
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    while done.load(Ordering::Relaxed) < 1500 {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    // Server 1 drains: GOAWAY on every connection, then it stops.
+    let drained = servers.remove(1);
+    let handle = drained.0.handle();
+    tokio::task::spawn_blocking(move || handle.drain(Duration::from_secs(5)))
+        .await
+        .expect("drain");
+    for task in tasks {
+        task.await.expect("caller task");
+    }
+    let stats = balancer.stats();
+    let counts = {
+        let mut all = seen(&servers);
+        all.insert(1, drained.1.lock().expect("lock").len());
+        all
+    };
+    eprintln!(
+        "6000 calls from 20 tasks, server 1 drained after 1500: per server {counts:?}, {} retries",
+        stats.retries
+    );
+    assert_eq!(stats.requests, 6000);
+    assert_ne!(balancer.health(1), Health::Up, "{stats:?}");
+    // Every server had its share before the drain.
+    assert!(counts.iter().all(|&c| c > 200), "{counts:?}");
+    drop(drained);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyed_calls_reach_only_the_owner_of_their_key() {
+    let servers: Vec<_> = (0..3).map(|_| work_server(false)).collect();
+    let balancer = BalancerBuilder::default()
+        .build_async(names(&servers))
+        .await
+        .expect("build");
+    for i in 0..600 {
+        let key = Bytes::from(format!("user:{i}"));
+        let answer = balancer.call_key(&key, &WORK, &key).await.expect("call");
+        assert_eq!(answer, key);
+    }
+    for (index, (_, seen)) in servers.iter().enumerate() {
+        let seen = seen.lock().expect("lock");
+        assert!(seen.len() > 100, "server {index} got {} keys", seen.len());
+        for key in seen.iter() {
+            assert_eq!(balancer.owner(key), index, "{key:?}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_retry_budget_bounds_attempts_when_every_server_refuses() {
+    let servers: Vec<_> = (0..3).map(|_| work_server(true)).collect();
+    let balancer = BalancerBuilder::default()
+        .build_async(names(&servers))
+        .await
+        .expect("build");
+    for _ in 0..200 {
+        match balancer.call(&WORK, &Bytes::new()).await {
+            Err(ClientError::Status(s)) => assert_eq!(s.code, Code::UNAVAILABLE),
+            other => panic!("expected UNAVAILABLE, got {other:?}"),
+        }
+    }
+    let served: usize = seen(&servers).iter().sum();
+    let stats = balancer.stats();
+    eprintln!(
+        "every server refusing, 200 requests: {served} attempts reached the servers ({} retries, {} refused by the budget)",
+        stats.retries, stats.retries_refused
+    );
+    assert_eq!(served as u64, stats.attempts);
+    assert!(stats.attempts <= 200 + 10 + 40, "{stats:?}");
+}
