@@ -457,3 +457,76 @@ fn the_prompt_in_a_terminal_through_tmux() {
     );
     assert!(stdout.ends_with("kv_cli_tmux: ok"), "{stdout}");
 }
+
+/// kv-cli with several `--addr`: shards. Each key is written to and read from the server
+/// rendezvous hashing places it on, and only there; ping and stats ask every server; a key
+/// whose server is down is refused, naming it, while the others' keys still work.
+#[test]
+fn several_addresses_are_shards() {
+    use courier_rpc::client::balance::Rendezvous;
+    use courier_rpc::kv::{Key, GET};
+
+    let mut servers: Vec<Server> = (0..3).map(|_| server()).collect();
+    let names: Vec<String> = servers.iter().map(|s| s.addr.to_string()).collect();
+    let list = names.join(",");
+    let shards = Rendezvous::new(names.clone());
+    let run = |args: &[&str]| {
+        let output = Command::new(KV_CLI)
+            .args(["--addr", &list])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run kv-cli");
+        output
+    };
+    for i in 0..30 {
+        let key = format!("user:{i}");
+        assert_exit(&run(&["set", &key, &format!("v{i}")]), 0);
+    }
+    let mut per_server = [0usize; 3];
+    let mut clients: Vec<_> = servers.iter().map(Server::client).collect();
+    for i in 0..30 {
+        let key = format!("user:{i}");
+        let out = run(&["get", &key]);
+        assert_exit(&out, 0);
+        assert_eq!(text(&out.stdout), format!("v{i}\n"));
+        let owner = shards.owner(key.as_bytes());
+        per_server[owner] += 1;
+        for (index, client) in clients.iter_mut().enumerate() {
+            let found = client.call(&GET, &Key(bytes::Bytes::from(key.clone())));
+            assert_eq!(found.is_ok(), index == owner, "{key} on server {index}");
+        }
+    }
+    assert!(per_server.iter().all(|&n| n > 0), "{per_server:?}");
+
+    let out = run(&["ping"]);
+    assert_exit(&out, 0);
+    let pings = text(&out.stdout);
+    for name in &names {
+        assert!(pings.contains(&format!("# {name}\nPONG in ")), "{pings}");
+    }
+    let out = run(&["stats"]);
+    assert_exit(&out, 0);
+    assert_eq!(text(&out.stdout).matches("\nconnections_open ").count(), 3);
+
+    // Server 1 goes away: its keys are refused with its name, the others' still work.
+    let down = names[1].clone();
+    servers[1].kill9();
+    let (mut refused, mut served) = (0, 0);
+    for i in 0..30 {
+        let key = format!("user:{i}");
+        let out = run(&["get", &key]);
+        if shards.owner(key.as_bytes()) == 1 {
+            assert_exit(&out, 2);
+            assert!(text(&out.stderr).contains(&down), "{}", text(&out.stderr));
+            refused += 1;
+        } else {
+            assert_exit(&out, 0);
+            served += 1;
+        }
+    }
+    assert_eq!((refused, served), (per_server[1], 30 - per_server[1]));
+    let out = run(&["ping"]);
+    assert_exit(&out, 0);
+    assert!(text(&out.stdout).contains(&format!("# {down}\n(error) ")));
+}

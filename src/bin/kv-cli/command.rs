@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use courier_rpc::admin::STATS;
+use courier_rpc::client::balance::Balancer;
 use courier_rpc::client::{Client, ClientError};
-use courier_rpc::kv::{Key, SetRequest, DELETE, GET, SET};
+use courier_rpc::kv::{Deleted, Key, SetRequest, Value, DELETE, GET, SET};
 use courier_rpc::proto::Code;
 
 /// One request to the server.
@@ -51,6 +52,44 @@ pub enum Answer {
     Pong(Duration),
     /// The server's counters, by name.
     Stats(Vec<(String, u64)>),
+    /// With several servers (shards), a ping's or stats' answer from each, by address: the
+    /// answer, or the error as one line.
+    PerServer(Vec<(String, Result<Answer, String>)>),
+}
+
+/// What a keyed command is sent through: one connection, or the shards of a [`Balancer`],
+/// where each key goes to the server that owns it.
+pub trait Kv {
+    /// kv SET.
+    fn set(&mut self, request: &SetRequest) -> Result<(), ClientError>;
+    /// kv GET.
+    fn get(&mut self, key: &Key) -> Result<Value, ClientError>;
+    /// kv DELETE.
+    fn del(&mut self, key: &Key) -> Result<Deleted, ClientError>;
+}
+
+impl Kv for Client {
+    fn set(&mut self, request: &SetRequest) -> Result<(), ClientError> {
+        self.call(&SET, request)
+    }
+    fn get(&mut self, key: &Key) -> Result<Value, ClientError> {
+        self.call(&GET, key)
+    }
+    fn del(&mut self, key: &Key) -> Result<Deleted, ClientError> {
+        self.call(&DELETE, key)
+    }
+}
+
+impl Kv for &Balancer {
+    fn set(&mut self, request: &SetRequest) -> Result<(), ClientError> {
+        self.call_key(&request.key, &SET, request)
+    }
+    fn get(&mut self, key: &Key) -> Result<Value, ClientError> {
+        self.call_key(&key.0, &GET, key)
+    }
+    fn del(&mut self, key: &Key) -> Result<Deleted, ClientError> {
+        self.call_key(&key.0, &DELETE, key)
+    }
 }
 
 impl Command {
@@ -61,28 +100,40 @@ impl Command {
     /// error ([`ClientError`]).
     pub fn execute(&self, client: &mut Client) -> Result<Answer, ClientError> {
         match self {
+            Command::Ping => client.ping().map(Answer::Pong),
+            Command::Stats => client
+                .call(&STATS, &())
+                .map(|report| Answer::Stats(report.0)),
+            _ => self
+                .execute_keyed(client)
+                .unwrap_or(Err(ClientError::Closed)),
+        }
+    }
+
+    /// Sends a keyed command (set, get, del) through `kv`; `None` for the others.
+    pub fn execute_keyed(&self, kv: &mut impl Kv) -> Option<Result<Answer, ClientError>> {
+        Some(match self {
             Command::Set { key, value } => {
                 let request = SetRequest {
                     key: key.clone(),
                     value: value.clone(),
                 };
-                client.call(&SET, &request).map(|()| Answer::Stored)
+                kv.set(&request).map(|()| Answer::Stored)
             }
-            Command::Get { key } => match client.call(&GET, &Key(key.clone())) {
+            Command::Get { key } => match kv.get(&Key(key.clone())) {
                 Ok(value) => Ok(Answer::Value(value.0)),
                 Err(ClientError::Status(s)) if s.code == Code::NOT_FOUND => Ok(Answer::Missing),
                 Err(err) => Err(err),
             },
-            Command::Del { key } => Ok(if client.call(&DELETE, &Key(key.clone()))?.0 {
-                Answer::Deleted
-            } else {
-                Answer::Missing
+            Command::Del { key } => kv.del(&Key(key.clone())).map(|deleted| {
+                if deleted.0 {
+                    Answer::Deleted
+                } else {
+                    Answer::Missing
+                }
             }),
-            Command::Ping => client.ping().map(Answer::Pong),
-            Command::Stats => client
-                .call(&STATS, &())
-                .map(|report| Answer::Stats(report.0)),
-        }
+            Command::Ping | Command::Stats => return None,
+        })
     }
 
     /// The key the command names, if any.

@@ -40,9 +40,11 @@ use session::Session;
 #[derive(Parser, Debug)]
 #[command(name = "kv-cli", version, after_help = AFTER_HELP)]
 struct Args {
-    /// Address of the kv-server.
-    #[arg(long, default_value = "127.0.0.1:7878")]
-    addr: String,
+    /// Address of the kv-server, HOST:PORT. Several, comma-separated or the flag repeated:
+    /// shards, each key on the server that owns it by rendezvous hashing of the addresses
+    /// exactly as typed (give every client the same list); ping and stats ask every server.
+    #[arg(long, value_delimiter = ',', default_value = "127.0.0.1:7878")]
+    addr: Vec<String>,
     /// Seconds to wait for the connection, for each of the TLS handshake and AUTH, and for the
     /// answer.
     #[arg(long, default_value_t = 5.0)]
@@ -169,7 +171,10 @@ fn run(args: Args) -> Result<Exit> {
         .connect_timeout(timeout)
         .read_timeout(timeout)
         .write_timeout(timeout);
-    let mut session = Session::new(args.security.apply(builder)?, args.addr);
+    if latency && args.addr.len() > 1 {
+        bail!("--latency measures one server: give one --addr");
+    }
+    let mut session = Session::with_servers(args.security.apply(builder)?, args.addr)?;
     let stdout_is_terminal = std::io::stdout().is_terminal();
     let values = Values::choose(args.raw, args.no_raw, stdout_is_terminal);
     if latency {

@@ -53,6 +53,15 @@ impl Values {
                     writeln!(out, "{name} {value}")?;
                 }
             }
+            Answer::PerServer(answers) => {
+                for (addr, answer) in answers {
+                    writeln!(out, "# {addr}")?;
+                    match answer {
+                        Ok(answer) => self.write(out, answer)?,
+                        Err(err) => writeln!(out, "(error) {err}")?,
+                    }
+                }
+            }
         }
         out.flush()
     }

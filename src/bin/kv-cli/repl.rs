@@ -59,8 +59,10 @@ pub fn prompt(mut session: Session, values: Values) -> Result<Exit> {
             }
         }
     }
-    if let Err(err) = session.client() {
-        eprintln!("(error) {err:#}");
+    if !session.is_sharded() {
+        if let Err(err) = session.client() {
+            eprintln!("(error) {err:#}");
+        }
     }
     let prompt = format!("{}> ", session.addr());
     loop {

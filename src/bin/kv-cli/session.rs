@@ -1,8 +1,10 @@
 //! One connection for a whole session (a one-shot command, the prompt, commands read from
 //! stdin, `--latency`): opened when first needed, and opened again, saying so on stderr,
-//! after it was lost.
+//! after it was lost. With several servers, shards: each key's command goes to the server
+//! that owns the key, through a [`Balancer`]; ping and stats go to every server.
 
-use anyhow::Result;
+use anyhow::{bail, Context, Result};
+use courier_rpc::client::balance::Balancer;
 use courier_rpc::client::{Client, ClientBuilder, ClientError};
 use courier_rpc::proto::Code;
 
@@ -18,6 +20,16 @@ pub struct Session {
     connected_once: bool,
     /// Why the last connection was dropped, said when the next one is made.
     lost: Option<String>,
+    /// With several servers: the shards.
+    shards: Option<Shards>,
+}
+
+/// Several servers, each owning the keys rendezvous hashing gives it.
+struct Shards {
+    /// Keyed commands: to each key's server, retried there when known not processed.
+    balancer: Balancer,
+    /// Ping and stats: one session per server.
+    servers: Vec<Session>,
 }
 
 impl Session {
@@ -30,10 +42,42 @@ impl Session {
             client: None,
             connected_once: false,
             lost: None,
+            shards: None,
         }
     }
 
-    /// The address as given on the command line.
+    /// A session with every server of `addrs`: one server as [`Session::new`]; several as
+    /// shards, each key on the server rendezvous hashing of the addresses as given places it
+    /// on (`proto-spec/SERVICES.md`, kv, "Sharding").
+    ///
+    /// # Errors
+    /// An address that does not resolve, or one given twice.
+    pub fn with_servers(builder: ClientBuilder, addrs: Vec<String>) -> Result<Session> {
+        if addrs.len() == 1 {
+            let addr = addrs.into_iter().next().unwrap_or_default();
+            return Ok(Session::new(builder, addr));
+        }
+        let balancer = Balancer::builder()
+            .client(builder.clone())
+            .build(addrs.clone())
+            .with_context(|| format!("cannot use the servers {}", addrs.join(",")))?;
+        let mut session = Session::new(builder.clone(), addrs.join(","));
+        session.shards = Some(Shards {
+            balancer,
+            servers: addrs
+                .into_iter()
+                .map(|addr| Session::new(builder.clone(), addr))
+                .collect(),
+        });
+        Ok(session)
+    }
+
+    /// Whether the session has several servers (shards).
+    pub fn is_sharded(&self) -> bool {
+        self.shards.is_some()
+    }
+
+    /// The address as given on the command line (with several servers, the list).
     pub fn addr(&self) -> &str {
         &self.addr
     }
@@ -44,6 +88,12 @@ impl Session {
     /// # Errors
     /// The connection cannot be made: one line naming the address and why.
     pub fn client(&mut self) -> Result<&mut Client> {
+        if self.shards.is_some() {
+            bail!(
+                "one connection is for one server, and {} are several",
+                self.addr
+            );
+        }
         let client = match self.client.take() {
             Some(client) => client,
             None => {
@@ -63,7 +113,11 @@ impl Session {
         Ok(self.client.insert(client))
     }
 
-    /// Sends `command` and waits for its answer. When the connection turns out to be lost
+    /// Sends `command` and waits for its answer. With several servers, a keyed command goes
+    /// to its key's server (the balancer retries it there when it is known not processed,
+    /// and refuses it at once, UNAVAILABLE naming the server, while that server is out), and
+    /// ping and stats to each server, each answer or error kept apart
+    /// ([`Answer::PerServer`]). With one server: when the connection turns out to be lost
     /// (closed, reset, an ERROR frame, the server's GOAWAY), the command is sent once more on
     /// a new connection: every command is idempotent (a DEL that had already removed the key
     /// answers [`Answer::Missing`] the second time). After a protocol or TLS error the
@@ -73,6 +127,20 @@ impl Session {
     /// The server refused the command, the connection cannot be made, or the connection's
     /// error.
     pub fn run(&mut self, command: &Command) -> Result<Answer> {
+        if let Some(shards) = &mut self.shards {
+            if let Some(answer) = command.execute_keyed(&mut &shards.balancer) {
+                return Ok(answer?);
+            }
+            let answers = shards
+                .servers
+                .iter_mut()
+                .map(|server| {
+                    let answer = server.run(command).map_err(|err| format!("{err:#}"));
+                    (server.addr.clone(), answer)
+                })
+                .collect();
+            return Ok(Answer::PerServer(answers));
+        }
         match command.execute(self.client()?) {
             Ok(answer) => Ok(answer),
             Err(err) => match self.forget(&err) {
