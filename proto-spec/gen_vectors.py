@@ -445,6 +445,13 @@ def build():
     # ----- valid: PING/PONG/GOAWAY/ERROR ---------------------------------
     valid("ping", "PING with opaque id 0x0102030405060708.", "PING", 0x0102030405060708)
     valid("pong", "PONG echoing the PING's id.", "PONG", 0x0102030405060708)
+    valid("ping_haproxy_check",
+          "The health check of deploy/haproxy.cfg (tcp-check send-binary): PING with the ping "
+          "id \"haproxy!\" in ASCII, 0x686170726f787921 (Section 13).", "PING",
+          int.from_bytes(b"haproxy!", "big"))
+    valid("pong_haproxy_check",
+          "The answer that check expects (tcp-check expect binary): PONG with the id "
+          "\"haproxy!\" (Section 13).", "PONG", int.from_bytes(b"haproxy!", "big"))
     valid("goaway_ok_empty_message", "Graceful drain: GOAWAY OK, last request id 41, empty message.",
           "GOAWAY", 41, status=0)
     valid("goaway_unavailable_with_message", "GOAWAY UNAVAILABLE with a message.", "GOAWAY", 100,

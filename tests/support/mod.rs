@@ -3,6 +3,7 @@
 
 pub mod examples;
 pub mod fake_server;
+pub mod haproxy;
 pub mod kv_process;
 pub mod process;
 pub mod tls;

@@ -1,6 +1,6 @@
 //! A child process for the tests that run a binary: its stdout read line by line on a thread
-//! (so that every wait is bounded), its stderr kept for failure messages, SIGTERM on demand,
-//! and killed and reaped when dropped.
+//! (so that every wait is bounded), its stderr kept for failure messages, SIGTERM or SIGKILL on
+//! demand, and killed and reaped when dropped.
 
 use std::io::{self, BufRead, BufReader, Read};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -101,6 +101,16 @@ impl Process {
         // have been reused by another process.
         let rc = unsafe { libc::kill(pid, libc::SIGTERM) };
         assert_eq!(rc, 0, "kill(SIGTERM): {}", io::Error::last_os_error());
+    }
+
+    /// Sends SIGKILL and reaps the process (a crash, as its peers see it: the kernel closes
+    /// its sockets); nothing if it was seen to exit. Returns its exit status.
+    pub fn kill(&mut self) -> Option<ExitStatus> {
+        if self.exited.is_none() {
+            self.child.kill().expect("kill(SIGKILL) a child");
+            self.exited = Some(self.child.wait().expect("wait for a killed child"));
+        }
+        self.exited
     }
 
     /// Waits at most `limit` for the process to exit: its status, or `None` past the limit.
