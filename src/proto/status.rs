@@ -69,7 +69,10 @@ codes! {
     UNIMPLEMENTED = 12;
     /// 13: an invariant broke inside the server (a handler panicked).
     INTERNAL = 13;
-    /// 14: the service is unavailable for now; the request was not processed and is safe to retry.
+    /// 14: the service is unavailable for now; the request was not processed and is safe to
+    /// retry, on this server or another (`proto-spec/PROTOCOL.md` Section 10: a handler must
+    /// not answer it for a request whose effects took place, even in part; it answers
+    /// UNKNOWN when it cannot tell). The balancing client retries it.
     UNAVAILABLE = 14;
     /// 15: unrecoverable data loss or corruption (a checksum mismatch).
     DATA_LOSS = 15;
