@@ -27,6 +27,14 @@
 //! above. One task per connection owns the socket; a call's future only queues its request
 //! and waits. See `AsyncClient`'s documentation.
 //!
+//! # Several servers
+//!
+//! [`balance::Balancer`] (and, with feature `tokio`, `balance::AsyncBalancer`) spreads
+//! requests over several servers by the power of two choices, or sends each to the server
+//! that owns its key; takes servers out on failures, GOAWAY or an unanswered health-check
+//! PING; and retries the requests known not processed, within a retry budget. See
+//! [`balance`].
+//!
 //! # Examples
 //!
 //! ```no_run

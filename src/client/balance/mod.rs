@@ -7,7 +7,7 @@
 //! balancer here spreads *requests*, and fails over, as Finagle's and tower's balancers and
 //! gRPC's client-side balancing do. It is built on the clients of this crate: each server
 //! gets a small pool of connections, each of them a [`Client`](super::Client) (or an
-//! `AsyncClient`) with every option of the [`ClientBuilder`](super::ClientBuilder) given
+//! `AsyncClient`) with every option of the [`ClientBuilder`] given
 //! (TLS, token, timeouts).
 //!
 //! # Which server

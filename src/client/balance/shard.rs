@@ -1,31 +1,4 @@
 //! [`Rendezvous`]: which server owns a key, by rendezvous (highest random weight) hashing.
-//!
-//! Every server gets a score for the key; the server with the highest score owns it
-//! (Thaler and Ravishankar, "Using name-based mappings to increase hit rates", IEEE/ACM
-//! Transactions on Networking 6(1), 1998). The score of server name `s` for key `k` is
-//!
-//! ```text
-//! score(s, k) = mix64(fnv1a64(s) XOR fnv1a64(k))
-//! ```
-//!
-//! where `fnv1a64` is 64-bit FNV-1a (offset basis `0xcbf29ce484222325`, prime
-//! `0x100000001b3`; draft-eastlake-fnv) over the bytes, and `mix64` is the finalizer of
-//! SplitMix64 (Steele, Lea and Flood, OOPSLA 2014): `x ^= x >> 30; x *= 0xbf58476d1ce4e5b9;
-//! x ^= x >> 27; x *= 0x94d049bb133111eb; x ^= x >> 31`, all wrapping on 64 bits. Equal
-//! scores (a chance of about one in 2^64 per pair) go to the name that is greater as bytes.
-//! The server's name is its address as the client was given it (`"10.0.0.7:7879"`), so every
-//! client given the same names places every key on the same server, whatever the order of
-//! its list. `proto-spec/SERVICES.md` (kv, "Sharding") specifies this for clients in other
-//! languages, with vectors.
-//!
-//! Why rendezvous hashing rather than a ring (ketama) or jump hash: it needs no table and no
-//! virtual nodes, and its moves are exactly the minimal ones. Removing a server moves only
-//! the keys it owned (to the runners-up), and adding one moves only the keys it now wins:
-//! 1/(N+1) of them on average for N servers before. Jump hash (Lamping and Veach, 2014)
-//! numbers its buckets, so removing any server but the last renumbers the rest and moves
-//! far more; a ketama ring needs 100 to 200 points per server to come near 1/N. The price,
-//! N scores per key, is a few nanoseconds each, nothing beside a network round trip for the
-//! handful of shards a client talks to.
 
 /// 64-bit FNV-1a of `bytes` (draft-eastlake-fnv, Section 2): offset basis
 /// `0xcbf29ce484222325`, prime `0x100000001b3`.
@@ -46,13 +19,40 @@ pub fn mix64(mut x: u64) -> u64 {
 }
 
 /// The score of the server named `name` for `key`: `mix64(fnv1a64(name) ^ fnv1a64(key))`.
-/// The server with the highest score owns the key (see the [module docs](self)).
+/// The server with the highest score owns the key (see [`Rendezvous`]).
 pub fn score(name: &[u8], key: &[u8]) -> u64 {
     mix64(fnv1a64(name) ^ fnv1a64(key))
 }
 
 /// Servers by name, and which of them owns a key. Cheap to query: one hash of the key, then
 /// one mix per server.
+///
+/// Every server gets a score for the key; the server with the highest score owns it
+/// (Thaler and Ravishankar, "Using name-based mappings to increase hit rates", IEEE/ACM
+/// Transactions on Networking 6(1), 1998). The score of server name `s` for key `k` is
+///
+/// ```text
+/// score(s, k) = mix64(fnv1a64(s) XOR fnv1a64(k))
+/// ```
+///
+/// where `fnv1a64` is 64-bit FNV-1a (offset basis `0xcbf29ce484222325`, prime
+/// `0x100000001b3`; draft-eastlake-fnv) over the bytes, and `mix64` is the finalizer of
+/// SplitMix64 (Steele, Lea and Flood, OOPSLA 2014): `x ^= x >> 30; x *= 0xbf58476d1ce4e5b9;
+/// x ^= x >> 27; x *= 0x94d049bb133111eb; x ^= x >> 31`, all wrapping on 64 bits. Equal
+/// scores (a chance of about one in 2^64 per pair) go to the name that is greater as bytes.
+/// The server's name is its address as the client was given it (`"10.0.0.7:7879"`), so every
+/// client given the same names places every key on the same server, whatever the order of
+/// its list. `proto-spec/SERVICES.md` (kv, "Sharding") specifies this for clients in other
+/// languages, with vectors.
+///
+/// Why rendezvous hashing rather than a ring (ketama) or jump hash: it needs no table and no
+/// virtual nodes, and its moves are exactly the minimal ones. Removing a server moves only
+/// the keys it owned (to the runners-up), and adding one moves only the keys it now wins:
+/// 1/(N+1) of them on average for N servers before. Jump hash (Lamping and Veach, 2014)
+/// numbers its buckets, so removing any server but the last renumbers the rest and moves
+/// far more; a ketama ring needs 100 to 200 points per server to come near 1/N. The price,
+/// N scores per key, is a few nanoseconds each, nothing beside a network round trip for the
+/// handful of shards a client talks to.
 ///
 /// # Examples
 ///
