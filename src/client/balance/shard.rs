@@ -8,8 +8,9 @@ pub fn fnv1a64(bytes: &[u8]) -> u64 {
     })
 }
 
-/// SplitMix64's finalizer (Steele, Lea and Flood, 2014): a bijection on 64 bits in which
-/// every input bit changes about half the output bits.
+/// SplitMix64's output function (Steele, Lea and Flood, 2014; the constants of Stafford's
+/// variant 13, as in Java 8's `SplittableRandom` and Vigna's `splitmix64.c`): a bijection on
+/// 64 bits in which every input bit changes about half the output bits.
 pub fn mix64(mut x: u64) -> u64 {
     x ^= x >> 30;
     x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -36,14 +37,16 @@ pub fn score(name: &[u8], key: &[u8]) -> u64 {
 /// ```
 ///
 /// where `fnv1a64` is 64-bit FNV-1a (offset basis `0xcbf29ce484222325`, prime
-/// `0x100000001b3`; draft-eastlake-fnv) over the bytes, and `mix64` is the finalizer of
-/// SplitMix64 (Steele, Lea and Flood, OOPSLA 2014): `x ^= x >> 30; x *= 0xbf58476d1ce4e5b9;
-/// x ^= x >> 27; x *= 0x94d049bb133111eb; x ^= x >> 31`, all wrapping on 64 bits. Equal
+/// `0x100000001b3`; draft-eastlake-fnv) over the bytes, and `mix64` is the output function
+/// of SplitMix64 as Java 8's `SplittableRandom.mix64` and Vigna's `splitmix64.c` have it
+/// (Steele, Lea and Flood, OOPSLA 2014, whose paper calls it `mix64variant13`: Stafford's
+/// variant 13): `x ^= x >> 30; x *= 0xbf58476d1ce4e5b9; x ^= x >> 27;
+/// x *= 0x94d049bb133111eb; x ^= x >> 31`, all wrapping on 64 bits. Equal
 /// scores (a chance of about one in 2^64 per pair) go to the name that is greater as bytes.
 /// The server's name is its address as the client was given it (`"10.0.0.7:7879"`), so every
 /// client given the same names places every key on the same server, whatever the order of
-/// its list. `proto-spec/SERVICES.md` (kv, "Sharding") specifies this for clients in other
-/// languages, with vectors.
+/// its list. `proto-spec/SERVICES.md` Section 2.7 specifies this for clients in other
+/// languages, with vectors (`proto-spec/vectors/shards.json`).
 ///
 /// Why rendezvous hashing rather than a ring (ketama) or jump hash: it needs no table and no
 /// virtual nodes, and its moves are exactly the minimal ones. Removing a server moves only
