@@ -8,9 +8,15 @@ PROTOCOL.md and SERVICES.md alone: an example of an interoperable client in anot
     python3 proto-spec/client.py [OPTIONS] pipeline N   # N echoes in one write
     python3 proto-spec/client.py [OPTIONS] whoami       # the connection's identity
     python3 proto-spec/client.py [OPTIONS] methods      # what the server serves (reflection)
+    python3 proto-spec/client.py --shards ADDR,ADDR,... set KEY VALUE | get KEY | del KEY
+    python3 proto-spec/client.py --shards ADDR,ADDR,... owner KEY   # which server owns KEY
 
 Options:
     --addr HOST:PORT        the server (default 127.0.0.1:7878)
+    --shards ADDR,ADDR,...  kv servers over which the keys are partitioned (SERVICES.md
+                            section 2.7): set, get and del go to the server that owns the key,
+                            by rendezvous hashing of the addresses exactly as written here
+                            (every client must be given the same strings); instead of --addr
     --deadline SECONDS      the deadline of echo, set, get and del
     --tls                   TLS 1.3 with ALPN courier/1 (PROTOCOL.md section 17)
     --ca FILE               roots (PEM) the server's certificate must chain to; default: the
@@ -46,6 +52,29 @@ ADMIN_METHODS = (0, 4)                      # SERVICES.md section 0.5
 SOURCES = {0: "anonymous", 1: "certificate", 2: "token", 3: "custom"}
 MAX_TOKEN_LEN = 1024
 ALPN = "courier/1"                          # PROTOCOL.md section 17.2
+
+
+def fnv1a64(data):
+    """SERVICES.md section 2.7: 64-bit FNV-1a of the bytes `data`."""
+    h = 0xcbf29ce484222325
+    for b in data:
+        h = ((h ^ b) * 0x100000001b3) & 0xFFFFFFFFFFFFFFFF
+    return h
+
+
+def mix64(x):
+    """SERVICES.md section 2.7: SplitMix64's output function, on 64 bits."""
+    x = ((x ^ (x >> 30)) * 0xbf58476d1ce4e5b9) & 0xFFFFFFFFFFFFFFFF
+    x = ((x ^ (x >> 27)) * 0x94d049bb133111eb) & 0xFFFFFFFFFFFFFFFF
+    return x ^ (x >> 31)
+
+
+def shard_owner(names, key):
+    """SERVICES.md section 2.7: the name (a str, as configured) of the server that owns the
+    bytes `key`: the highest mix64(fnv1a64(name) ^ fnv1a64(key)), equal scores to the name
+    that is greater as bytes. No other server may be asked instead when it is down."""
+    k = fnv1a64(key)
+    return max(names, key=lambda n: (mix64(fnv1a64(n.encode()) ^ k), n.encode()))
 
 
 class ProtocolError(Exception):
@@ -352,12 +381,13 @@ def read_token(path):
 
 
 VALUE_OPTIONS = ("--addr", "--deadline", "--ca", "--server-name", "--cert", "--key",
-                 "--token-file")
+                 "--token-file", "--shards")
+KEY_COMMANDS = ("set", "get", "del", "owner")
 TLS_OPTIONS = ("--ca", "--server-name", "--cert", "--key")
 
 
 def main(argv):
-    opts, deadline, use_tls = {"--addr": "127.0.0.1:7878"}, 0, False
+    opts, deadline, use_tls = {}, 0, False
     while argv and (argv[0] == "--tls" or (argv[0] in VALUE_OPTIONS and len(argv) >= 2)):
         if argv[0] == "--tls":
             use_tls, argv = True, argv[1:]
@@ -382,6 +412,31 @@ def main(argv):
         print("client.py: --cert and --key go together", file=sys.stderr)
         return 2
     command, args = argv[0], argv[1:]
+    if "--shards" in opts:
+        shards = opts["--shards"].split(",")
+        if "--addr" in opts:
+            print("client.py: --shards replaces --addr", file=sys.stderr)
+            return 2
+        if command not in KEY_COMMANDS:
+            print(f"client.py: --shards is for {', '.join(KEY_COMMANDS)}", file=sys.stderr)
+            return 2
+        if not all(shards) or len(set(shards)) != len(shards):
+            print("client.py: --shards needs distinct addresses, separated by commas",
+                  file=sys.stderr)
+            return 2
+        if not args:
+            print(__doc__.strip(), file=sys.stderr)
+            return 2
+        # The key's owner, and no other server, whether it is up or not. fsencode: the
+        # bytes as given, even those that are not UTF-8 (owner takes any key).
+        opts["--addr"] = shard_owner(shards, os.fsencode(args[0]))
+        if command == "owner":
+            print(opts["--addr"])
+            return 0
+    elif command == "owner":
+        print("client.py: owner needs --shards", file=sys.stderr)
+        return 2
+    opts.setdefault("--addr", "127.0.0.1:7878")
     client = None
     try:
         token = read_token(opts.get("--token-file"))

@@ -323,3 +323,112 @@ allow = ["kv.*"]
         .collect();
     assert!(leaked.is_empty(), "the server logged the token: {leaked:?}");
 }
+
+/// `client.py --shards A,B,C owner KEY` for every owner vector of
+/// `proto-spec/vectors/shards.json` (SERVICES.md Section 2.7), the key passed as its raw
+/// bytes: the Python client places keys as the vectors, and so the Rust library, say.
+#[test]
+fn python_client_places_keys_as_the_shard_vectors_say() {
+    use std::os::unix::ffi::OsStrExt;
+
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/proto-spec/vectors/shards.json"
+    ))
+    .expect("read shards.json");
+    let vectors: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+    let mut checked = 0;
+    for list in vectors["owner"].as_array().expect("owner lists") {
+        let names: Vec<&str> = list["names"]
+            .as_array()
+            .expect("names")
+            .iter()
+            .map(|n| n.as_str().expect("a name"))
+            .collect();
+        for case in list["keys"].as_array().expect("keys") {
+            let hex = case["key_hex"].as_str().expect("key_hex");
+            let key: Vec<u8> = (0..hex.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex"))
+                .collect();
+            if key.contains(&0) {
+                continue; // a command-line argument cannot hold a NUL byte
+            }
+            let mut command = Command::new("python3");
+            command
+                .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/proto-spec/client.py"))
+                .arg("--shards")
+                .arg(names.join(","))
+                .arg("owner")
+                .arg(std::ffi::OsStr::from_bytes(&key));
+            let owner = case["owner"].as_str().expect("owner");
+            assert_eq!(stdout_of(&run(command)), format!("{owner}\n"), "{case}");
+            checked += 1;
+        }
+    }
+    assert!(checked >= 30, "only {checked} vectors checked");
+}
+
+/// `client.py --shards` over three servers: each SET lands on the server that
+/// `Rendezvous` names for its key, and on no other; GET and DEL find it there.
+#[test]
+fn python_client_with_shards_writes_each_key_to_its_owner() {
+    use courier_rpc::client::balance::Rendezvous;
+    use courier_rpc::proto::Code;
+
+    let servers: Vec<_> = (0..3).map(|_| support::start_default()).collect();
+    let names: Vec<String> = servers.iter().map(|s| s.local_addr().to_string()).collect();
+    let shards = Rendezvous::new(names.iter().cloned());
+    let list = names.join(",");
+    let mut rust: Vec<Client> = servers
+        .iter()
+        .map(|s| Client::connect(s.local_addr()).expect("connect"))
+        .collect();
+    let mut owners = [0; 3];
+    for i in 0..24 {
+        let key = format!("user:{i}");
+        let value = format!("value {i}");
+        let set = python_command_without_addr(&["--shards", &list, "set", &key, &value]);
+        assert_eq!(stdout_of(&run(set)), "OK\n");
+        let owner = shards.owner(key.as_bytes());
+        owners[owner] += 1;
+        for (s, client) in rust.iter_mut().enumerate() {
+            let got = client.call(&GET, &Key(Bytes::from(key.clone())));
+            if s == owner {
+                assert_eq!(&got.expect("on its owner").0[..], value.as_bytes());
+            } else {
+                match got {
+                    Err(courier_rpc::client::ClientError::Status(status)) => {
+                        assert_eq!(status.code, Code::NOT_FOUND, "{key} on {}", names[s])
+                    }
+                    other => panic!("{key} found on {}, not its owner: {other:?}", names[s]),
+                }
+            }
+        }
+        let get = python_command_without_addr(&["--shards", &list, "get", &key]);
+        assert_eq!(stdout_of(&run(get)), format!("{value}\n"));
+    }
+    assert!(
+        owners.iter().all(|&n| n > 0),
+        "every server owns a key: {owners:?}"
+    );
+    let del = python_command_without_addr(&["--shards", &list, "del", "user:0"]);
+    assert_eq!(stdout_of(&run(del)), "deleted\n");
+    let missing = python_command_without_addr(&["--shards", &list, "get", "user:0"]);
+    assert_eq!(run(missing).status.code(), Some(1));
+    // --shards with --addr, or for a command without a key, is refused.
+    let both = python_command(servers[0].local_addr(), &["--shards", &list, "get", "k"]);
+    assert!(stderr_of_failure(&run(both)).contains("--shards replaces --addr"));
+    let ping = python_command_without_addr(&["--shards", &list, "ping"]);
+    assert!(stderr_of_failure(&run(ping)).contains("--shards is for"));
+}
+
+/// client.py with `args` and no `--addr`; no token in its environment.
+fn python_command_without_addr(args: &[&str]) -> Command {
+    let mut command = Command::new("python3");
+    command
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/proto-spec/client.py"))
+        .args(args)
+        .env_remove("COURIER_TOKEN");
+    command
+}
