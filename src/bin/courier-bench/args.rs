@@ -18,20 +18,35 @@ pub const DEFAULT_TIMEOUT_SECS: f64 = 10.0;
 #[derive(Parser, Debug)]
 #[command(name = "courier-bench", version)]
 pub struct Args {
-    /// Address of the server: IP:PORT, or HOST:PORT (the first address the name resolves to).
-    #[arg(long, value_parser = addr::parse, default_value = "127.0.0.1:7878")]
-    pub addr: SocketAddr,
-    /// Connections to open.
+    /// Address of the server: IP:PORT, or HOST:PORT (the first address the name resolves
+    /// to). Several kv servers (shards): --addr given again, or addresses separated by commas.
+    ///
+    /// With several servers the keys are partitioned over them: each client keeps a
+    /// connection to every server and sends each GET and SET to the server that owns its key
+    /// (rendezvous hashing of the addresses exactly as written here, so write them as the
+    /// clients of those servers are given them; proto-spec/SERVICES.md Section 2.7), and its
+    /// echoes to each server in turn. A request waits for its key's server, never goes to
+    /// another. The report counts the requests of each server.
+    #[arg(
+        long,
+        value_name = "ADDR",
+        value_parser = server,
+        value_delimiter = ',',
+        default_value = "127.0.0.1:7878"
+    )]
+    pub addr: Vec<Server>,
+    /// Clients, each with a connection (to each --addr).
     #[arg(long, default_value_t = 50)]
     pub clients: usize,
     /// Threads driving the connections, each with its own event loop (default: the number of
     /// cores); at most --clients.
     #[arg(long)]
     pub threads: Option<usize>,
-    /// Requests each connection keeps outstanding.
+    /// Requests each client keeps outstanding (with several --addr, over all its
+    /// connections together).
     #[arg(long, default_value_t = 1)]
     pub pipeline: usize,
-    /// Keep --pipeline requests in flight on every connection at all times (send one more as
+    /// Keep --pipeline requests in flight on every client at all times (send one more as
     /// soon as a response arrives: memtier_benchmark's pipelining) instead of writing them as
     /// a batch and sending the next batch when the whole batch is answered (redis-benchmark's
     /// -P). Streams large frames without a bubble between batches.
@@ -57,13 +72,14 @@ pub struct Args {
     /// Distinct keys, drawn uniformly: key:0000000000 to key:<keyspace - 1>.
     #[arg(long, default_value_t = 100_000)]
     pub keyspace: u64,
-    /// Before measuring, SET every key of the keyspace once (pipelined).
+    /// Before measuring, SET every key of the keyspace once (pipelined; with several --addr,
+    /// each on the server that owns it).
     #[arg(long)]
     pub prefill: bool,
     /// Write into a kv server that keeps its data (kv INFO says `storage log`), or one that
     /// cannot say (no kv INFO). Without it, a workload that writes (set, mixed, --prefill)
-    /// asks the server first and refuses to run against such a server (exit 2): a benchmark
-    /// would fill the log of a server someone relies on with keys nobody wants.
+    /// asks every server first and refuses to run if one is such a server (exit 2): a
+    /// benchmark would fill the log of a server someone relies on with keys nobody wants.
     #[arg(long)]
     pub allow_durable: bool,
     /// Seconds a connection may wait for the server (to connect, or for any byte of an
@@ -79,7 +95,7 @@ pub struct Args {
     /// configuration, so no session is resumed; needs --tls-ca), then AUTH when a token is
     /// set. 1: a new connection per request (redis-benchmark -k 0). Latency is measured from
     /// each request's write, after its connection is up; the run's seconds include the
-    /// connects. Reports the connections opened and connections per second.
+    /// connects. Reports the connections opened and connections per second. One --addr only.
     #[arg(long, value_name = "N")]
     pub reconnect: Option<u64>,
     /// Seed of the key generators, to repeat a run's keys (default: a random one, printed in
@@ -93,6 +109,24 @@ pub struct Args {
     pub max_error_rate: f64,
     #[command(flatten)]
     pub security: ClientSecurity,
+}
+
+/// One server of `--addr`: its address as written (its name, by which keys are placed) and
+/// what it resolves to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Server {
+    /// The text given, exactly: `127.0.0.1:7001`, `kv-a.example:7879`.
+    pub name: String,
+    /// Where to connect.
+    pub addr: SocketAddr,
+}
+
+/// Parses one address of `--addr` (see [`addr::parse`]), keeping the text as its name.
+fn server(text: &str) -> Result<Server, String> {
+    Ok(Server {
+        name: text.to_string(),
+        addr: addr::parse(text)?,
+    })
 }
 
 /// The request mix.
@@ -144,6 +178,14 @@ impl Args {
         }
         if self.reconnect == Some(0) {
             bail!("--reconnect must be at least 1");
+        }
+        for (i, server) in self.addr.iter().enumerate() {
+            if self.addr[..i].iter().any(|s| s.name == server.name) {
+                bail!("--addr {} is given twice", server.name);
+            }
+        }
+        if self.reconnect.is_some() && self.addr.len() > 1 {
+            bail!("--reconnect takes one --addr");
         }
         if self.value_size > MAX_VALUE_LEN {
             bail!("--value-size is at most {MAX_VALUE_LEN} bytes (the kv limit)");

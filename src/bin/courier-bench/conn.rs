@@ -23,7 +23,7 @@ use mio::{Interest, Registry, Token};
 use rustls::pki_types::ServerName;
 use rustls::ClientConnection;
 
-use crate::workload::{self, Answer, Op, Plan, Rng};
+use crate::workload::{self, Answer, Op, Plan, Request};
 
 /// How every connection of a run is secured.
 #[derive(Debug, Default)]
@@ -195,29 +195,21 @@ impl Conn {
         (!self.is_ready() || !self.in_flight.is_empty()).then_some(self.last_progress)
     }
 
-    /// How many more requests the connection may send now: up to `pipeline` outstanding
-    /// with `window`, else a new batch of `pipeline` once the last is all answered; none
-    /// before it is ready or after a GOAWAY.
-    pub fn room(&self, pipeline: usize, window: bool) -> usize {
-        if !self.is_ready() || self.goaway.is_some() || self.ended {
-            return 0;
-        }
-        match (window, self.in_flight.len()) {
-            (true, n) => pipeline.saturating_sub(n),
-            (false, 0) => pipeline,
-            (false, _) => 0,
-        }
+    /// Whether the connection takes new requests: ready, and not drained by a GOAWAY or
+    /// ended.
+    pub fn accepts(&self) -> bool {
+        self.is_ready() && self.goaway.is_none() && !self.ended
     }
 
-    /// Queues the next request of `plan` (written by [`Conn::flush`]).
+    /// Queues `request` of `plan` (written by [`Conn::flush`]).
     ///
     /// # Errors
     /// `encode`: the frame is over the body limit.
-    pub fn queue(&mut self, plan: &Plan, rng: &mut Rng, now: Instant) -> Result<(), ConnError> {
+    pub fn queue(&mut self, plan: &Plan, request: &Request, now: Instant) -> Result<(), ConnError> {
         let id = self.take_id();
         let before = self.out.len();
         let op = plan
-            .encode_next(&self.encoder, &mut self.out, id, rng)
+            .encode(request, &self.encoder, &mut self.out, id)
             .map_err(|err| ConnError::new("encode", err.to_string()))?;
         if self.in_flight.is_empty() {
             // The wait for an answer starts now.

@@ -20,11 +20,28 @@
 //! nobody has set: `--prefill` sets every key of the keyspace once before the measurement
 //! starts.
 //!
+//! Several kv servers over which the keys are partitioned (`--addr A,B,C`, or `--addr`
+//! given again): each client keeps a connection to every server, as memtier_benchmark's
+//! cluster mode does, and sends each GET and SET to the server that owns its key by
+//! rendezvous hashing of the addresses exactly as written
+//! ([`courier_rpc::client::balance::Rendezvous`], `proto-spec/SERVICES.md` Section 2.7), and
+//! its echoes to each server in turn. `--clients` is the number of clients, so the run opens
+//! `--clients` connections to each server; `--pipeline` is what a client keeps outstanding
+//! over all its connections, so the same flags put the same load in flight whatever the
+//! number of servers. A client sends only while every one of its connections is up: a
+//! request waits for the server that owns its key and never goes to another one (which would
+//! split the key's history). `--prefill` sets each key on its owner; the kv INFO check
+//! (below) asks every server. The report adds each server's requests (`per server`, and
+//! `servers` in JSON). `--reconnect` takes one address.
+//!
 //! # Example
 //!
 //! ```sh
 //! cargo run --release --bin kv-server &
 //! cargo run --release --bin courier-bench -- --workload mixed --prefill --clients 50 --pipeline 16
+//! # Three shards:
+//! cargo run --release --bin courier-bench -- --addr 127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003 \
+//!     --workload mixed --prefill
 //! ```
 //!
 //! # The figures
@@ -48,7 +65,10 @@
 //!   times in a row without an answer in between, then it gives up and the run goes on
 //!   without it). A connection whose server sends nothing for `--timeout` seconds while it
 //!   waits for answers is given up at once: its requests count as `timeout` errors.
-//! - `clients_lost`: clients given up, either way.
+//! - `clients_lost`: clients given up, either way (with several servers, a client gives up
+//!   when one of its connections does; it waits for the answers outstanding on the others).
+//! - `per server` (with several servers): the requests completed by each, in the order of
+//!   `--addr`; they add up to `requests`.
 //!
 //! With `--tls` (and `--tls-ca`, `--tls-server-name`, `--tls-cert`, `--tls-key`) every
 //! connection speaks TLS; with `--token-file FILE` or the environment variable
@@ -67,7 +87,7 @@
 //! the run, the first `--clients` ones, opened before it starts, not included),
 //! `connections_per_second` (`connections / seconds`) and `connect_failures`.
 //!
-//! A workload that writes (`set`, `mixed`, or `--prefill`) first asks the server with kv
+//! A workload that writes (`set`, `mixed`, or `--prefill`) first asks each server with kv
 //! INFO (`proto-spec/SERVICES.md` Section 2.5) where it keeps its data, and refuses to run
 //! (exit 2) against a server that keeps a log, or one that cannot say (UNIMPLEMENTED),
 //! unless `--allow-durable` is given. `echo` and `get` without `--prefill` do not ask.
@@ -110,6 +130,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use bytes::Bytes;
 use clap::Parser;
+use courier_rpc::client::balance::Rendezvous;
 use courier_rpc::client::Client;
 use courier_rpc::tls::{ClientTlsBuilder, ClientTlsConfig};
 
@@ -163,7 +184,8 @@ fn run(args: &Args) -> Result<Report> {
         .threads
         .unwrap_or_else(|| thread::available_parallelism().map_or(1, |n| n.get()))
         .clamp(1, args.clients);
-    let addr = args.addr;
+    let servers = args.addr.clone();
+    let shards = Rendezvous::new(servers.iter().map(|s| s.name.clone()));
     let show_progress = std::io::stderr().is_terminal();
 
     let builder = args
@@ -189,12 +211,15 @@ fn run(args: &Args) -> Result<Report> {
         } else {
             "--prefill".to_string()
         };
-        preflight::refuse_durable(&builder, addr, &what)?;
+        for server in &servers {
+            preflight::refuse_durable(&builder, server.addr, &what)?;
+        }
     }
 
     let seed = args.seed.unwrap_or_else(random_seed);
     let mut shared = Shared {
-        addr,
+        servers,
+        shards,
         security,
         plan,
         pipeline: args.pipeline,
@@ -210,16 +235,22 @@ fn run(args: &Args) -> Result<Report> {
     };
     // Connect every client first: a server that is not there fails the run before it starts.
     let conns = driver::connect_all(&shared, args.clients)
-        .map_err(|err| start_error(err, &addr.to_string()))?;
+        .map_err(|(err, server)| start_error(err, &server))?;
     if args.prefill {
-        preflight::prefill(&builder, addr, &shared.plan, show_progress)?;
+        preflight::prefill(
+            &builder,
+            &shared.servers,
+            &shared.shards,
+            &shared.plan,
+            show_progress,
+        )?;
     }
 
     let start = Instant::now();
     shared.end = duration.map(|d| start + d);
     let mut per_thread: Vec<Vec<Slot>> = (0..threads).map(|_| Vec::new()).collect();
-    for (index, conn) in conns.into_iter().enumerate() {
-        per_thread[index % threads].push(Slot::new(&shared, index, conn));
+    for (index, conns) in conns.into_iter().enumerate() {
+        per_thread[index % threads].push(Slot::new(&shared, index, conns));
     }
     let shared = Arc::new(shared);
     let handles: Vec<_> = per_thread
@@ -245,7 +276,7 @@ fn run(args: &Args) -> Result<Report> {
     if show_progress {
         eprint!("\r{:60}\r", "");
     }
-    let mut tally = Tally::new();
+    let mut tally = Tally::new(shared.servers.len());
     tally.finished = start;
     for handle in handles {
         tally.merge(handle.join().expect("a benchmark thread panicked"));
@@ -255,6 +286,7 @@ fn run(args: &Args) -> Result<Report> {
         workload: args.workload,
         read_ratio: args.read_ratio,
         clients: args.clients,
+        servers: shared.servers.iter().map(|s| s.name.clone()).collect(),
         threads,
         pipeline: args.pipeline,
         value_size: args.value_size,

@@ -5,10 +5,12 @@
 use std::net::SocketAddr;
 
 use anyhow::{bail, Context, Result};
+use courier_rpc::client::balance::Rendezvous;
 use courier_rpc::client::{ClientBuilder, ClientError};
 use courier_rpc::kv::{SetRequest, Storage, INFO, SET};
 use courier_rpc::proto::Code;
 
+use crate::args::Server;
 use crate::client_flags;
 use crate::workload::{key, Plan};
 
@@ -54,35 +56,54 @@ pub fn refuse_durable(builder: &ClientBuilder, addr: SocketAddr, what: &str) -> 
     }
 }
 
-/// Sets every key of the keyspace once, `PREFILL_WINDOW` requests at a time.
+/// Sets every key of the keyspace once, on the server of `servers` that `shards` says owns
+/// it, `PREFILL_WINDOW` requests at a time.
 ///
 /// # Errors
-/// The connection's, or the first SET that is not answered OK.
+/// A connection's, or the first SET that is not answered OK.
 pub fn prefill(
     builder: &ClientBuilder,
-    addr: SocketAddr,
+    servers: &[Server],
+    shards: &Rendezvous,
     plan: &Plan,
     show_progress: bool,
 ) -> Result<()> {
-    let mut client = builder
-        .clone()
-        .connect(addr)
-        .with_context(|| format!("cannot connect to {addr} to prefill"))?;
+    let mut clients = servers
+        .iter()
+        .map(|server| {
+            builder
+                .clone()
+                .connect(server.addr)
+                .with_context(|| format!("cannot connect to {} to prefill", server.addr))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let failed = |s: usize| match servers.len() {
+        1 => "prefill failed".to_string(),
+        _ => format!("prefill of {} failed", servers[s].addr),
+    };
     let mut next = 0;
     while next < plan.keyspace {
         let end = (next + PREFILL_WINDOW).min(plan.keyspace);
         let pending = (next..end)
             .map(|n| {
+                let key = key(n);
+                let s = if clients.len() == 1 {
+                    0
+                } else {
+                    shards.owner(&key)
+                };
                 let request = SetRequest {
-                    key: key(n),
+                    key,
                     value: plan.value.clone(),
                 };
-                client.send(&SET, &request)
+                clients[s]
+                    .send(&SET, &request)
+                    .with_context(|| failed(s))
+                    .map(|p| (s, p))
             })
-            .collect::<Result<Vec<_>, _>>()
-            .context("prefill failed")?;
-        for p in pending {
-            client.wait(p).context("prefill failed")?;
+            .collect::<Result<Vec<_>>>()?;
+        for (s, p) in pending {
+            clients[s].wait(p).with_context(|| failed(s))?;
         }
         next = end;
         if show_progress {
@@ -92,6 +113,8 @@ pub fn prefill(
     if show_progress {
         eprint!("\r{:60}\r", "");
     }
-    client.close();
+    for client in clients {
+        client.close();
+    }
     Ok(())
 }

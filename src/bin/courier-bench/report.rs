@@ -32,13 +32,15 @@ pub struct Tally {
     pub connections: u64,
     /// Connections that failed before they were ready.
     pub connect_failures: u64,
+    /// Requests completed (as in `requests`) by each server, in the order of `--addr`.
+    pub per_server: Vec<u64>,
     /// When the (last) thread was done.
     pub finished: Instant,
 }
 
 impl Tally {
-    /// An empty tally.
-    pub fn new() -> Tally {
+    /// An empty tally of a run against `servers` servers.
+    pub fn new(servers: usize) -> Tally {
         Tally {
             histogram: Histogram::new_with_bounds(1, MAX_LATENCY_US, 3)
                 .expect("valid histogram bounds"),
@@ -48,6 +50,7 @@ impl Tally {
             clients_lost: 0,
             connections: 0,
             connect_failures: 0,
+            per_server: vec![0; servers],
             finished: Instant::now(),
         }
     }
@@ -90,6 +93,9 @@ impl Tally {
         self.connections += other.connections;
         self.connect_failures += other.connect_failures;
         self.finished = self.finished.max(other.finished);
+        for (mine, theirs) in self.per_server.iter_mut().zip(other.per_server) {
+            *mine += theirs;
+        }
         for (name, count) in other.errors {
             self.error(&name, count);
         }
@@ -103,6 +109,8 @@ pub struct Report {
     pub workload: Workload,
     pub read_ratio: f64,
     pub clients: usize,
+    /// The servers' names (`--addr` as written), in order.
+    pub servers: Vec<String>,
     pub threads: usize,
     pub pipeline: usize,
     pub value_size: usize,
@@ -114,8 +122,9 @@ pub struct Report {
     pub tally: Tally,
 }
 
-/// The `--json` report: one object, these fields in this order. `connections`,
-/// `connections_per_second` and `connect_failures` only with `--reconnect`.
+/// The `--json` report: one object, these fields in this order. `servers` only with several
+/// `--addr`; `connections`, `connections_per_second` and `connect_failures` only with
+/// `--reconnect`.
 #[derive(Debug, Serialize)]
 pub struct JsonReport<'a> {
     workload: &'static str,
@@ -130,6 +139,8 @@ pub struct JsonReport<'a> {
     /// Requests per second, one decimal.
     throughput: f64,
     latency_ms: Latency,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    servers: Option<Vec<ServerCount<'a>>>,
     misses: u64,
     clients_lost: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -140,6 +151,14 @@ pub struct JsonReport<'a> {
     connect_failures: Option<u64>,
     /// Failed requests by status name or error kind, sorted by name.
     errors: BTreeMap<&'a str, u64>,
+}
+
+/// One server's share of a run over several: its `--addr` as written, and the requests it
+/// completed (answered, whatever the status, or lost with its connection).
+#[derive(Debug, Serialize)]
+struct ServerCount<'a> {
+    addr: &'a str,
+    requests: u64,
 }
 
 /// Latency percentiles in milliseconds, three decimals.
@@ -192,6 +211,17 @@ impl Report {
         }
     }
 
+    /// Each server's requests, with several servers.
+    fn servers(&self) -> Option<Vec<ServerCount<'_>>> {
+        (self.servers.len() > 1).then(|| {
+            self.servers
+                .iter()
+                .zip(&self.tally.per_server)
+                .map(|(addr, &requests)| ServerCount { addr, requests })
+                .collect()
+        })
+    }
+
     fn errors(&self) -> BTreeMap<&str, u64> {
         self.tally
             .errors
@@ -215,7 +245,16 @@ impl Report {
         };
         let mut out = String::new();
         let _ = writeln!(out, "workload:    {workload}");
-        let _ = writeln!(out, "clients:     {}", self.clients);
+        if self.servers.len() > 1 {
+            let _ = writeln!(
+                out,
+                "clients:     {} (each with a connection to each of {} servers)",
+                self.clients,
+                self.servers.len()
+            );
+        } else {
+            let _ = writeln!(out, "clients:     {}", self.clients);
+        }
         let _ = writeln!(out, "threads:     {}", self.threads);
         let _ = writeln!(out, "pipeline:    {}", self.pipeline);
         let _ = writeln!(out, "value size:  {} bytes", self.value_size);
@@ -227,6 +266,13 @@ impl Report {
             out,
             "latency ms:  p50 {p50:.3}  p90 {p90:.3}  p99 {p99:.3}  p99.9 {p999:.3}  max {max:.3}"
         );
+        if let Some(servers) = self.servers() {
+            let list: Vec<String> = servers
+                .iter()
+                .map(|s| format!("{} {}", s.addr, s.requests))
+                .collect();
+            let _ = writeln!(out, "per server:  {}", list.join(", "));
+        }
         let _ = writeln!(out, "misses:      {}", self.tally.misses);
         if self.tally.clients_lost > 0 {
             let _ = writeln!(out, "clients lost: {}", self.tally.clients_lost);
@@ -264,6 +310,7 @@ impl Report {
             seconds: rounded(self.seconds, 3),
             throughput: rounded(self.throughput(), 1),
             latency_ms: self.latency(),
+            servers: self.servers(),
             misses: self.tally.misses,
             clients_lost: self.tally.clients_lost,
             connections,

@@ -120,36 +120,70 @@ pub struct Plan {
     pub value: Bytes,
 }
 
+/// One request of the workload, drawn and not yet encoded: its key says where it goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Request {
+    /// echo ECHO of the plan's value.
+    Echo,
+    /// kv GET of the key.
+    Get(Bytes),
+    /// kv SET of the key to the plan's value.
+    Set(Bytes),
+}
+
+impl Request {
+    /// The key, for a kv request.
+    pub fn key(&self) -> Option<&[u8]> {
+        match self {
+            Request::Echo => None,
+            Request::Get(key) | Request::Set(key) => Some(key),
+        }
+    }
+}
+
 impl Plan {
-    /// Appends the next request of the workload, with id `request_id`, to `out` (one whole
-    /// frame, or nothing on error); its keys come from `rng`.
-    ///
-    /// # Errors
-    /// The encoder's, for a frame over its body limit (a value near the frame limit).
-    pub fn encode_next(
-        &self,
-        encoder: &Encoder,
-        out: &mut BytesMut,
-        request_id: u64,
-        rng: &mut Rng,
-    ) -> Result<Op, EncodeError> {
+    /// The next request of the workload; its keys (and for `mixed` its kind) come from `rng`.
+    pub fn next(&self, rng: &mut Rng) -> Request {
         let read = match self.workload {
-            Workload::Echo => {
-                return encode(encoder, out, request_id, &ECHO, &self.value).map(|()| Op::Echo)
-            }
+            Workload::Echo => return Request::Echo,
             Workload::Get => true,
             Workload::Set => false,
             Workload::Mixed => rng.unit() < self.read_ratio,
         };
         let key = key(rng.below(self.keyspace));
         if read {
-            encode(encoder, out, request_id, &GET, &Key(key)).map(|()| Op::Get)
+            Request::Get(key)
         } else {
-            let request = SetRequest {
-                key,
-                value: self.value.clone(),
-            };
-            encode(encoder, out, request_id, &SET, &request).map(|()| Op::Set)
+            Request::Set(key)
+        }
+    }
+
+    /// Appends `request`, with id `request_id`, to `out` (one whole frame, or nothing on
+    /// error).
+    ///
+    /// # Errors
+    /// The encoder's, for a frame over its body limit (a value near the frame limit).
+    pub fn encode(
+        &self,
+        request: &Request,
+        encoder: &Encoder,
+        out: &mut BytesMut,
+        request_id: u64,
+    ) -> Result<Op, EncodeError> {
+        match request {
+            Request::Echo => {
+                encode(encoder, out, request_id, &ECHO, &self.value).map(|()| Op::Echo)
+            }
+            Request::Get(key) => {
+                encode(encoder, out, request_id, &GET, &Key(key.clone())).map(|()| Op::Get)
+            }
+            Request::Set(key) => {
+                let request = SetRequest {
+                    key: key.clone(),
+                    value: self.value.clone(),
+                };
+                encode(encoder, out, request_id, &SET, &request).map(|()| Op::Set)
+            }
         }
     }
 }
