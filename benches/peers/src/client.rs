@@ -1,5 +1,6 @@
-//! The load of `peer-client`: N unary echo calls of one payload over one connection, C at a
-//! time, by one of four client kinds; every reply is checked against the payload.
+//! The load of `peer-client`: N unary echo calls of one payload, C at a time, by one of the
+//! client kinds (one connection, or courier's balancers over several servers); every reply
+//! is checked against the payload.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -73,6 +74,48 @@ pub fn courier_blocking(
         done += batch;
     }
     outcome
+}
+
+/// Calls made one at a time on the calling thread: `call(payload)` `calls` times, each reply
+/// checked, until the first failure (which stops the load). The load of the courier
+/// blocking `Client::call` and of the blocking `Balancer::call`.
+pub fn one_at_a_time(
+    calls: u64,
+    payload: &Bytes,
+    mut call: impl FnMut(&Bytes) -> Result<Bytes, String>,
+) -> Outcome {
+    let mut outcome = Outcome::default();
+    for _ in 0..calls {
+        outcome.check(call(payload), payload);
+        if outcome.errors > 0 {
+            break;
+        }
+    }
+    outcome
+}
+
+/// One unary echo call with the courier blocking client (`Client::call`: send, then wait).
+///
+/// # Errors
+/// The client's error, as text.
+pub fn courier_call(client: &mut courier_rpc::Client, payload: &Bytes) -> Result<Bytes, String> {
+    client
+        .call(&courier_rpc::echo::ECHO, payload)
+        .map_err(|e| e.to_string())
+}
+
+/// One unary echo call through the blocking balancer (`Balancer::call`: a server chosen by
+/// the power of two choices, a pooled connection checked out and back in).
+///
+/// # Errors
+/// The balancer's error, as text.
+pub fn courier_balancer_call(
+    balancer: &courier_rpc::client::balance::Balancer,
+    payload: &Bytes,
+) -> Result<Bytes, String> {
+    balancer
+        .call(&courier_rpc::echo::ECHO, payload)
+        .map_err(|e| e.to_string())
 }
 
 /// An async client, cloned into each task of [`drive`]: one unary echo call.
@@ -212,6 +255,45 @@ impl CourierAsync {
 }
 
 impl Caller for CourierAsync {
+    async fn call(&mut self, payload: Bytes) -> Result<Bytes, String> {
+        self.0
+            .call(&courier_rpc::echo::ECHO, &payload)
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// The courier async balancer (`courier_rpc::client::balance::AsyncBalancer`, feature
+/// `tokio`): a clone shares its connections (`connections_per_server` per server).
+#[derive(Clone)]
+pub struct CourierAsyncBalancer(courier_rpc::client::balance::AsyncBalancer);
+
+impl CourierAsyncBalancer {
+    /// Builds the balancer over `addrs` (their names `IP:PORT`) with `connections_per_server`
+    /// connections per server and every other setting at its default, on the current
+    /// runtime. No connection is opened here: the first calls to each server open them.
+    ///
+    /// # Errors
+    /// The builder's error, as text (no address, an address given twice).
+    pub async fn build(
+        addrs: &[SocketAddr],
+        connections_per_server: usize,
+    ) -> Result<CourierAsyncBalancer, String> {
+        courier_rpc::client::balance::BalancerBuilder::default()
+            .connections_per_server(connections_per_server)
+            .build_async(addrs.iter().map(ToString::to_string))
+            .await
+            .map(CourierAsyncBalancer)
+            .map_err(|e| e.to_string())
+    }
+
+    /// The balancer's figures: attempts per server, retries.
+    pub fn stats(&self) -> courier_rpc::client::balance::BalancerStats {
+        self.0.stats()
+    }
+}
+
+impl Caller for CourierAsyncBalancer {
     async fn call(&mut self, payload: Bytes) -> Result<Bytes, String> {
         self.0
             .call(&courier_rpc::echo::ECHO, &payload)

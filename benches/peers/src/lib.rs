@@ -1,9 +1,10 @@
-//! The peers of `benches/clients.sh`: an echo service over tonic (gRPC) and over tarpc, the
-//! load each client kind puts on its echo server, and the client's CPU clock.
+//! The peers of `benches/clients.sh` and `benches/balancer.sh`: an echo service over tonic
+//! (gRPC) and over tarpc, the load each client kind puts on its echo server(s), and the
+//! client's CPU clock.
 //!
 //! Binaries: `peer-server` (a tonic or tarpc echo server on one tokio thread) and
-//! `peer-client` (one connection, N unary echo calls of a payload, C at a time; one JSON
-//! line). This crate has a workspace of its own, so the courier-rpc crate's builds never
+//! `peer-client` (one connection, or courier's balancer over several servers; N unary echo
+//! calls of a payload, C at a time; one JSON line). This crate has a workspace of its own, so the courier-rpc crate's builds never
 //! compile tokio, tonic or tarpc.
 
 pub mod client;

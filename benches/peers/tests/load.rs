@@ -74,6 +74,78 @@ async fn courier_async_makes_every_call_and_checks_every_reply() {
     server.shutdown().expect("shutdown");
 }
 
+#[test]
+fn courier_call_makes_every_call_one_at_a_time() {
+    let server = courier_echo_server();
+    let mut client = courier_rpc::Client::connect(server.local_addr()).expect("connect");
+    let outcome = client::one_at_a_time(301, &payload(), |p| client::courier_call(&mut client, p));
+    assert_eq!(outcome.first_error, None);
+    assert_eq!((outcome.ok, outcome.errors), (301, 0));
+    server.shutdown().expect("shutdown");
+}
+
+#[test]
+fn one_at_a_time_stops_at_the_first_wrong_reply() {
+    let mut n = 0u32;
+    let outcome = client::one_at_a_time(1000, &payload(), |p| {
+        n += 1;
+        if n == 5 {
+            Ok(p.slice(1..))
+        } else {
+            Ok(p.clone())
+        }
+    });
+    assert_eq!((outcome.ok, outcome.errors), (4, 1));
+    assert!(outcome
+        .first_error
+        .expect("a first error")
+        .contains("differs"));
+}
+
+#[test]
+fn courier_balancer_spreads_every_call_over_its_servers() {
+    let servers: Vec<_> = (0..3).map(|_| courier_echo_server()).collect();
+    let names: Vec<String> = servers.iter().map(|s| s.local_addr().to_string()).collect();
+    let balancer = courier_rpc::client::balance::Balancer::builder()
+        .build(names)
+        .expect("build");
+    let outcome = client::one_at_a_time(600, &payload(), |p| {
+        client::courier_balancer_call(&balancer, p)
+    });
+    assert_eq!(outcome.first_error, None);
+    assert_eq!((outcome.ok, outcome.errors), (600, 0));
+    let stats = balancer.stats();
+    assert_eq!((stats.attempts, stats.retries), (600, 0));
+    // Uniform over three (one call at a time, so every server has 0 outstanding): each
+    // gets 200 on average; 100 is more than 8 standard deviations (11.5) below.
+    for server in &stats.servers {
+        assert!(server.attempts > 100, "{stats:?}");
+    }
+    for server in servers {
+        server.shutdown().expect("shutdown");
+    }
+}
+
+#[tokio::test]
+async fn courier_async_balancer_spreads_every_call_over_its_servers() {
+    let servers: Vec<_> = (0..3).map(|_| courier_echo_server()).collect();
+    let addrs: Vec<SocketAddr> = servers.iter().map(|s| s.local_addr()).collect();
+    let caller = client::CourierAsyncBalancer::build(&addrs, 2)
+        .await
+        .expect("build");
+    let outcome = client::drive(caller.clone(), 600, 16, payload()).await;
+    assert_eq!(outcome.first_error, None);
+    assert_eq!((outcome.ok, outcome.errors), (600, 0));
+    let stats = caller.stats();
+    assert_eq!((stats.attempts, stats.retries), (600, 0));
+    for server in &stats.servers {
+        assert!(server.attempts > 50, "{stats:?}");
+    }
+    for server in servers {
+        server.shutdown().expect("shutdown");
+    }
+}
+
 /// Answers with the payload reversed on every third call.
 #[derive(Clone)]
 struct Corrupting(u32);
@@ -146,4 +218,64 @@ fn peer_client_exits_2_when_it_cannot_start() {
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     assert!(out.stdout.is_empty());
     server.shutdown().expect("shutdown");
+}
+
+#[test]
+fn peer_client_balances_over_a_comma_separated_list() {
+    let servers: Vec<_> = (0..3).map(|_| courier_echo_server()).collect();
+    let list = servers
+        .iter()
+        .map(|s| s.local_addr().to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    for kind in ["courier-balancer", "courier-async-balancer"] {
+        let out = peer_client(&[
+            "--client", kind, "--addr", &list, "--calls", "900", "--warmup", "30",
+        ]);
+        assert!(out.status.success(), "{out:?}");
+        let stdout = String::from_utf8(out.stdout).expect("utf-8");
+        let report: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON line");
+        assert_eq!(report["client"], kind);
+        assert_eq!(report["calls"], 900);
+        assert_eq!(report["errors"], 0);
+        assert_eq!(report["servers"], 3);
+        assert_eq!(report["retries"], 0);
+        let attempts: Vec<u64> = report["attempts_per_server"]
+            .as_array()
+            .expect("attempts_per_server")
+            .iter()
+            .map(|n| n.as_u64().expect("a count"))
+            .collect();
+        assert_eq!(attempts.len(), 3, "{report}");
+        assert_eq!(attempts.iter().sum::<u64>(), 900, "{report}");
+        assert!(attempts.iter().all(|&n| n > 0), "{report}");
+    }
+    for server in servers {
+        server.shutdown().expect("shutdown");
+    }
+}
+
+#[test]
+fn peer_client_courier_call_is_one_at_a_time_and_takes_one_server() {
+    let servers: Vec<_> = (0..2).map(|_| courier_echo_server()).collect();
+    let one = servers[0].local_addr().to_string();
+    let out = peer_client(&["--client", "courier-call", "--addr", &one, "--calls", "500"]);
+    assert!(out.status.success(), "{out:?}");
+    let report: serde_json::Value =
+        serde_json::from_str(String::from_utf8(out.stdout).expect("utf-8").trim())
+            .expect("one JSON line");
+    assert_eq!(report["calls"], 500);
+    assert_eq!(report["concurrency"], 1);
+    assert_eq!(report["servers"], 1);
+    assert!(report.get("attempts_per_server").is_none(), "{report}");
+
+    let two = format!("{one},{}", servers[1].local_addr());
+    let out = peer_client(&["--client", "courier-call", "--addr", &two, "--calls", "10"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(out.stdout.is_empty());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("takes one --addr, not 2"), "{stderr}");
+    for server in servers {
+        server.shutdown().expect("shutdown");
+    }
 }
