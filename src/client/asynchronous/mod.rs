@@ -271,6 +271,21 @@ impl AsyncClient {
         })
     }
 
+    /// [`AsyncClient::check_alive`] is `Ok` and [`AsyncClient::is_draining`], read under one
+    /// lock: (alive, draining).
+    pub(crate) fn alive_and_draining(&self) -> (bool, bool) {
+        if self.shared.closed.load(Ordering::SeqCst) {
+            return (false, false);
+        }
+        self.current().with_core(|core| {
+            let draining = core.is_draining();
+            (
+                core.may_reconnect() || core.check_usable().is_ok(),
+                draining,
+            )
+        })
+    }
+
     /// The number of calls outstanding on the current connection: started, and whose future
     /// has neither returned nor been dropped (waiting for an answer, or answered and not yet
     /// polled). A dropped call's future is not counted: the client forgets it at once. Calls

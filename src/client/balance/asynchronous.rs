@@ -209,10 +209,13 @@ impl Inner {
         self.policy.begin_request();
         let mut avoid = None;
         let mut attempt = 0u32;
+        let mut now = start;
         loop {
             attempt += 1;
             let index = self.pick(route, avoid, until).await?;
-            let now = Instant::now();
+            if attempt > 1 {
+                now = Instant::now();
+            }
             if now >= until {
                 return Err(ClientError::Timeout);
             }
@@ -246,6 +249,10 @@ impl Inner {
         avoid: Option<usize>,
         until: Instant,
     ) -> Result<usize, ClientError> {
+        // The common case first: a server is there, no waiter is registered.
+        if let Ok(index) = self.policy.pick(route, avoid) {
+            return Ok(index);
+        }
         loop {
             let readmitted = self.ready.notified();
             tokio::pin!(readmitted);
@@ -276,7 +283,7 @@ impl Inner {
             Err(err) => return (Err(err), Phase::Connect),
         };
         let result = client.call_with(method, request, options).await;
-        if client.is_draining() && self.policy.drain(index) {
+        if result.is_err() && client.is_draining() && self.policy.drain(index) {
             self.taken_out(index).await;
         }
         (result, Phase::Call)
@@ -289,10 +296,11 @@ impl Inner {
         let turn = pool.next.fetch_add(1, Ordering::Relaxed) % pool.slots.len();
         let mut slot = pool.slots[turn].lock().await;
         if let Some(client) = slot.as_ref() {
-            if client.check_alive().is_ok() && !client.is_draining() {
+            let (alive, draining) = client.alive_and_draining();
+            if alive && !draining {
                 return Ok(client.clone());
             }
-            if client.is_draining() && self.policy.drain(index) {
+            if draining && self.policy.drain(index) {
                 // Its other connections go as their turns come; the check comes now.
                 self.kick.notify_one();
             }
@@ -320,7 +328,7 @@ impl Inner {
         let limit = self.settings.health_timeout;
         let alive = slot
             .as_ref()
-            .is_some_and(|c| c.check_alive().is_ok() && !c.is_draining());
+            .is_some_and(|c| c.alive_and_draining() == (true, false));
         if !alive {
             *slot = None;
             let config = self

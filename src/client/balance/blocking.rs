@@ -244,8 +244,9 @@ impl Inner {
         if options.deadline == Some(Duration::ZERO) {
             return Err(ClientError::Timeout);
         }
+        let start = Instant::now();
         let until = later(
-            Instant::now(),
+            start,
             options
                 .deadline
                 .unwrap_or(self.settings.client.read_timeout),
@@ -253,10 +254,13 @@ impl Inner {
         self.policy.begin_request();
         let mut avoid = None;
         let mut attempt = 0u32;
+        let mut now = start;
         loop {
             attempt += 1;
             let index = self.pick(route, avoid, until)?;
-            let now = Instant::now();
+            if attempt > 1 {
+                now = Instant::now();
+            }
             if now >= until {
                 return Err(ClientError::Timeout);
             }
@@ -293,6 +297,10 @@ impl Inner {
         avoid: Option<usize>,
         until: Instant,
     ) -> Result<usize, ClientError> {
+        // The common case first: a server is there, and the readmission count is not read.
+        if let Ok(index) = self.policy.pick(route, avoid) {
+            return Ok(index);
+        }
         loop {
             let seen = *lock(&self.ready.0);
             match self.policy.pick(route, avoid) {

@@ -5,7 +5,7 @@
 //! `AsyncBalancer`) own the connections and the waiting.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
@@ -153,6 +153,9 @@ struct HealthEntry {
 
 struct Endpoint {
     name: String,
+    /// Whether [`HealthEntry::health`] is [`Health::Up`], readable without the lock: a
+    /// request's choice of server reads it, only changes of health take the lock.
+    up: AtomicBool,
     outstanding: AtomicUsize,
     attempts: AtomicU64,
     failures: AtomicU64,
@@ -192,6 +195,7 @@ impl Policy {
             .iter()
             .map(|name| Endpoint {
                 name: name.clone(),
+                up: AtomicBool::new(true),
                 outstanding: AtomicUsize::new(0),
                 attempts: AtomicU64::new(0),
                 failures: AtomicU64::new(0),
@@ -240,11 +244,24 @@ impl Policy {
         self.entry(index).health
     }
 
+    fn is_up(&self, index: usize) -> bool {
+        self.endpoints[index].up.load(Ordering::Relaxed)
+    }
+
     fn entry(&self, index: usize) -> std::sync::MutexGuard<'_, HealthEntry> {
         self.endpoints[index]
             .health
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Sets server `index`'s health (under its lock, `entry`).
+    fn set(&self, index: usize, entry: &mut HealthEntry, health: Health, reason: Option<String>) {
+        entry.health = health;
+        entry.reason = reason;
+        self.endpoints[index]
+            .up
+            .store(health == Health::Up, Ordering::Relaxed);
     }
 
     /// A new request: its deposit in the retry budget.
@@ -265,7 +282,7 @@ impl Policy {
     pub(super) fn pick(&self, route: Route<'_>, avoid: Option<usize>) -> Result<usize, NoServer> {
         if let Route::Key(key) = route {
             let owner = self.shards.owner(key);
-            return if self.health(owner) == Health::Up {
+            return if self.is_up(owner) {
                 Ok(owner)
             } else {
                 Err(NoServer { owner: Some(owner) })
@@ -275,39 +292,35 @@ impl Policy {
         if n == 1 {
             return Ok(0);
         }
-        let up: Vec<usize> = (0..n).filter(|&i| self.health(i) == Health::Up).collect();
-        let others: Vec<usize> = up.iter().copied().filter(|&i| Some(i) != avoid).collect();
-        let candidates = if !others.is_empty() {
-            others
-        } else if !up.is_empty() {
-            up
-        } else {
+        let others = |i: usize| self.is_up(i) && Some(i) != avoid;
+        let chosen = self
+            .two_choices(n, others)
+            .or_else(|| self.two_choices(n, |i| self.is_up(i)))
             // Panic mode: every server is out.
-            (0..n).filter(|&i| Some(i) != avoid).collect()
-        };
-        Ok(self.two_choices(&candidates))
+            .or_else(|| self.two_choices(n, |i| Some(i) != avoid));
+        Ok(chosen.unwrap_or(0))
     }
 
-    fn two_choices(&self, candidates: &[usize]) -> usize {
-        match candidates.len() {
-            0 => 0,
-            1 => candidates[0],
-            len => {
+    /// Among the servers `0..n` that `eligible` takes: none, the one, or the less loaded of
+    /// two drawn at random. Allocates nothing.
+    fn two_choices(&self, n: usize, eligible: impl Fn(usize) -> bool) -> Option<usize> {
+        let count = (0..n).filter(|&i| eligible(i)).count();
+        let nth = |rank: usize| (0..n).filter(|&i| eligible(i)).nth(rank);
+        match count {
+            0 => None,
+            1 => nth(0),
+            _ => {
                 let r = self.random();
-                // Two distinct positions: the second skips over the first.
-                let a = (r % len as u64) as usize;
-                let mut b = ((r >> 32) % (len as u64 - 1)) as usize;
+                // Two distinct ranks: the second skips over the first.
+                let a = (r % count as u64) as usize;
+                let mut b = ((r >> 32) % (count as u64 - 1)) as usize;
                 if b >= a {
                     b += 1;
                 }
-                let (a, b) = (candidates[a], candidates[b]);
+                let (a, b) = (nth(a)?, nth(b)?);
                 let load_a = self.endpoints[a].outstanding.load(Ordering::Relaxed);
                 let load_b = self.endpoints[b].outstanding.load(Ordering::Relaxed);
-                if load_b < load_a {
-                    b
-                } else {
-                    a
-                }
+                Some(if load_b < load_a { b } else { a })
             }
         }
     }
@@ -334,12 +347,12 @@ impl Policy {
                 endpoint.failures.fetch_add(1, Ordering::Relaxed);
                 self.eject(index, err.to_string());
             }
+            None if self.is_up(index) => {}
             None => {
                 let mut entry = self.entry(index);
                 if entry.health == Health::Ejected {
                     log::info!("{}: back in (a request succeeded)", endpoint.name);
-                    entry.health = Health::Up;
-                    entry.reason = None;
+                    self.set(index, &mut entry, Health::Up, None);
                 }
             }
         }
@@ -354,8 +367,7 @@ impl Policy {
             endpoint.ejections.fetch_add(1, Ordering::Relaxed);
             log::warn!("{}: taken out: {reason}", endpoint.name);
         }
-        entry.health = Health::Ejected;
-        entry.reason = Some(reason);
+        self.set(index, &mut entry, Health::Ejected, Some(reason));
         was_up
     }
 
@@ -368,8 +380,12 @@ impl Policy {
         }
         endpoint.ejections.fetch_add(1, Ordering::Relaxed);
         log::info!("{}: draining (GOAWAY): no new requests", endpoint.name);
-        entry.health = Health::Draining;
-        entry.reason = Some("server sent GOAWAY".to_owned());
+        self.set(
+            index,
+            &mut entry,
+            Health::Draining,
+            Some("server sent GOAWAY".to_owned()),
+        );
         true
     }
 
@@ -383,8 +399,7 @@ impl Policy {
             "{}: back in (health check answered)",
             self.endpoints[index].name
         );
-        entry.health = Health::Up;
-        entry.reason = None;
+        self.set(index, &mut entry, Health::Up, None);
         true
     }
 
