@@ -146,3 +146,32 @@ async fn the_retry_budget_bounds_attempts_when_every_server_refuses() {
     assert_eq!(served as u64, stats.attempts);
     assert!(stats.attempts <= 200 + 10 + 40, "{stats:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_call_leaves_nothing_outstanding() {
+    // One server whose answers take 300 ms (on a worker), so every call below is dropped
+    // while it waits.
+    let mut router = Router::new();
+    router.register_blocking(WORK, |_: &courier_rpc::Context, body: Bytes| {
+        std::thread::sleep(Duration::from_millis(300));
+        Ok(body)
+    });
+    let server = support::start(Server::builder().workers(4), router);
+    let balancer = BalancerBuilder::default()
+        .build_async([server.local_addr().to_string()])
+        .await
+        .expect("build");
+    let late = Bytes::from_static(b"late");
+    for _ in 0..8 {
+        let call = balancer.call(&WORK, &late);
+        assert!(tokio::time::timeout(Duration::from_millis(20), call)
+            .await
+            .is_err());
+    }
+    let stats = balancer.stats();
+    assert_eq!(stats.servers[0].attempts, 8, "{stats:?}");
+    assert_eq!(stats.servers[0].outstanding, 0, "{stats:?}");
+    // And the server is still up and answers.
+    let body = Bytes::from_static(b"on time");
+    assert_eq!(balancer.call(&WORK, &body).await.expect("call"), body);
+}

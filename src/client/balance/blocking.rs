@@ -266,11 +266,10 @@ impl Inner {
             }
             let mut this = options.clone();
             this.deadline = options.deadline.map(|_| until - now);
-            self.policy.start(index, attempt > 1);
+            let started = self.policy.start(index, attempt > 1);
             let (result, phase) = self.attempt(index, method, request, &this, until);
             let (outcome, failed) = classify(&result, phase);
-            self.policy
-                .finish(index, if failed { result.as_ref().err() } else { None });
+            started.finish(if failed { result.as_ref().err() } else { None });
             if failed {
                 self.taken_out(index);
             }

@@ -177,6 +177,45 @@ pub(super) struct Policy {
     retries_refused: AtomicU64,
 }
 
+/// An attempt in progress on one server ([`Policy::start`]): outstanding there until it is
+/// finished or dropped.
+pub(super) struct Attempt<'a> {
+    policy: &'a Policy,
+    index: usize,
+}
+
+impl Attempt<'_> {
+    /// The attempt ended; `failed`: its connection failed (the server is taken out, with
+    /// the error as the reason). A success brings an ejected server back (panic mode tried
+    /// it), a draining one stays out.
+    pub(super) fn finish(self, failed: Option<&ClientError>) {
+        let (policy, index) = (self.policy, self.index);
+        let endpoint = &policy.endpoints[index];
+        match failed {
+            Some(err) => {
+                endpoint.failures.fetch_add(1, Ordering::Relaxed);
+                policy.eject(index, err.to_string());
+            }
+            None if policy.is_up(index) => {}
+            None => {
+                let mut entry = policy.entry(index);
+                if entry.health == Health::Ejected {
+                    log::info!("{}: back in (a request succeeded)", endpoint.name);
+                    policy.set(index, &mut entry, Health::Up, None);
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        self.policy.endpoints[self.index]
+            .outstanding
+            .fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// First retry's pause when a retry goes back to the same server: 10 ms, doubled per retry
 /// up to [`BACKOFF_MAX`], each ±20% at random (gRPC's connection backoff has the same
 /// shape: initial, multiplier, jitter, maximum).
@@ -325,8 +364,10 @@ impl Policy {
         }
     }
 
-    /// An attempt starts on server `index`.
-    pub(super) fn start(&self, index: usize, retry: bool) {
+    /// An attempt starts on server `index`: counted as outstanding until the [`Attempt`]
+    /// returned is finished or dropped (a caller that gives up in the middle, such as a
+    /// dropped async call, leaves no count behind).
+    pub(super) fn start(&self, index: usize, retry: bool) -> Attempt<'_> {
         let endpoint = &self.endpoints[index];
         endpoint.outstanding.fetch_add(1, Ordering::Relaxed);
         endpoint.attempts.fetch_add(1, Ordering::Relaxed);
@@ -334,27 +375,9 @@ impl Policy {
         if retry {
             self.retries.fetch_add(1, Ordering::Relaxed);
         }
-    }
-
-    /// An attempt on server `index` ended; `failed`: its connection failed (the server is
-    /// taken out, with `reason`). A success brings an ejected server back (panic mode tried
-    /// it), a draining one stays out.
-    pub(super) fn finish(&self, index: usize, failed: Option<&ClientError>) {
-        let endpoint = &self.endpoints[index];
-        endpoint.outstanding.fetch_sub(1, Ordering::Relaxed);
-        match failed {
-            Some(err) => {
-                endpoint.failures.fetch_add(1, Ordering::Relaxed);
-                self.eject(index, err.to_string());
-            }
-            None if self.is_up(index) => {}
-            None => {
-                let mut entry = self.entry(index);
-                if entry.health == Health::Ejected {
-                    log::info!("{}: back in (a request succeeded)", endpoint.name);
-                    self.set(index, &mut entry, Health::Up, None);
-                }
-            }
+        Attempt {
+            policy: self,
+            index,
         }
     }
 
@@ -490,9 +513,7 @@ mod tests {
     fn two_choices_prefers_the_less_loaded() {
         let p = policy(3);
         // Server 0 has 10 outstanding: it loses every draw it is in.
-        for _ in 0..10 {
-            p.start(0, false);
-        }
+        let busy: Vec<Attempt<'_>> = (0..10).map(|_| p.start(0, false)).collect();
         let mut picks = [0u32; 3];
         for _ in 0..3000 {
             picks[p.pick(Route::Any, None).expect("a server")] += 1;
@@ -500,6 +521,8 @@ mod tests {
         assert_eq!(picks[0], 0, "{picks:?}");
         // 1 and 2 tie at 0 outstanding: each wins about half.
         assert!(picks[1] > 1200 && picks[2] > 1200, "{picks:?}");
+        drop(busy);
+        assert_eq!(p.stats().servers[0].outstanding, 0);
     }
 
     #[test]
