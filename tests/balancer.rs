@@ -5,7 +5,7 @@
 mod support;
 
 use std::collections::HashMap;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -136,15 +136,54 @@ fn the_retry_budget_stops_a_retry_storm_when_every_server_refuses() {
     assert!(stats.retries_refused > 0);
 }
 
+/// A TCP port bound and not listening: a connect to it is refused, and no other socket can
+/// take the port while this one holds it (a port freed by dropping a listener could be taken
+/// by a server another test starts at the same time).
+struct DeadPort {
+    fd: libc::c_int,
+    addr: SocketAddr,
+}
+
+impl DeadPort {
+    fn new() -> DeadPort {
+        // SAFETY: socket(2) takes plain integers and returns a new descriptor or -1.
+        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) };
+        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        let mut sin = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: 0,
+            sin_addr: libc::in_addr {
+                s_addr: u32::from_ne_bytes([127, 0, 0, 1]),
+            },
+            sin_zero: [0; 8],
+        };
+        let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        // SAFETY: `sin` is a valid, initialised sockaddr_in of `len` bytes, borrowed for the
+        // call; `fd` is the socket made above.
+        let rc = unsafe { libc::bind(fd, std::ptr::addr_of!(sin).cast(), len) };
+        assert_eq!(rc, 0, "bind: {}", std::io::Error::last_os_error());
+        let mut out_len = len;
+        // SAFETY: getsockname writes at most `out_len` bytes into `sin`, which we own and
+        // borrow mutably for the call, and updates `out_len`.
+        let rc = unsafe { libc::getsockname(fd, std::ptr::addr_of_mut!(sin).cast(), &mut out_len) };
+        assert_eq!(rc, 0, "getsockname: {}", std::io::Error::last_os_error());
+        let addr = SocketAddr::from(([127, 0, 0, 1], u16::from_be(sin.sin_port)));
+        DeadPort { fd, addr }
+    }
+}
+
+impl Drop for DeadPort {
+    fn drop(&mut self) {
+        // SAFETY: `fd` is this value's own open descriptor, closed once, here.
+        unsafe { libc::close(self.fd) };
+    }
+}
+
 #[test]
 fn the_retry_budget_bounds_connection_attempts_when_every_server_is_down() {
     // Three ports nobody listens on.
-    let addrs: Vec<SocketAddr> = (0..3)
-        .map(|_| {
-            let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-            listener.local_addr().expect("addr")
-        })
-        .collect();
+    let dead: Vec<DeadPort> = (0..3).map(|_| DeadPort::new()).collect();
+    let addrs: Vec<SocketAddr> = dead.iter().map(|d| d.addr).collect();
     let balancer = Balancer::builder()
         .health_interval(Duration::from_secs(3600))
         .build(names(&addrs))
@@ -398,4 +437,56 @@ fn a_killed_kv_shard_fails_only_its_own_keys_and_loses_no_acknowledged_write() {
     );
     // Every write acknowledged before, during and after is there (fsync always).
     check_acked(&shards, &balancer, &acked);
+}
+
+#[test]
+fn a_goaway_to_an_idle_connection_retires_it_without_taking_the_server_out() {
+    // A server that sends GOAWAY to a connection idle for 200 ms.
+    let mut router = Router::new();
+    router.register(WORK, |_: &courier_rpc::Context, body: Bytes| Ok(body));
+    let server = support::start(
+        Server::builder().idle_timeout(Duration::from_millis(200)),
+        router,
+    );
+    let balancer = Balancer::builder()
+        .health_interval(Duration::from_secs(3600))
+        .build([server.local_addr().to_string()])
+        .expect("build");
+    let body = Bytes::from_static(b"before");
+    assert_eq!(balancer.call(&WORK, &body).expect("call"), body);
+    // The pooled connection idles past the timeout: GOAWAY, then closed by the server.
+    thread::sleep(Duration::from_millis(600));
+    let body = Bytes::from_static(b"after");
+    assert_eq!(balancer.call(&WORK, &body).expect("call"), body);
+    let stats = balancer.stats();
+    assert_eq!(stats.servers[0].health, Health::Up, "{stats:?}");
+    assert_eq!(stats.servers[0].ejections, 0, "{stats:?}");
+    assert_eq!((stats.attempts, stats.retries), (2, 0), "{stats:?}");
+}
+
+#[test]
+fn a_deadline_or_a_bad_answer_does_not_take_a_server_out() {
+    let (server, _) = work_server(Duration::ZERO, false);
+    let balancer = Balancer::builder()
+        .health_interval(Duration::from_secs(3600))
+        .build([server.local_addr().to_string()])
+        .expect("build");
+    // A deadline too short for any connect: the call times out, the server stays up.
+    let options = CallOptions::default().with_deadline(Duration::from_nanos(1));
+    match balancer.call_with(&WORK, &Bytes::new(), &options) {
+        Err(ClientError::Timeout) => {}
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    assert_eq!(balancer.health(0), Health::Up);
+    // An answer that does not decode as the type asked for (3 bytes for a u64).
+    const AS_NUMBER: Method<Bytes, u64> = Method::new(40, 1, "work.Do");
+    match balancer.call(&AS_NUMBER, &Bytes::from_static(b"abc")) {
+        Err(ClientError::Protocol(_)) => {}
+        other => panic!("expected an answer that does not decode, got {other:?}"),
+    }
+    assert_eq!(balancer.health(0), Health::Up);
+    let stats = balancer.stats();
+    assert_eq!(stats.servers[0].ejections, 0, "{stats:?}");
+    let body = Bytes::from_static(b"still fine");
+    assert_eq!(balancer.call(&WORK, &body).expect("call"), body);
 }

@@ -189,9 +189,14 @@ impl std::error::Error for Status {}
 /// | `TimedOut` | DEADLINE_EXCEEDED |
 /// | `UnexpectedEof` | OUT_OF_RANGE |
 /// | `ConnectionAborted` | ABORTED |
-/// | `ConnectionRefused`, `ConnectionReset`, `NotConnected`, `AddrInUse`, `AddrNotAvailable` | UNAVAILABLE |
 /// | `BrokenPipe`, `WouldBlock`, `WriteZero`, `Interrupted` | INTERNAL |
-/// | any other | UNKNOWN |
+/// | any other (`ConnectionRefused`, `ConnectionReset`, ... among them) | UNKNOWN |
+///
+/// Never UNAVAILABLE, which gRPC gives a refused or reset connection: in courier UNAVAILABLE
+/// promises that the request was not processed, so that clients retry it
+/// (`proto-spec/PROTOCOL.md` Section 10), and a `?` after some of the handler's effects cannot
+/// promise that. A handler that failed before doing anything returns
+/// `Status::unavailable(...)` itself.
 ///
 /// The message is the error's `Display` text, which the caller sees: do not return an IO
 /// error whose text names what a caller must not learn (a private path, say).
@@ -207,11 +212,6 @@ impl From<std::io::Error> for Status {
             ErrorKind::TimedOut => Code::DEADLINE_EXCEEDED,
             ErrorKind::UnexpectedEof => Code::OUT_OF_RANGE,
             ErrorKind::ConnectionAborted => Code::ABORTED,
-            ErrorKind::ConnectionRefused
-            | ErrorKind::ConnectionReset
-            | ErrorKind::NotConnected
-            | ErrorKind::AddrInUse
-            | ErrorKind::AddrNotAvailable => Code::UNAVAILABLE,
             ErrorKind::BrokenPipe
             | ErrorKind::WouldBlock
             | ErrorKind::WriteZero
@@ -252,7 +252,8 @@ mod tests {
             (ErrorKind::TimedOut, Code::DEADLINE_EXCEEDED),
             (ErrorKind::UnexpectedEof, Code::OUT_OF_RANGE),
             (ErrorKind::ConnectionAborted, Code::ABORTED),
-            (ErrorKind::ConnectionRefused, Code::UNAVAILABLE),
+            (ErrorKind::ConnectionRefused, Code::UNKNOWN),
+            (ErrorKind::ConnectionReset, Code::UNKNOWN),
             (ErrorKind::BrokenPipe, Code::INTERNAL),
             (ErrorKind::Other, Code::UNKNOWN),
         ];

@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::sync::{Mutex, Notify};
 use tokio::time::{timeout, timeout_at, Instant};
 
-use super::policy::{classify, BalancerStats, Health, Outcome, Phase, Policy, Route};
+use super::policy::{classify, BalancerStats, Health, Phase, Policy, Route};
 use super::BalancerBuilder;
 use crate::client::{AsyncClient, CallOptions, ClientError, MAX_WAIT};
 use crate::service::{Message, Method};
@@ -29,11 +29,12 @@ use crate::service::{Message, Method};
 /// # Examples
 ///
 /// ```no_run
-/// # async fn run() -> Result<(), courier_rpc::client::ClientError> {
 /// use bytes::Bytes;
 /// use courier_rpc::client::balance::BalancerBuilder;
 /// use courier_rpc::echo::ECHO;
 ///
+/// # #[tokio::main]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let balancer = BalancerBuilder::default()
 ///     .build_async(["10.0.0.1:7879", "10.0.0.2:7879"])
 ///     .await?;
@@ -189,6 +190,13 @@ impl AsyncBalancer {
     }
 }
 
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // The health task wakes, finds the balancer gone, and ends (closing its connections).
+        self.kick.notify_one();
+    }
+}
+
 impl Inner {
     async fn run<Req: Message, Resp: Message>(
         &self,
@@ -208,36 +216,37 @@ impl Inner {
         let until = start.checked_add(wait).unwrap_or(start);
         self.policy.begin_request();
         let mut avoid = None;
+        let mut last = None;
         let mut attempt = 0u32;
-        let mut now = start;
         loop {
             attempt += 1;
             let index = self.pick(route, avoid, until).await?;
-            if attempt > 1 {
-                now = Instant::now();
+            if let Some(last) = last.take() {
+                // A retry: back to the server that just refused it only after a pause, and
+                // only within the deadline and the budget (as the blocking balancer).
+                if Some(index) == avoid {
+                    let pause = self.policy.backoff(attempt - 1);
+                    if Instant::now() + pause >= until {
+                        return last;
+                    }
+                    tokio::time::sleep(pause).await;
+                }
+                if Instant::now() >= until || !self.policy.take_retry_token() {
+                    return last;
+                }
             }
-            if now >= until {
-                return Err(ClientError::Timeout);
-            }
-            let mut this = options.clone();
-            this.deadline = options.deadline.map(|_| until - now);
             let started = self.policy.start(index, attempt > 1);
-            let (result, phase) = self.attempt(index, method, request, &this, until).await;
+            let (result, phase) = self
+                .attempt(index, method, request, options, until, attempt > 1)
+                .await;
             let (outcome, failed) = classify(&result, phase);
-            started.finish(if failed { result.as_ref().err() } else { None });
-            if failed {
+            if started.finish(if failed { result.as_ref().err() } else { None }, phase) {
                 self.taken_out(index).await;
             }
-            if outcome != Outcome::NotProcessed || !self.policy.may_retry(outcome, attempt) {
+            if !self.policy.retryable(outcome, attempt) {
                 return result;
             }
-            if matches!(route, Route::Key(_)) || self.policy.len() == 1 {
-                let pause = self.policy.backoff(attempt);
-                if Instant::now() + pause >= until {
-                    return result;
-                }
-                tokio::time::sleep(pause).await;
-            }
+            last = Some(result);
             avoid = Some(index);
         }
     }
@@ -269,6 +278,8 @@ impl Inner {
         }
     }
 
+    /// One attempt on server `index`, as the blocking balancer's: the time left is measured
+    /// once the connection is in hand.
     async fn attempt<Req: Message, Resp: Message>(
         &self,
         index: usize,
@@ -276,60 +287,98 @@ impl Inner {
         request: &Req,
         options: &CallOptions,
         until: Instant,
+        retry: bool,
     ) -> (Result<Resp, ClientError>, Phase) {
         let client = match self.connection(index, until).await {
             Ok(client) => client,
-            Err(err) => return (Err(err), Phase::Connect),
+            Err((err, phase)) => return (Err(err), phase),
         };
-        let result = client.call_with(method, request, options).await;
-        if result.is_err() && client.is_draining() && self.policy.drain(index) {
-            self.taken_out(index).await;
+        let now = Instant::now();
+        if now >= until {
+            return (Err(ClientError::Timeout), Phase::Call);
+        }
+        let result = if options.deadline.is_some() || retry {
+            let mut this = options.clone();
+            this.deadline = Some(until - now);
+            client.call_with(method, request, &this).await
+        } else {
+            client.call_with(method, request, options).await
+        };
+        if result.is_err() && client.is_draining() {
+            self.policy.saw_goaway(index);
         }
         (result, Phase::Call)
     }
 
-    /// The next connection of server `index`'s pool, in turn; opened when its place is empty
-    /// or holds a connection that ended or was drained.
-    async fn connection(&self, index: usize, until: Instant) -> Result<AsyncClient, ClientError> {
+    /// The next connection of server `index`'s pool, in turn; a new one when its place is
+    /// empty or holds a connection that ended or brought a GOAWAY (retired alone: see the
+    /// blocking balancer's `checkout`). The place's lock is not held while connecting: two
+    /// calls may then both connect, and the second keeps the first's connection.
+    async fn connection(
+        &self,
+        index: usize,
+        until: Instant,
+    ) -> Result<AsyncClient, (ClientError, Phase)> {
         let pool = &self.pools[index];
         let turn = pool.next.fetch_add(1, Ordering::Relaxed) % pool.slots.len();
-        let mut slot = pool.slots[turn].lock().await;
-        if let Some(client) = slot.as_ref() {
-            let (alive, draining) = client.alive_and_draining();
-            if alive && !draining {
-                return Ok(client.clone());
-            }
-            if draining && self.policy.drain(index) {
-                // Its other connections go as their turns come; the check comes now.
-                self.kick.notify_one();
+        {
+            let mut slot = pool.slots[turn].lock().await;
+            if let Some(client) = slot.as_ref() {
+                let (alive, draining) = client.alive_and_draining();
+                if alive && !draining {
+                    return Ok(client.clone());
+                }
+                if draining {
+                    self.policy.saw_goaway(index);
+                }
+                *slot = None;
             }
         }
-        *slot = None;
         let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err((ClientError::Timeout, Phase::Call));
+        }
         let config = self.settings.client.clone();
+        let cut = left < config.connect_timeout;
         let timeout = config.connect_timeout.min(left);
-        let client = AsyncClient::open(pool.addrs.clone(), config.connect_timeout(timeout)).await?;
-        *slot = Some(client.clone());
-        Ok(client)
+        let client = match AsyncClient::open(pool.addrs.clone(), config.connect_timeout(timeout))
+            .await
+        {
+            Ok(client) => client,
+            Err(ClientError::Timeout) if cut => return Err((ClientError::Timeout, Phase::Call)),
+            Err(err) => return Err((err, Phase::Connect)),
+        };
+        self.policy.connected(index);
+        let mut slot = pool.slots[turn].lock().await;
+        match slot.as_ref() {
+            Some(other) if other.alive_and_draining() == (true, false) => Ok(other.clone()),
+            _ => {
+                *slot = Some(client.clone());
+                Ok(client)
+            }
+        }
     }
 
     /// Server `index` went out: its connections are let go (calls on them finish), and the
     /// health task checks it at once.
     async fn taken_out(&self, index: usize) {
-        for slot in &self.pools[index].slots {
-            *slot.lock().await = None;
-        }
         self.kick.notify_one();
+        self.let_go(index).await;
     }
 
     /// One health check of server `index`, as the blocking balancer's.
     async fn check(&self, index: usize, slot: &mut Option<AsyncClient>) {
         let limit = self.settings.health_timeout;
-        let alive = slot
-            .as_ref()
-            .is_some_and(|c| c.alive_and_draining() == (true, false));
-        if !alive {
-            *slot = None;
+        if let Some(client) = slot.as_ref() {
+            let (alive, draining) = client.alive_and_draining();
+            if draining {
+                self.policy.saw_goaway(index);
+            }
+            if !alive || draining {
+                *slot = None;
+            }
+        }
+        if slot.is_none() {
             let config = self
                 .settings
                 .client
@@ -337,9 +386,14 @@ impl Inner {
                 .connect_timeout(limit)
                 .read_timeout(limit);
             match AsyncClient::open(self.pools[index].addrs.clone(), config).await {
-                Ok(client) => *slot = Some(client),
+                Ok(client) => {
+                    self.policy.connected(index);
+                    *slot = Some(client);
+                }
                 Err(err) => {
-                    self.check_failed(index, &err).await;
+                    if self.policy.connect_failed(index, &err) {
+                        self.let_go(index).await;
+                    }
                     return;
                 }
             }
@@ -359,16 +413,17 @@ impl Inner {
             }
             Err(err) => {
                 *slot = None;
-                self.check_failed(index, &err).await;
+                if self.policy.eject(index, format!("health check: {err}")) {
+                    self.let_go(index).await;
+                }
             }
         }
     }
 
-    async fn check_failed(&self, index: usize, err: &ClientError) {
-        if self.policy.eject(index, format!("health check: {err}")) {
-            for slot in &self.pools[index].slots {
-                *slot.lock().await = None;
-            }
+    /// Lets server `index`'s pooled connections go.
+    async fn let_go(&self, index: usize) {
+        for slot in &self.pools[index].slots {
+            *slot.lock().await = None;
         }
     }
 }

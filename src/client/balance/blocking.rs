@@ -8,7 +8,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::policy::{classify, BalancerStats, Health, NoServer, Outcome, Phase, Policy, Route};
+use super::policy::{classify, BalancerStats, Health, NoServer, Phase, Policy, Route};
 use super::BalancerBuilder;
 use crate::client::{later, CallOptions, Client, ClientError};
 use crate::service::{Message, Method};
@@ -148,7 +148,9 @@ impl Balancer {
 
     /// Calls `method` on one server, the less loaded of two drawn at random among those up.
     /// A request known not processed (UNAVAILABLE, a GOAWAY, no connection) is retried on
-    /// another server, within the attempt limit, the retry budget and the read timeout.
+    /// another server, within the attempt limit, the retry budget and the read timeout
+    /// counted from the call (the first attempt waits up to the read timeout; a retry sends
+    /// the time left as its deadline).
     ///
     /// # Errors
     /// The last attempt's [`ClientError`]; [`ClientError::Timeout`] once the read timeout
@@ -161,8 +163,9 @@ impl Balancer {
         self.call_with(method, request, &CallOptions::default())
     }
 
-    /// [`Balancer::call`] with a deadline and metadata. The deadline bounds the whole call,
-    /// every attempt and pause included; each attempt sends the time left as its deadline.
+    /// [`Balancer::call`] with a deadline and metadata. The deadline is counted from the
+    /// call: every attempt and pause must fit in it, and each attempt sends the time left
+    /// (measured once its connection is in hand) as its deadline.
     ///
     /// # Errors
     /// As [`Balancer::call`].
@@ -244,46 +247,43 @@ impl Inner {
         if options.deadline == Some(Duration::ZERO) {
             return Err(ClientError::Timeout);
         }
-        let start = Instant::now();
         let until = later(
-            start,
+            Instant::now(),
             options
                 .deadline
                 .unwrap_or(self.settings.client.read_timeout),
         );
         self.policy.begin_request();
         let mut avoid = None;
+        let mut last = None;
         let mut attempt = 0u32;
-        let mut now = start;
         loop {
             attempt += 1;
             let index = self.pick(route, avoid, until)?;
-            if attempt > 1 {
-                now = Instant::now();
+            if let Some(last) = last.take() {
+                // A retry: back to the server that just refused it only after a pause (10 ms,
+                // doubling), and only within the deadline and the budget.
+                if Some(index) == avoid {
+                    let pause = self.policy.backoff(attempt - 1);
+                    if Instant::now() + pause >= until {
+                        return last;
+                    }
+                    thread::sleep(pause);
+                }
+                if Instant::now() >= until || !self.policy.take_retry_token() {
+                    return last;
+                }
             }
-            if now >= until {
-                return Err(ClientError::Timeout);
-            }
-            let mut this = options.clone();
-            this.deadline = options.deadline.map(|_| until - now);
             let started = self.policy.start(index, attempt > 1);
-            let (result, phase) = self.attempt(index, method, request, &this, until);
+            let (result, phase) = self.attempt(index, method, request, options, until, attempt > 1);
             let (outcome, failed) = classify(&result, phase);
-            started.finish(if failed { result.as_ref().err() } else { None });
-            if failed {
+            if started.finish(if failed { result.as_ref().err() } else { None }, phase) {
                 self.taken_out(index);
             }
-            if outcome != Outcome::NotProcessed || !self.policy.may_retry(outcome, attempt) {
+            if !self.policy.retryable(outcome, attempt) {
                 return result;
             }
-            if matches!(route, Route::Key(_)) || self.policy.len() == 1 {
-                let pause = self.policy.backoff(attempt);
-                let left = until.saturating_duration_since(Instant::now());
-                if pause >= left {
-                    return result;
-                }
-                thread::sleep(pause);
-            }
+            last = Some(result);
             avoid = Some(index);
         }
     }
@@ -324,6 +324,10 @@ impl Inner {
         Ok(())
     }
 
+    /// One attempt on server `index`: a pooled connection (or a new one), then the call,
+    /// sent with the time left as its deadline, measured once the connection is in hand. A
+    /// call without a deadline sends none on its first attempt, and the time left of the read
+    /// timeout on a retry.
     fn attempt<Req: Message, Resp: Message>(
         &self,
         index: usize,
@@ -331,48 +335,74 @@ impl Inner {
         request: &Req,
         options: &CallOptions,
         until: Instant,
+        retry: bool,
     ) -> (Result<Resp, ClientError>, Phase) {
         let mut client = match self.checkout(index) {
             Some(client) => client,
             None => match self.connect(index, until) {
                 Ok(client) => client,
-                Err(err) => return (Err(err), Phase::Connect),
+                Err((err, phase)) => return (Err(err), phase),
             },
         };
-        let result = client.call_with(method, request, options);
+        let now = Instant::now();
+        if now >= until {
+            self.checkin(index, client);
+            return (Err(ClientError::Timeout), Phase::Call);
+        }
+        let result = if options.deadline.is_some() || retry {
+            let mut this = options.clone();
+            this.deadline = Some(until - now);
+            client.call_with(method, request, &this)
+        } else {
+            client.call_with(method, request, options)
+        };
         self.checkin(index, client);
         (result, Phase::Call)
     }
 
     /// An idle connection to server `index` that is still good: its server neither closed it
     /// nor sent GOAWAY on it while it sat idle (one `recv(2)` each, [`Client::check_alive`]).
+    /// One that brought a GOAWAY is retired alone: the server also sends one to a connection
+    /// left idle too long, so whether it is draining is for the next connect to tell.
     fn checkout(&self, index: usize) -> Option<Client> {
         loop {
             let mut client = lock(&self.pools[index].idle).pop()?;
-            if client.check_alive().is_ok() && !client.is_draining() {
+            let alive = client.check_alive().is_ok();
+            if client.is_draining() {
+                self.policy.saw_goaway(index);
+            } else if alive {
                 return Some(client);
-            }
-            if client.is_draining() && self.policy.drain(index) {
-                self.taken_out(index);
             }
         }
     }
 
-    fn connect(&self, index: usize, until: Instant) -> Result<Client, ClientError> {
+    /// A new connection to server `index`, within what is left before `until`. A connect
+    /// that runs out of that time fails the call with [`ClientError::Timeout`] without taking
+    /// the server out (the caller's deadline, not the server, ended it).
+    fn connect(&self, index: usize, until: Instant) -> Result<Client, (ClientError, Phase)> {
         let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err((ClientError::Timeout, Phase::Call));
+        }
         let config = self.settings.client.clone();
+        let cut = left < config.connect_timeout;
         let timeout = config.connect_timeout.min(left);
-        Client::open(
+        match Client::open(
             self.pools[index].addrs.clone(),
             config.connect_timeout(timeout),
-        )
+        ) {
+            Ok(client) => {
+                self.policy.connected(index);
+                Ok(client)
+            }
+            Err(ClientError::Timeout) if cut => Err((ClientError::Timeout, Phase::Call)),
+            Err(err) => Err((err, Phase::Connect)),
+        }
     }
 
     fn checkin(&self, index: usize, client: Client) {
         if client.is_draining() {
-            if self.policy.drain(index) {
-                self.taken_out(index);
-            }
+            self.policy.saw_goaway(index);
             return;
         }
         if client.core().check_usable().is_err() {
@@ -392,16 +422,22 @@ impl Inner {
     }
 
     /// One health check of server `index`: a PING on the check's own connection (opened
-    /// when there is none). Answered: the server is (back) in. Not: it is taken out.
+    /// when there is none, or when the one it has was closed or brought a GOAWAY). Answered:
+    /// the server is (back) in. Not: it is taken out (as draining after a GOAWAY).
     fn check(&self, index: usize, slot: &mut Option<Client>) {
+        if let Some(client) = slot {
+            let alive = client.check_alive().is_ok();
+            if client.is_draining() {
+                self.policy.saw_goaway(index);
+                *slot = None;
+            } else if !alive {
+                *slot = None;
+            }
+        }
         let timeout = self.settings.health_timeout;
         let result = match slot {
-            Some(client)
-                if client.core().check_usable().is_ok() || client.core().may_reconnect() =>
-            {
-                client.ping()
-            }
-            _ => {
+            Some(client) => client.ping(),
+            None => {
                 let config = self
                     .settings
                     .client
@@ -409,8 +445,16 @@ impl Inner {
                     .connect_timeout(timeout)
                     .read_timeout(timeout);
                 match Client::open(self.pools[index].addrs.clone(), config) {
-                    Ok(client) => slot.insert(client).ping(),
-                    Err(err) => Err(err),
+                    Ok(client) => {
+                        self.policy.connected(index);
+                        slot.insert(client).ping()
+                    }
+                    Err(err) => {
+                        if self.policy.connect_failed(index, &err) {
+                            lock(&self.pools[index].idle).clear();
+                        }
+                        return;
+                    }
                 }
             }
         };

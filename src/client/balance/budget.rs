@@ -35,18 +35,20 @@ impl Default for RetryBudget {
 
 impl RetryBudget {
     /// A budget that deposits `ratio` of a token per request (clamped to 0..=1000, and kept
-    /// to thousandths), starts
-    /// with `reserve` tokens, and holds at most `max_balance` (raised to `reserve` if lower).
+    /// to thousandths), starts with `reserve` tokens, and holds at most `max_balance` (raised
+    /// to `reserve` if lower, and to 1 when `ratio` is above 0).
     pub fn new(ratio: f64, reserve: u32, max_balance: u32) -> RetryBudget {
         let ratio = if ratio.is_finite() {
             ratio.clamp(0.0, 1000.0)
         } else {
             0.0
         };
+        // A balance capped below one token would never pay for a retry.
+        let least = if ratio > 0.0 { 1 } else { 0 };
         RetryBudget {
             ratio,
             reserve,
-            max_balance: max_balance.max(reserve),
+            max_balance: max_balance.max(reserve).max(least),
         }
     }
 

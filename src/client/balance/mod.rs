@@ -26,21 +26,24 @@
 //! A server is [`Health::Up`] until:
 //! - a connection to it cannot be made, or breaks (closed without GOAWAY, a socket, TLS or
 //!   protocol error): it is [`Health::Ejected`];
-//! - it sends GOAWAY on any connection (it is draining, to stop or restart): it is
-//!   [`Health::Draining`], and no new request goes to it;
+//! - it drains: a connection brought a GOAWAY, and then a new connection is refused (a
+//!   draining courier server closes its listener at once): it is [`Health::Draining`]. A
+//!   connection that brings a GOAWAY is retired at once, and no new request goes out on it;
+//!   the GOAWAY alone does not take the server out, since a server also sends one to a
+//!   connection left idle past its idle timeout (300 s by default);
 //! - a health check fails: each [`BalancerBuilder::health_interval`] (1 s), and at once
 //!   after a server goes out, the balancer sends a PING (`proto-spec/PROTOCOL.md` Section
 //!   13) to each server on a connection of its own; a PING not answered within
 //!   [`BalancerBuilder::health_timeout`] (1 s), or a connection that cannot be made, takes
 //!   the server out.
 //!
-//! It comes back when a health check connects to it and its PING is answered (and, for an
-//! ejected server, when a request to it succeeds: see panic mode below). A server that drains
-//! and restarts is therefore back within about one interval of listening again.
+//! It comes back when a health check connects to it and its PING is answered. A server that
+//! drains and restarts is therefore back within about one interval of listening again.
 //!
 //! While some servers are up, requests go only to them. When none is, a request that may go
-//! anywhere is sent to any of them all the same (Envoy's "panic mode"), so that a cluster
-//! that failed as a whole serves again as soon as it can; a keyed request whose server is out
+//! anywhere is sent to any of them all the same (Envoy's "panic mode"), and one that succeeds
+//! brings its server back, so that a cluster that failed as a whole serves again as soon as
+//! it can; a keyed request whose server is out
 //! fails at once with UNAVAILABLE naming the server and why, without being sent, unless
 //! [`BalancerBuilder::wait_for_ready`] is set (gRPC's `wait_for_ready`): it then waits for
 //! its server to come back, up to its deadline.
@@ -57,11 +60,15 @@
 //! been processed: it is never retried, and its error says so ([`ClientError::Closed`],
 //! [`ClientError::Io`], [`ClientError::Timeout`]). Retries are bounded three ways: at most
 //! [`BalancerBuilder::max_attempts`] attempts per request (3, counting the first, as gRPC's
-//! default retry policies); the request's deadline (or the read timeout), which bounds every
-//! attempt and pause; and a [`RetryBudget`] shared by the balancer's calls, which allows
-//! retries of about 20% of the requests, so that when every server fails, clients do not
-//! multiply the load on them. A retry that may go anywhere goes to another server when one
-//! is up; a keyed one goes back to its own server after a pause (10 ms, doubling to 1 s).
+//! default retry policies); the request's deadline, or else the read timeout, counted from
+//! the call, which every pause and retry must fit in (each attempt sends the time left as its
+//! deadline, measured once its connection is in hand; the first attempt of a call without a
+//! deadline sends none and waits up to the read timeout); and a [`RetryBudget`] shared by the
+//! balancer's calls, which allows retries of about 20% of the requests, so that when every
+//! server fails, clients do not multiply the load on them. A retry goes to another server
+//! when one is up; one that goes back to the same server (a keyed request, or the only server
+//! up) waits first: 10 ms, doubling up to 1 s. A connect cut short by the call's deadline
+//! fails the call with [`ClientError::Timeout`] and does not take the server out.
 //!
 //! # Examples
 //!

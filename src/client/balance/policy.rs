@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use super::budget::{Balance, RetryBudget};
 use super::shard::{mix64, Rendezvous};
-use crate::client::ClientError;
+use crate::client::{ClientError, ProtocolError};
 use crate::proto::{Code, Status};
 
 /// A server's health as its balancer sees it.
@@ -20,14 +20,18 @@ use crate::proto::{Code, Status};
 pub enum Health {
     /// Takes new requests.
     Up,
-    /// It sent GOAWAY (it is shutting down or restarting): no new request goes to it until a
-    /// health check connects to it again and its PING is answered.
+    /// It is shutting down or restarting: a connection to it brought a GOAWAY, and then it
+    /// refused a new connection (a draining courier server closes its listener at once). No
+    /// new request goes to it until a health check connects to it again and its PING is
+    /// answered. (A GOAWAY alone retires only its connection: a server also sends one to a
+    /// connection left idle past its idle timeout.)
     Draining,
     /// A connection to it failed (could not be made, or broke), or a health check's PING
     /// was not answered: no new request goes to it until a health check succeeds. When every
     /// server of a [`Balancer`](super::Balancer) is out, requests are spread over all of
-    /// them anyway ("panic mode", as Envoy's), so that a whole cluster that failed at once
-    /// comes back as soon as it can answer.
+    /// them anyway ("panic mode", as Envoy's), and a request that succeeds there brings its
+    /// server back, so that a whole cluster that failed at once comes back as soon as it can
+    /// answer.
     Ejected,
 }
 
@@ -122,9 +126,11 @@ pub(super) fn classify<T>(result: &Result<T, ClientError>, phase: Phase) -> (Out
         ClientError::Status(status) if status.code == Code::UNAVAILABLE => {
             (Outcome::NotProcessed, false)
         }
-        ClientError::Status(_) | ClientError::Encode(_) | ClientError::Message(_) => {
-            (Outcome::Done, false)
-        }
+        // A response that does not decode is that call's trouble, not the connection's.
+        ClientError::Status(_)
+        | ClientError::Encode(_)
+        | ClientError::Message(_)
+        | ClientError::Protocol(ProtocolError::Message(_)) => (Outcome::Done, false),
         ClientError::Timeout => (Outcome::Unknown, false),
         _ => (Outcome::Unknown, true),
     }
@@ -156,6 +162,9 @@ struct Endpoint {
     /// Whether [`HealthEntry::health`] is [`Health::Up`], readable without the lock: a
     /// request's choice of server reads it, only changes of health take the lock.
     up: AtomicBool,
+    /// A connection to it brought a GOAWAY since the last connection made to it: a connect
+    /// it then refuses means it is draining, not broken.
+    goaway_seen: AtomicBool,
     outstanding: AtomicUsize,
     attempts: AtomicU64,
     failures: AtomicU64,
@@ -182,27 +191,34 @@ pub(super) struct Policy {
 pub(super) struct Attempt<'a> {
     policy: &'a Policy,
     index: usize,
+    /// Started while the server was out (panic mode): a success brings it back.
+    panic: bool,
 }
 
 impl Attempt<'_> {
-    /// The attempt ended; `failed`: its connection failed (the server is taken out, with
-    /// the error as the reason). A success brings an ejected server back (panic mode tried
-    /// it), a draining one stays out.
-    pub(super) fn finish(self, failed: Option<&ClientError>) {
+    /// The attempt ended. `failed`: its connection failed, in `phase` (the server is taken
+    /// out; see [`Policy::connect_failed`] for a connect). A success of an attempt made while
+    /// the server was ejected (panic mode) brings it back; otherwise only a health check
+    /// does. Returns whether the server was taken out by this.
+    pub(super) fn finish(self, failed: Option<&ClientError>, phase: Phase) -> bool {
         let (policy, index) = (self.policy, self.index);
         let endpoint = &policy.endpoints[index];
         match failed {
             Some(err) => {
                 endpoint.failures.fetch_add(1, Ordering::Relaxed);
-                policy.eject(index, err.to_string());
+                match phase {
+                    Phase::Connect => policy.connect_failed(index, err),
+                    Phase::Call => policy.eject(index, err.to_string()),
+                }
             }
-            None if policy.is_up(index) => {}
+            None if !self.panic || policy.is_up(index) => false,
             None => {
                 let mut entry = policy.entry(index);
                 if entry.health == Health::Ejected {
                     log::info!("{}: back in (a request succeeded)", endpoint.name);
                     policy.set(index, &mut entry, Health::Up, None);
                 }
+                false
             }
         }
     }
@@ -235,6 +251,7 @@ impl Policy {
             .map(|name| Endpoint {
                 name: name.clone(),
                 up: AtomicBool::new(true),
+                goaway_seen: AtomicBool::new(false),
                 outstanding: AtomicUsize::new(0),
                 attempts: AtomicU64::new(0),
                 failures: AtomicU64::new(0),
@@ -256,10 +273,6 @@ impl Policy {
             retries: AtomicU64::new(0),
             retries_refused: AtomicU64::new(0),
         }
-    }
-
-    pub(super) fn len(&self) -> usize {
-        self.endpoints.len()
     }
 
     #[cfg(test)]
@@ -378,6 +391,34 @@ impl Policy {
         Attempt {
             policy: self,
             index,
+            panic: !self.is_up(index),
+        }
+    }
+
+    /// A connection to server `index` brought a GOAWAY (that connection is retired; the
+    /// server is not taken out for it: the server also sends GOAWAY to a connection idle
+    /// for too long).
+    pub(super) fn saw_goaway(&self, index: usize) {
+        self.endpoints[index]
+            .goaway_seen
+            .store(true, Ordering::Relaxed);
+    }
+
+    /// A connection to server `index` was made.
+    pub(super) fn connected(&self, index: usize) {
+        self.endpoints[index]
+            .goaway_seen
+            .store(false, Ordering::Relaxed);
+    }
+
+    /// A connect to server `index` (a request's or a health check's) failed with `err`: it
+    /// is taken out, as draining when one of its connections brought a GOAWAY since the
+    /// last connection made, else as ejected. Returns whether it was up.
+    pub(super) fn connect_failed(&self, index: usize, err: &ClientError) -> bool {
+        if self.endpoints[index].goaway_seen.load(Ordering::Relaxed) {
+            self.drain(index)
+        } else {
+            self.eject(index, err.to_string())
         }
     }
 
@@ -385,13 +426,20 @@ impl Policy {
     pub(super) fn eject(&self, index: usize, reason: String) -> bool {
         let endpoint = &self.endpoints[index];
         let mut entry = self.entry(index);
-        let was_up = entry.health == Health::Up;
-        if was_up {
-            endpoint.ejections.fetch_add(1, Ordering::Relaxed);
-            log::warn!("{}: taken out: {reason}", endpoint.name);
+        match entry.health {
+            // Out already, for its drain: it stays draining until it is back.
+            Health::Draining => false,
+            Health::Ejected => {
+                self.set(index, &mut entry, Health::Ejected, Some(reason));
+                false
+            }
+            Health::Up => {
+                endpoint.ejections.fetch_add(1, Ordering::Relaxed);
+                log::warn!("{}: taken out: {reason}", endpoint.name);
+                self.set(index, &mut entry, Health::Ejected, Some(reason));
+                true
+            }
         }
-        self.set(index, &mut entry, Health::Ejected, Some(reason));
-        was_up
     }
 
     /// Server `index` sent GOAWAY. Returns whether it was up.
@@ -427,12 +475,15 @@ impl Policy {
     }
 
     /// Whether a request whose attempt `attempt` (1 for the first) ended with `outcome` may
-    /// be tried again: only one known not processed, below the attempt limit, and when the
-    /// retry budget has a token (which this takes).
-    pub(super) fn may_retry(&self, outcome: Outcome, attempt: u32) -> bool {
-        if outcome != Outcome::NotProcessed || attempt >= self.max_attempts {
-            return false;
-        }
+    /// be tried again: only one known not processed, below the attempt limit. The retry
+    /// budget is asked only when the retry is about to go ([`Policy::take_retry_token`]).
+    pub(super) fn retryable(&self, outcome: Outcome, attempt: u32) -> bool {
+        outcome == Outcome::NotProcessed && attempt < self.max_attempts
+    }
+
+    /// Takes a token of the retry budget for a retry about to be sent; false (counted as a
+    /// retry refused) when there is none.
+    pub(super) fn take_retry_token(&self) -> bool {
         if self.balance.withdraw() {
             true
         } else {
@@ -545,6 +596,32 @@ mod tests {
     }
 
     #[test]
+    fn a_drained_server_stays_draining_and_only_panic_mode_successes_readmit() {
+        let p = policy(3);
+        // A GOAWAY, then a refused connect: draining, not ejected, and a failure after
+        // that does not turn it into ejected.
+        p.saw_goaway(1);
+        assert!(p.connect_failed(1, &ClientError::Closed));
+        assert_eq!(p.health(1), Health::Draining);
+        assert!(!p.eject(1, "refused".into()));
+        assert_eq!(p.health(1), Health::Draining);
+        // An attempt started while server 2 was up succeeds after it was ejected (by a
+        // broken connection): it stays out until a health check.
+        let attempt = p.start(2, false);
+        assert!(p.eject(2, "reset".into()));
+        assert!(!attempt.finish(None, Phase::Call));
+        assert_eq!(p.health(2), Health::Ejected);
+        // One started in panic mode (while it was out) brings it back.
+        let attempt = p.start(2, false);
+        attempt.finish(None, Phase::Call);
+        assert_eq!(p.health(2), Health::Up);
+        // A new connection clears the GOAWAY: the next refusal is an ejection.
+        p.connected(0);
+        assert!(p.connect_failed(0, &ClientError::Closed));
+        assert_eq!(p.health(0), Health::Ejected);
+    }
+
+    #[test]
     fn a_retry_avoids_the_server_that_failed_when_another_is_up() {
         let p = policy(2);
         for _ in 0..50 {
@@ -584,11 +661,15 @@ mod tests {
             classify(&closed, Phase::Connect),
             (Outcome::NotProcessed, true)
         );
+        let bad_message = Err::<(), _>(ClientError::Protocol(ProtocolError::Message(
+            crate::service::MessageError::invalid("not a u64"),
+        )));
+        assert_eq!(classify(&bad_message, Phase::Call), (Outcome::Done, false));
         let p = policy(1);
-        assert!(!p.may_retry(Outcome::Unknown, 1));
-        assert!(p.may_retry(Outcome::NotProcessed, 1));
-        assert!(p.may_retry(Outcome::NotProcessed, 2));
-        assert!(!p.may_retry(Outcome::NotProcessed, 3), "3 attempts at most");
+        assert!(!p.retryable(Outcome::Unknown, 1));
+        assert!(p.retryable(Outcome::NotProcessed, 1));
+        assert!(p.retryable(Outcome::NotProcessed, 2));
+        assert!(!p.retryable(Outcome::NotProcessed, 3), "3 attempts at most");
     }
 
     #[test]
