@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # courier beside its peers on this machine, in one table: kv-server against redis-server
-# (courier-bench against redis-benchmark) and echo-server against iperf3.
+# (courier-bench against redis-benchmark) and echo-server against iperf3; and in a second
+# one, kv-server's CPU per request beside two reference servers (benches/floor, see below).
 #
-# Run: bash benches/compare.sh [--markdown]   (from anywhere; builds the binaries in release
-# mode, installs redis-server and iperf3 with apt-get when they are missing)
+# Run: bash benches/compare.sh [--markdown]   (from anywhere; builds the binaries and the
+# reference servers' crate, benches/floor, in release mode: the first build of benches/floor
+# fetches and compiles tokio, which the courier-rpc crate itself never builds; installs
+# redis-server and iperf3 with apt-get when they are missing)
 #
 # Everything listens on 127.0.0.1. One kv-server, one redis-server, one echo-server and one
 # iperf3 server are started for the whole run (on free ports) and stopped on exit, failure or
@@ -28,6 +31,32 @@
 # CPU time (user + system, all its threads: /proc/PID/stat before and after the case) per
 # million requests (per GB of payload for echo and iperf3). The courier/peer column is the
 # median over the rounds of the ratio within each round.
+#
+# Beside the kv cases, the same load runs against two reference servers (benches/floor, one
+# thread each, started for the whole run like the others), so that courier's server CPU per
+# request can be read against what the work itself costs:
+#
+#   floor   floor-server: a bare mio server (the same mio major version as courier), one
+#           thread, that does only what any server of length-prefixed frames must: read into
+#           a reused buffer until the socket is drained, find each frame's 4-byte length and
+#           opcode, and write a canned answer of the size ldc-server sends (all the answers
+#           of a read in one write); no checksum, no map, no allocation per request.
+#   ldc     ldc-server: what a user writes in an afternoon: tokio on one thread (a
+#           current-thread runtime), tokio-util's LengthDelimitedCodec, a 1-byte opcode, a
+#           HashMap store, no checks and no limits, one flush per batch of requests read.
+#
+# Both speak a wire of their own (a u32 length, then opcode, u16 key length, key, value) and
+# are driven by raw-bench, benches/floor's load driver in courier-bench's shape (mio, each
+# connection a batch of PIPELINE requests outstanding, keys drawn uniformly, every answer's
+# length checked: a wrong one fails the run), with the same CLIENTS, pipeline, VALUE_SIZE,
+# KEYSPACE, request count and LOAD_THREADS; ldc-server is first filled with the keyspace. In
+# each round, each kv case runs against courier, redis, floor and ldc back to back (in that
+# order in odd rounds, the reverse in even ones), and each server's CPU per request is
+# measured as kv-server's is. A second table shows, per kv case, the server CPU in
+# microseconds per request of courier, floor and ldc, and courier/floor and courier/ldc: the
+# median of the per-round ratios, with the range over the rounds. Server CPU is the process's
+# user + system time, so it includes the kernel's work for the server's syscalls: for the
+# floor that is most of it, and the same reads and writes are part of every server's figure.
 #
 # Targets (the "target" column checks them):
 #   kv GET and SET throughput >= 1.0x redis unpipelined and >= 1.2x pipelined PIPELINE deep;
@@ -93,6 +122,12 @@ init_run
 KV_SERVER="$ROOT/target/release/kv-server"
 ECHO_SERVER="$ROOT/target/release/echo-server"
 BENCH="$ROOT/target/release/courier-bench"
+FLOOR="$ROOT/benches/floor"
+log "building the reference servers (benches/floor) in release mode"
+(cd "$FLOOR" && cargo build --release --bins) >&2
+FLOOR_SERVER="$FLOOR/target/release/floor-server"
+LDC_SERVER="$FLOOR/target/release/ldc-server"
+RAW_BENCH="$FLOOR/target/release/raw-bench"
 
 missing=()
 for tool in redis-server redis-benchmark redis-cli; do
@@ -138,25 +173,41 @@ start iperf3-server iperf3 -s -B 127.0.0.1 -p "$IPERF_PORT"
 IPERF_PID=$LAST_PID
 wait_listening "$IPERF_PID" "$IPERF_PORT" iperf3-server
 
+FLOOR_PORT=$(free_port)
+start floor-server "$FLOOR_SERVER" --addr "127.0.0.1:$FLOOR_PORT" --value-size "$VALUE_SIZE"
+FLOOR_PID=$LAST_PID
+wait_listening "$FLOOR_PID" "$FLOOR_PORT" floor-server
+
+LDC_PORT=$(free_port)
+start ldc-server "$LDC_SERVER" --addr "127.0.0.1:$LDC_PORT"
+LDC_PID=$LAST_PID
+wait_listening "$LDC_PID" "$LDC_PORT" ldc-server
+
 log "kv-server pid $KV_PID port $KV_PORT; redis-server pid $REDIS_PID port $REDIS_PORT;" \
-    "echo-server pid $ECHO_PID port $ECHO_PORT; iperf3 -s pid $IPERF_PID port $IPERF_PORT"
+    "echo-server pid $ECHO_PID port $ECHO_PORT; iperf3 -s pid $IPERF_PID port $IPERF_PORT;" \
+    "floor-server pid $FLOOR_PID port $FLOOR_PORT; ldc-server pid $LDC_PID port $LDC_PORT"
 
 # --- prefill -------------------------------------------------------------------------------
 # Every key of the keyspace, once, on both sides. courier-bench names keys key:NNNNNNNNNN,
 # redis-benchmark key:NNNNNNNNNNNN (-r); the values are VALUE_SIZE bytes of 'x' on both.
+# ldc-server too (raw-bench names keys as courier-bench does); the floor stores nothing.
 
 log "prefill: $KEYSPACE keys of $VALUE_SIZE bytes on each server"
 bounded "courier prefill" "$BENCH" --addr "127.0.0.1:$KV_PORT" --workload get --prefill \
     --keyspace "$KEYSPACE" --value-size "$VALUE_SIZE" --clients 1 --threads 1 --requests 1 \
     --json >"$WORK/prefill-courier.json"
 prefill_redis redis-cli -h 127.0.0.1 -p "$REDIS_PORT"
+bounded "ldc prefill" "$RAW_BENCH" --addr "127.0.0.1:$LDC_PORT" --prefill --requests 0 \
+    --keyspace "$KEYSPACE" --value-size "$VALUE_SIZE" --clients 1 >"$WORK/prefill-ldc.json"
 
 # --- the cases -----------------------------------------------------------------------------
 # Each run appends "round case side throughput p99_ms cpu_per_unit" to $WORK/results:
 # kv cases: req/s, ms, CPU s per 1M requests; echo: MB/s (10^6 bytes, one way), ms or -,
-# CPU s per GB (10^9 bytes) of one-way payload.
+# CPU s per GB (10^9 bytes) of one-way payload. The reference servers' runs append the same
+# fields (side floor or ldc) to $WORK/refs.
 
 : >"$WORK/results"
+: >"$WORK/refs"
 : >"$WORK/commands"
 WARNINGS=()
 
@@ -200,6 +251,27 @@ run_redis_kv() { # case test pipeline requests
     log_result 7
 }
 
+run_reference_kv() { # side (floor or ldc) case workload pipeline requests
+    local side=$1 out="$WORK/r$ROUND-$2-$1.json" pid port before after cmd
+    case "$side" in
+    floor) pid=$FLOOR_PID port=$FLOOR_PORT ;;
+    ldc) pid=$LDC_PID port=$LDC_PORT ;;
+    esac
+    cmd=("$RAW_BENCH" --addr "127.0.0.1:$port" --workload "$3" --clients "$CLIENTS"
+        --threads "$LOAD_THREADS" --pipeline "$4" --requests "$5" --value-size "$VALUE_SIZE"
+        --keyspace "$KEYSPACE")
+    note_command "${cmd[@]}"
+    before=$(cpu_ticks "$pid")
+    bounded "raw-bench $2 $side" "${cmd[@]}" >"$out"
+    after=$(cpu_ticks "$pid")
+    awk -v r="$ROUND" -v c="$2" -v s="$side" -v t="$(json_number "$out" requests_per_second)" \
+        -v p="$(json_number "$out" p99_ms)" -v n="$(json_number "$out" requests)" \
+        -v d=$((after - before)) -v hz="$CLK_TCK" \
+        'BEGIN { if (n + 0 <= 0) exit 1; printf "%s %s %s %s %s %.6f\n", r, c, s, t, p, d / hz / n * 1e6 }' \
+        >>"$WORK/refs" || die "cannot read raw-bench's output: $(cat "$out")"
+    log "  $(tail -n 1 "$WORK/refs" | awk '{ printf "%-7s throughput %s  p99 %s ms  cpu %s", $3, $4, $5, $6 }')"
+}
+
 run_courier_echo() {
     local out="$WORK/r$ROUND-echo-courier.json" before after cmd
     cmd=("$BENCH" --addr "127.0.0.1:$ECHO_PORT" --workload echo --clients "$ECHO_CLIENTS"
@@ -240,17 +312,18 @@ run_iperf3() {
 
 for ROUND in $(seq "$ROUNDS"); do
     order=(courier peer)
-    if ((ROUND % 2 == 0)); then order=(peer courier); fi
+    kv_order=(courier peer floor ldc)
+    if ((ROUND % 2 == 0)); then order=(peer courier) kv_order=(ldc floor peer courier); fi
     for spec in "get_p1 get 1 $REQUESTS" "set_p1 set 1 $REQUESTS" \
         "get_pN get $PIPELINE $REQUESTS_PIPELINED" "set_pN set $PIPELINE $REQUESTS_PIPELINED"; do
         read -r name workload depth count <<<"$spec"
         log "round $ROUND/$ROUNDS: ${workload^^}, pipeline $depth, $count requests"
-        for side in "${order[@]}"; do
-            if [[ $side == courier ]]; then
-                run_courier_kv "$name" "$workload" "$depth" "$count"
-            else
-                run_redis_kv "$name" "$workload" "$depth" "$count"
-            fi
+        for side in "${kv_order[@]}"; do
+            case "$side" in
+            courier) run_courier_kv "$name" "$workload" "$depth" "$count" ;;
+            peer) run_redis_kv "$name" "$workload" "$depth" "$count" ;;
+            *) run_reference_kv "$side" "$name" "$workload" "$depth" "$count" ;;
+            esac
         done
     done
     log "round $ROUND/$ROUNDS: echo 1 MiB frames vs iperf3, ${ECHO_SECONDS}s each"
@@ -260,6 +333,11 @@ for ROUND in $(seq "$ROUNDS"); do
 done
 
 # --- the table -----------------------------------------------------------------------------
+
+locked_version() { # crate: its version in benches/floor's Cargo.lock
+    awk -v name="$1" '$0 == "name = \"" name "\"" { getline; gsub(/[^0-9.]/, ""); print; exit }' \
+        "$FLOOR/Cargo.lock"
+}
 
 courier_rev=$(courier_revision "$ROOT")
 elapsed=$((SECONDS - SCRIPT_START))
@@ -275,6 +353,10 @@ elapsed=$((SECONDS - SCRIPT_START))
         "connection(s), $ECHO_PIPELINE x 1 MiB frames outstanding, ${ECHO_SECONDS}s; iperf3: one" \
         "stream, ${ECHO_SECONDS}s"
     echo "server args: kv-server ${COURIER_EXTRA[*]:-(none)}; echo-server ${ECHO_EXTRA[*]:-(none)}"
+    echo "reference servers: floor-server (mio $(locked_version mio); port $FLOOR_PORT) and" \
+        "ldc-server (tokio $(locked_version tokio), tokio-util $(locked_version tokio-util);" \
+        "port $LDC_PORT), benches/floor, one thread each, loaded by raw-bench with the kv" \
+        "cases' settings; ldc-server prefilled"
     for name in kv-server echo-server; do
         said=$(grep 'listening on' "$WORK/$name.log" | tail -n 1 | sed 's/^\[[^]]*\] *//')
         echo "$name log: ${said:-(no listening line)}"
@@ -350,4 +432,56 @@ notes=(
     "Server CPU = utime + stime of the whole server process (all threads) from /proc/PID/stat over the case, per million requests (kv) or per 10^9 bytes of one-way payload (echo, iperf3); includes accepting the load generator's connections."
     "echo: courier-bench sends each 1 MiB frame to echo-server and reads it back, so every byte crosses loopback twice; the figure is one-way payload (responses x 1 MiB per second, MB = 10^6 bytes), against iperf3's receiver bandwidth for one stream, which moves the bytes one way. iperf3 reports no latency; its server CPU is for receiving only, echo-server's for receiving and sending."
 )
-print_report "$elapsed" "ports" "" "" "${notes[@]}"
+# The second table: courier's kv cases beside the floor and the afternoon server.
+awk -v markdown="$MARKDOWN" -v depth="$PIPELINE" -v rounds="$ROUNDS" "$AWK_STATS"'
+function ratio_of(c, m, ref,    r, a, b, list) {
+    list = ""
+    for (r = 1; r <= rounds; r++) {
+        a = val[r, c, "courier", m]; b = val[r, c, ref, m]
+        if (a != "" && b != "" && b + 0 > 0) list = list " " a / b
+    }
+    ratio[ref] = list == "" ? "-" : sprintf("%.2f", median(list))
+    range[ref] = list == "" ? "-" : span(list)
+}
+# round case side throughput p99 cpu; the courier, floor and ldc lines of the kv cases
+$3 == "courier" || $3 == "floor" || $3 == "ldc" {
+    key = $2 SUBSEP $3
+    v["tput", key] = v["tput", key] " " $4
+    v["cpu", key] = v["cpu", key] " " $6
+    val[$1, $2, $3, "tput"] = $4; val[$1, $2, $3, "cpu"] = $6
+}
+END {
+    split("get_p1 set_p1 get_pN set_pN", cases, " ")
+    label["get_p1"] = "GET, pipeline 1"; label["set_p1"] = "SET, pipeline 1"
+    label["get_pN"] = "GET, pipeline " depth; label["set_pN"] = "SET, pipeline " depth
+    head[1] = "case"; head[2] = "metric"; head[3] = "courier"; head[4] = "floor"
+    head[5] = "ldc"; head[6] = "courier/floor"; head[7] = "per round"
+    head[8] = "courier/ldc"; head[9] = "per round"
+    n = 0
+    for (ci = 1; ci <= 4; ci++) {
+        c = cases[ci]
+        for (mi = 1; mi <= 2; mi++) {
+            m = mi == 1 ? "cpu" : "tput"
+            n++
+            cell[n, 1] = label[c]
+            cell[n, 2] = m == "cpu" ? "server CPU us/req" : "throughput, req/s"
+            for (si = 1; si <= 3; si++) {
+                side = si == 1 ? "courier" : si == 2 ? "floor" : "ldc"
+                x = median(v[m, c SUBSEP side])
+                cell[n, 2 + si] = x == "" ? "-" : m == "cpu" ? sprintf("%.3f", x) : group(x)
+            }
+            ratio_of(c, m, "floor"); ratio_of(c, m, "ldc")
+            cell[n, 6] = ratio["floor"]; cell[n, 7] = range["floor"]
+            cell[n, 8] = ratio["ldc"]; cell[n, 9] = range["ldc"]
+        }
+    }
+    for (j = 3; j <= 9; j++) right[j] = 1
+    print_table(n, 9, markdown, 2)
+}' "$WORK/results" "$WORK/refs" >"$WORK/floor-table"
+
+notes+=(
+    "Reference servers: floor = floor-server, a bare mio server that frames and answers canned bytes (no checksum, no map); ldc = ldc-server, tokio + tokio-util's LengthDelimitedCodec with a HashMap, as written in an afternoon; both on one thread, speaking a wire of their own (no request ids, no checksums) and loaded by raw-bench (benches/floor) with the kv cases' clients, pipeline, values, keyspace, request counts and load threads. Their server CPU is measured as kv-server's; it includes the kernel's work for each server's reads and writes, which is most of the floor's. courier/floor and courier/ldc are medians of per-round ratios (range in \"per round\"); above 1, courier spends more server CPU per request (or, for throughput, serves more)."
+)
+print_report "$elapsed" "ports" \
+    "Server CPU per request beside the floor and the afternoon server (benches/floor)" \
+    "$WORK/floor-table" "${notes[@]}"
