@@ -1005,3 +1005,59 @@ fn kv_cli_and_courier_bench_speak_tls_with_a_certificate_and_a_token() {
     assert_eq!(report["requests"], 400, "{out}");
     assert_eq!(report["errors"], serde_json::json!({}), "{out}");
 }
+
+/// The balancing client takes every option of the client builder: over TLS with a client
+/// certificate and a token, each of its connections (and its health checks) shakes hands,
+/// authenticates, and proves the token's identity, on every server.
+#[test]
+fn a_balancer_speaks_tls_with_a_token_to_every_server() {
+    use courier_rpc::client::balance::{Balancer, Health};
+
+    let pki = generate(&["alice"]);
+    let servers = [start_real(&pki), start_real(&pki)];
+    let names: Vec<String> = servers.iter().map(|s| s.local_addr().to_string()).collect();
+    let tls = pki.client_config_as(pki.client("alice"));
+    let balancer = Balancer::builder()
+        .client(builder().tls(tls.clone()).token(TOKEN))
+        .build(names.clone())
+        .expect("build");
+    // Keys spread over both servers, each read back from its owner.
+    for i in 0..40 {
+        let key = Bytes::from(format!("k{i}"));
+        let set = courier_rpc::kv::SetRequest {
+            key: key.clone(),
+            value: key.clone(),
+        };
+        balancer
+            .call_key(&key, &courier_rpc::kv::SET, &set)
+            .expect("SET");
+        let got = balancer
+            .call_key(
+                &key,
+                &courier_rpc::kv::GET,
+                &courier_rpc::kv::Key(key.clone()),
+            )
+            .expect("GET");
+        assert_eq!(got.0, key);
+    }
+    let me = balancer
+        .call(&courier_rpc::admin::WHOAMI, &())
+        .expect("WHOAMI");
+    assert_eq!(me.name, "bob");
+    let stats = balancer.stats();
+    assert!(stats.servers.iter().all(|s| s.attempts > 10), "{stats:?}");
+    assert!(
+        stats.servers.iter().all(|s| s.health == Health::Up),
+        "{stats:?}"
+    );
+
+    // A token no server knows: every connect is refused at AUTH, and the call says so.
+    let refused = Balancer::builder()
+        .client(builder().tls(tls).token("not the token"))
+        .build(names)
+        .expect("build");
+    match refused.call(&ECHO, &Bytes::from_static(b"hi")) {
+        Err(ClientError::Auth(status)) => assert_eq!(status.code, Code::UNAUTHENTICATED),
+        other => panic!("expected Auth, got {other:?}"),
+    }
+}
