@@ -97,6 +97,12 @@ async fn calls_from_many_tasks_spread_and_survive_a_drain() {
     tokio::task::spawn_blocking(move || handle.drain(Duration::from_secs(5)))
         .await
         .expect("drain");
+    // The drain ends when the server has answered what it owed and closed every connection.
+    let until = tokio::time::Instant::now() + Duration::from_secs(10);
+    while support::counter(&drained.0, "connections_open") > 0 {
+        assert!(tokio::time::Instant::now() < until, "the drain did not end");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let at_drain = drained.1.lock().expect("lock").len();
     let after_drain = done.load(Ordering::Relaxed);
     // The load goes on after the drain, on the two others.
