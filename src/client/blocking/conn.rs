@@ -201,20 +201,19 @@ impl Conn {
     /// Reads what the socket holds now, without waiting, into the core (a write is waiting
     /// for the server, which may be waiting for its answers to be read). Each read is
     /// processed before the next, so the receive buffer holds what one read gives at most.
+    /// `recv(2)` with `MSG_DONTWAIT`: the socket stays blocking, with no `fcntl` around it.
     fn read_available(&mut self) -> Result<(), ClientError> {
-        self.socket.set_nonblocking(true)?;
-        let result = self.read_available_nonblocking();
-        self.socket.set_nonblocking(false)?;
+        let result = self.read_available_now();
         // This driver looks calls up by id.
         self.core.completed().for_each(drop);
         result
     }
 
-    fn read_available_nonblocking(&mut self) -> Result<(), ClientError> {
+    fn read_available_now(&mut self) -> Result<(), ClientError> {
         for _ in 0..READS_WHILE_WRITING {
             let buf = self.core.receive_buffer();
             buf.reserve(READ_CHUNK);
-            match crate::sys::read_spare(&self.socket, buf, usize::MAX) {
+            match crate::sys::read_spare_nowait(&self.socket, buf, usize::MAX) {
                 Ok(0) => {
                     self.core.handle_eof()?;
                     // Nothing more can be written on a stream the server ended.
@@ -232,37 +231,21 @@ impl Conn {
         Ok(())
     }
 
-    /// Reads what the socket holds now, without waiting and without changing its mode, into
-    /// the core: a GOAWAY, PINGs (their PONGs written at once), the end of the stream.
+    /// [`Conn::read_available`], then the PONGs (or the alert) it queued written: what the
+    /// server sent while the connection sat idle, a GOAWAY and the end of the stream
+    /// included.
     ///
     /// # Errors
     /// The connection's error when it is broken or has ended.
     pub(super) fn read_nowait(&mut self) -> Result<(), ClientError> {
-        for _ in 0..READS_WHILE_WRITING {
-            let buf = self.core.receive_buffer();
-            buf.reserve(READ_CHUNK);
-            match crate::sys::read_spare_nowait(&self.socket, buf, usize::MAX) {
-                Ok(0) => {
-                    drop(self.core.handle_eof());
-                    break;
-                }
-                Ok(_) => {
-                    if self.core.handle_received(Instant::now()).is_err() {
-                        let _ = self.flush();
-                        break;
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => {
-                    self.core.handle_io_error();
-                    break;
-                }
-            }
-        }
-        self.core.completed().for_each(drop);
+        // The core keeps what went wrong; `check_usable` below reports it.
+        drop(self.read_available());
         if self.core.wants_transmit() && !self.core.is_ended() {
-            self.flush()?;
+            // An alert after a broken stream goes out best effort.
+            let flushed = self.flush();
+            if self.core.check_usable().is_ok() {
+                flushed?;
+            }
         }
         self.core.check_usable()
     }
