@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::sync::{Mutex, Notify};
 use tokio::time::{timeout, timeout_at, Instant};
 
-use super::policy::{classify, BalancerStats, Health, Phase, Policy, Route};
+use super::policy::{BalancerStats, Health, Phase, Policy, Route};
 use super::BalancerBuilder;
 use crate::client::{AsyncClient, CallOptions, ClientError, MAX_WAIT};
 use crate::service::{Message, Method};
@@ -222,28 +222,22 @@ impl Inner {
             attempt += 1;
             let index = self.pick(route, avoid, until).await?;
             if let Some(last) = last.take() {
-                // A retry: back to the server that just refused it only after a pause, and
-                // only within the deadline and the budget (as the blocking balancer).
-                if Some(index) == avoid {
-                    let pause = self.policy.backoff(attempt - 1);
-                    if Instant::now() + pause >= until {
-                        return last;
-                    }
-                    tokio::time::sleep(pause).await;
-                }
-                if Instant::now() >= until || !self.policy.take_retry_token() {
-                    return last;
+                let left = until.saturating_duration_since(Instant::now());
+                match self.policy.before_retry(index, avoid, attempt, left) {
+                    None => return last,
+                    Some(pause) if pause.is_zero() => {}
+                    Some(pause) => tokio::time::sleep(pause).await,
                 }
             }
-            let started = self.policy.start(index, attempt > 1);
+            let started = self.policy.start(index, attempt);
             let (result, phase) = self
                 .attempt(index, method, request, options, until, attempt > 1)
                 .await;
-            let (outcome, failed) = classify(&result, phase);
-            if started.finish(if failed { result.as_ref().err() } else { None }, phase) {
+            let ended = started.finish(&result, phase);
+            if ended.taken_out {
                 self.taken_out(index).await;
             }
-            if !self.policy.retryable(outcome, attempt) {
+            if !ended.retryable {
                 return result;
             }
             last = Some(result);

@@ -8,7 +8,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::policy::{classify, BalancerStats, Health, NoServer, Phase, Policy, Route};
+use super::policy::{BalancerStats, Health, NoServer, Phase, Policy, Route};
 use super::BalancerBuilder;
 use crate::client::{later, CallOptions, Client, ClientError};
 use crate::service::{Message, Method};
@@ -261,26 +261,20 @@ impl Inner {
             attempt += 1;
             let index = self.pick(route, avoid, until)?;
             if let Some(last) = last.take() {
-                // A retry: back to the server that just refused it only after a pause (10 ms,
-                // doubling), and only within the deadline and the budget.
-                if Some(index) == avoid {
-                    let pause = self.policy.backoff(attempt - 1);
-                    if Instant::now() + pause >= until {
-                        return last;
-                    }
-                    thread::sleep(pause);
-                }
-                if Instant::now() >= until || !self.policy.take_retry_token() {
-                    return last;
+                let left = until.saturating_duration_since(Instant::now());
+                match self.policy.before_retry(index, avoid, attempt, left) {
+                    None => return last,
+                    Some(pause) if pause.is_zero() => {}
+                    Some(pause) => thread::sleep(pause),
                 }
             }
-            let started = self.policy.start(index, attempt > 1);
+            let started = self.policy.start(index, attempt);
             let (result, phase) = self.attempt(index, method, request, options, until, attempt > 1);
-            let (outcome, failed) = classify(&result, phase);
-            if started.finish(if failed { result.as_ref().err() } else { None }, phase) {
+            let ended = started.finish(&result, phase);
+            if ended.taken_out {
                 self.taken_out(index);
             }
-            if !self.policy.retryable(outcome, attempt) {
+            if !ended.retryable {
                 return result;
             }
             last = Some(result);

@@ -1,6 +1,6 @@
 //! [`RetryBudget`]: how many retries a balancer may make, as a share of its requests.
 
-use std::sync::{Mutex, PoisonError};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Bounds automatic retries to a share of the traffic, so that when every server fails, the
 /// clients do not multiply their load on it (a retry storm). After Finagle's `RetryBudget`
@@ -77,12 +77,13 @@ impl RetryBudget {
 /// of 0.2 make exactly one token.
 const MILLI: u64 = 1000;
 
-/// A [`RetryBudget`]'s balance, shared by every caller of one balancer.
+/// A [`RetryBudget`]'s balance, shared by every caller of one balancer: one atomic, so
+/// that a request's deposit takes no lock.
 #[derive(Debug)]
 pub(super) struct Balance {
     deposit: u64,
     max: u64,
-    millitokens: Mutex<u64>,
+    millitokens: AtomicU64,
 }
 
 impl Balance {
@@ -91,40 +92,33 @@ impl Balance {
             // At most 1000 tokens per request, so the product fits.
             deposit: (budget.ratio * MILLI as f64).round() as u64,
             max: u64::from(budget.max_balance) * MILLI,
-            millitokens: Mutex::new(u64::from(budget.reserve) * MILLI),
+            millitokens: AtomicU64::new(u64::from(budget.reserve) * MILLI),
         }
     }
 
     /// A request's deposit.
     pub(super) fn deposit(&self) {
-        let mut tokens = self
+        let (deposit, max) = (self.deposit, self.max);
+        // Never fails: the closure always returns Some.
+        let _ = self
             .millitokens
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        *tokens = (*tokens + self.deposit).min(self.max);
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |t| {
+                Some((t + deposit).min(max))
+            });
     }
 
     /// Takes one token for a retry; false (and nothing taken) when there is less than one.
     pub(super) fn withdraw(&self) -> bool {
-        let mut tokens = self
-            .millitokens
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if *tokens >= MILLI {
-            *tokens -= MILLI;
-            true
-        } else {
-            false
-        }
+        self.millitokens
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |t| {
+                t.checked_sub(MILLI)
+            })
+            .is_ok()
     }
 
     /// The tokens now.
     pub(super) fn tokens(&self) -> f64 {
-        *self
-            .millitokens
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) as f64
-            / MILLI as f64
+        self.millitokens.load(Ordering::Relaxed) as f64 / MILLI as f64
     }
 }
 

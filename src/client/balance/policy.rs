@@ -191,28 +191,49 @@ pub(super) struct Policy {
 pub(super) struct Attempt<'a> {
     policy: &'a Policy,
     index: usize,
+    /// Its request's attempt number, 1 for the first.
+    number: u32,
     /// Started while the server was out (panic mode): a success brings it back.
     panic: bool,
 }
 
+/// How an attempt ended, for its driver ([`Attempt::finish`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Ended {
+    /// The attempt took its server out: its pooled connections go, and the health check
+    /// runs now.
+    pub(super) taken_out: bool,
+    /// Its request may be tried again ([`Policy::before_retry`] decides whether it is): known
+    /// not processed, below the attempt limit.
+    pub(super) retryable: bool,
+}
+
 impl Attempt<'_> {
-    /// The attempt ended. `failed`: its connection failed, in `phase` (the server is taken
-    /// out; see [`Policy::connect_failed`] for a connect). A success of an attempt made while
-    /// the server was ejected (panic mode) brings it back; otherwise only a health check
-    /// does. Returns whether the server was taken out by this.
-    pub(super) fn finish(self, failed: Option<&ClientError>, phase: Phase) -> bool {
+    /// The attempt ended with `result`, its error (if any) met in `phase`. A connection that
+    /// failed takes the server out (see [`Policy::connect_failed`] for a connect). A success
+    /// of an attempt made while the server was ejected (panic mode) brings it back;
+    /// otherwise only a health check does.
+    pub(super) fn finish<T>(self, result: &Result<T, ClientError>, phase: Phase) -> Ended {
         let (policy, index) = (self.policy, self.index);
         let endpoint = &policy.endpoints[index];
-        match failed {
-            Some(err) => {
+        let (outcome, failed) = classify(result, phase);
+        let taken_out = match result {
+            Err(err) if failed => {
                 endpoint.failures.fetch_add(1, Ordering::Relaxed);
                 match phase {
                     Phase::Connect => policy.connect_failed(index, err),
                     Phase::Call => policy.eject(index, err.to_string()),
                 }
             }
-            None if !self.panic || policy.is_up(index) => false,
-            None => {
+            // Only a server's answer brings it back (not a timeout, nor a request refused
+            // before sending).
+            _ if !self.panic
+                || policy.is_up(index)
+                || !matches!(result, Ok(_) | Err(ClientError::Status(_))) =>
+            {
+                false
+            }
+            _ => {
                 let mut entry = policy.entry(index);
                 if entry.health == Health::Ejected {
                     log::info!("{}: back in (a request succeeded)", endpoint.name);
@@ -220,6 +241,10 @@ impl Attempt<'_> {
                 }
                 false
             }
+        };
+        Ended {
+            taken_out,
+            retryable: outcome == Outcome::NotProcessed && self.number < policy.max_attempts,
         }
     }
 }
@@ -380,17 +405,18 @@ impl Policy {
     /// An attempt starts on server `index`: counted as outstanding until the [`Attempt`]
     /// returned is finished or dropped (a caller that gives up in the middle, such as a
     /// dropped async call, leaves no count behind).
-    pub(super) fn start(&self, index: usize, retry: bool) -> Attempt<'_> {
+    pub(super) fn start(&self, index: usize, number: u32) -> Attempt<'_> {
         let endpoint = &self.endpoints[index];
         endpoint.outstanding.fetch_add(1, Ordering::Relaxed);
         endpoint.attempts.fetch_add(1, Ordering::Relaxed);
         self.attempts.fetch_add(1, Ordering::Relaxed);
-        if retry {
+        if number > 1 {
             self.retries.fetch_add(1, Ordering::Relaxed);
         }
         Attempt {
             policy: self,
             index,
+            number,
             panic: !self.is_up(index),
         }
     }
@@ -474,26 +500,36 @@ impl Policy {
         true
     }
 
-    /// Whether a request whose attempt `attempt` (1 for the first) ended with `outcome` may
-    /// be tried again: only one known not processed, below the attempt limit. The retry
-    /// budget is asked only when the retry is about to go ([`Policy::take_retry_token`]).
-    pub(super) fn retryable(&self, outcome: Outcome, attempt: u32) -> bool {
-        outcome == Outcome::NotProcessed && attempt < self.max_attempts
-    }
-
-    /// Takes a token of the retry budget for a retry about to be sent; false (counted as a
-    /// retry refused) when there is none.
-    pub(super) fn take_retry_token(&self) -> bool {
-        if self.balance.withdraw() {
-            true
+    /// Whether attempt `number` (2 or more) of a request, at server `index`, goes, after
+    /// its last attempt failed at `avoid` in a way [`Ended::retryable`] allows, with `left`
+    /// before the request's deadline. `Some(pause)` when it goes: after `pause`, zero unless
+    /// it goes back to the same server ([`Policy::backoff`]); a token of the retry budget is
+    /// taken for it then. `None` when the pause would not fit in `left`, or the budget has no
+    /// token (counted as a retry refused): the request ends with its last attempt's result.
+    pub(super) fn before_retry(
+        &self,
+        index: usize,
+        avoid: Option<usize>,
+        number: u32,
+        left: Duration,
+    ) -> Option<Duration> {
+        let pause = if Some(index) == avoid {
+            self.backoff(number - 1)
         } else {
-            self.retries_refused.fetch_add(1, Ordering::Relaxed);
-            false
+            Duration::ZERO
+        };
+        if pause >= left {
+            return None;
         }
+        if !self.balance.withdraw() {
+            self.retries_refused.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(pause)
     }
 
     /// The pause before retry `retry` (1 for the first) at the same server.
-    pub(super) fn backoff(&self, retry: u32) -> Duration {
+    fn backoff(&self, retry: u32) -> Duration {
         let exp = BACKOFF_BASE
             .saturating_mul(1u32 << retry.saturating_sub(1).min(16))
             .min(BACKOFF_MAX);
@@ -564,7 +600,7 @@ mod tests {
     fn two_choices_prefers_the_less_loaded() {
         let p = policy(3);
         // Server 0 has 10 outstanding: it loses every draw it is in.
-        let busy: Vec<Attempt<'_>> = (0..10).map(|_| p.start(0, false)).collect();
+        let busy: Vec<Attempt<'_>> = (0..10).map(|_| p.start(0, 1)).collect();
         let mut picks = [0u32; 3];
         for _ in 0..3000 {
             picks[p.pick(Route::Any, None).expect("a server")] += 1;
@@ -607,13 +643,17 @@ mod tests {
         assert_eq!(p.health(1), Health::Draining);
         // An attempt started while server 2 was up succeeds after it was ejected (by a
         // broken connection): it stays out until a health check.
-        let attempt = p.start(2, false);
+        let attempt = p.start(2, 1);
         assert!(p.eject(2, "reset".into()));
-        assert!(!attempt.finish(None, Phase::Call));
+        assert!(!attempt.finish(&Ok(()), Phase::Call).taken_out);
         assert_eq!(p.health(2), Health::Ejected);
-        // One started in panic mode (while it was out) brings it back.
-        let attempt = p.start(2, false);
-        attempt.finish(None, Phase::Call);
+        // One started in panic mode (while it was out) that times out does not; one answered
+        // does.
+        p.start(2, 1)
+            .finish(&Err::<(), _>(ClientError::Timeout), Phase::Call);
+        assert_eq!(p.health(2), Health::Ejected);
+        let attempt = p.start(2, 1);
+        attempt.finish(&Ok(()), Phase::Call);
         assert_eq!(p.health(2), Health::Up);
         // A new connection clears the GOAWAY: the next refusal is an ejection.
         p.connected(0);
@@ -666,10 +706,27 @@ mod tests {
         )));
         assert_eq!(classify(&bad_message, Phase::Call), (Outcome::Done, false));
         let p = policy(1);
-        assert!(!p.retryable(Outcome::Unknown, 1));
-        assert!(p.retryable(Outcome::NotProcessed, 1));
-        assert!(p.retryable(Outcome::NotProcessed, 2));
-        assert!(!p.retryable(Outcome::NotProcessed, 3), "3 attempts at most");
+        let ended = |number, result: &Result<(), ClientError>| {
+            p.start(0, number).finish(result, Phase::Call)
+        };
+        assert!(!ended(1, &closed).retryable);
+        assert!(ended(1, &unavailable).retryable);
+        assert!(ended(2, &unavailable).retryable);
+        assert!(!ended(3, &unavailable).retryable, "3 attempts at most");
+        // A retry to another server goes at once; back to the same one, after a pause; and
+        // neither when the pause does not fit in the time left.
+        assert_eq!(
+            p.before_retry(1, Some(0), 2, Duration::from_secs(1)),
+            Some(Duration::ZERO)
+        );
+        let pause = p
+            .before_retry(0, Some(0), 2, Duration::from_secs(1))
+            .expect("goes");
+        assert!(pause >= Duration::from_millis(8) && pause <= Duration::from_millis(12));
+        assert_eq!(
+            p.before_retry(0, Some(0), 2, Duration::from_millis(5)),
+            None
+        );
     }
 
     #[test]
