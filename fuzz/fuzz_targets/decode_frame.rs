@@ -2,14 +2,16 @@
 //! accepted re-encodes to exactly the bytes it was decoded from. Run with `-malloc_limit_mb`
 //! to catch an allocation sized by a length the input merely claims: the body limit is 4096
 //! bytes, so no legitimate allocation comes near a megabyte. (That chunking does not change
-//! the result is the `chunking` target's property.)
+//! the result is the `chunking` target's property.) Before each decode, `peek_requests` (the
+//! server's prefetch walk) runs over the same bytes: it must not panic, and each payload range
+//! it gives must lie within them.
 //!
 //! Input: a count byte `n`, then `n % 16` chunk sizes (one byte each, cycled, 0 read as 1;
 //! none means one buffer), then the stream.
 #![no_main]
 
 use bytes::BytesMut;
-use courier_rpc::proto::{Decoder, Encoder};
+use courier_rpc::proto::{peek_requests, Decoder, Encoder};
 use libfuzzer_sys::fuzz_target;
 
 /// A small limit so that "too large" and "complete" are both reachable.
@@ -31,6 +33,10 @@ fn decode(data: &[u8], cuts: &[u8]) {
         let end = (pos + step).min(data.len());
         buf.extend_from_slice(&data[pos..end]);
         pos = end;
+        // The prefetch walk over the same bytes: never a panic, every range within them.
+        peek_requests(&buf, 64, |_, _, payload| {
+            assert!(payload.start <= payload.end && payload.end <= buf.len());
+        });
         loop {
             let before = buf.clone();
             match decoder.decode(&mut buf) {

@@ -1061,3 +1061,66 @@ fn every_answer_is_counted_once_under_its_method_and_status() {
     assert_eq!(total("requests_OK"), 3);
     assert_eq!(total("requests_UNAVAILABLE"), 2);
 }
+
+#[test]
+fn prefetch_hints_see_each_batch_of_pipelined_requests_before_it_is_served() {
+    use std::sync::Mutex;
+    // What the hint was given, and how many requests the handler had served by then.
+    type Batches = Vec<(Vec<Vec<u8>>, usize)>;
+    let seen: Arc<Mutex<Batches>> = Arc::default();
+    let served = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut r = Router::new();
+    let counter = Arc::clone(&served);
+    r.register(ECHO, move |_, body: Bytes| {
+        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(body)
+    });
+    let (log, counter) = (Arc::clone(&seen), Arc::clone(&served));
+    r.register_prefetch(ECHO, move |payloads| {
+        let batch = payloads.map(<[u8]>::to_vec).collect();
+        let done = counter.load(std::sync::atomic::Ordering::SeqCst);
+        log.lock().expect("lock").push((batch, done));
+    });
+    let mut conn = new_conn(ConnectionConfig::default());
+    // Three echoes, a PING and a request for another service in one read.
+    let mut input = encode(&request(1, 1, b"a"));
+    input.extend_from_slice(&encode(&Frame::Ping(5)));
+    input.extend_from_slice(&encode(&request(2, 1, b"bb")));
+    input.extend_from_slice(&encode(&request(3, 9, b"other")));
+    input.extend_from_slice(&encode(&request(4, 1, b"ccc")));
+    conn.read_from(&mut &input[..]).expect("reads");
+    assert_eq!(conn.process(Instant::now(), &r), 5);
+    let want = vec![b"a".to_vec(), b"bb".to_vec(), b"ccc".to_vec()];
+    assert_eq!(*seen.lock().expect("lock"), vec![(want, 0)]);
+    assert_eq!(output(&mut conn).len(), 5);
+    // A request alone is served at once: no hint.
+    conn.read_from(&mut &encode(&request(6, 1, b"d"))[..])
+        .expect("reads");
+    assert_eq!(conn.process(Instant::now(), &r), 1);
+    assert_eq!(seen.lock().expect("lock").len(), 1);
+    assert_eq!(served.load(std::sync::atomic::Ordering::SeqCst), 4);
+}
+
+#[test]
+fn a_prefetch_hint_sees_at_most_the_turns_budget_and_the_rest_later() {
+    use std::sync::Mutex;
+    let sizes: Arc<Mutex<Vec<usize>>> = Arc::default();
+    let mut r = router();
+    let log = Arc::clone(&sizes);
+    r.register_prefetch(ECHO, move |payloads| {
+        log.lock().expect("lock").push(payloads.count());
+    });
+    let mut conn = new_conn(ConnectionConfig::default().with_max_frames_per_turn(40));
+    let mut input = BytesMut::new();
+    for id in 1..=50 {
+        input.extend_from_slice(&encode(&request(id, 1, b"k")));
+    }
+    conn.read_from(&mut &input[..]).expect("reads");
+    // The budget of 40: a batch of 32, then the 8 left of the budget.
+    assert_eq!(conn.process(Instant::now(), &r), 40);
+    assert_eq!(*sizes.lock().expect("lock"), vec![32, 8]);
+    conn.begin_turn();
+    assert_eq!(conn.process(Instant::now(), &r), 10);
+    assert_eq!(*sizes.lock().expect("lock"), vec![32, 8, 10]);
+    assert_eq!(output(&mut conn).len(), 50);
+}

@@ -23,7 +23,8 @@
 //!  service.rs   the service: method ids, handlers, register(_logged)   uses log, store, messages, info
 //!  info.rs      KvInfo, the answer of INFO                              uses log's FsyncPolicy
 //!  log/         the log file, and the logged writes (set_logged, ...)   uses store, messages
-//!  store.rs     the in-memory Store, 64 shards                          uses nothing of kv
+//!  store.rs     the in-memory Store, 64 shards                          uses table
+//!  table.rs     one shard's table of entries (Entry)                    uses nothing of kv
 //!  messages.rs  Key, Value, SetRequest, Deleted and their limits        uses nothing of kv
 //! ```
 //!
@@ -37,6 +38,7 @@ pub mod log;
 mod messages;
 mod service;
 mod store;
+mod table;
 
 pub use info::{KvInfo, Storage};
 pub use messages::{Deleted, Key, SetRequest, Value, MAX_KEY_LEN, MAX_VALUE_LEN};

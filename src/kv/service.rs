@@ -55,6 +55,7 @@ pub fn register_logged(router: &mut Router, store: Arc<Store>, log: Arc<Log>) {
         Storage::Log,
         Some(log.fsync_policy()),
     );
+    register_prefetch(router, &store);
     let (s, l) = (Arc::clone(&store), Arc::clone(&log));
     router.register_encoded(GET, move |ctx, key: Key, out| {
         let (found, ticket) = s.get_into_logged(&key.0, out);
@@ -78,6 +79,24 @@ pub fn register_logged(router: &mut Router, store: Arc<Store>, log: Arc<Log>) {
         Ok(Deleted(deleted))
     });
     router.set_commit(log);
+}
+
+/// Registers the prefetch hints of GET, SET and DELETE: each batch's keys go to
+/// [`Store::prefetch`] before the batch is served. The payloads are unchecked, so a key is
+/// found as the decoders find it but through bounds-checked slices: a GET's or DELETE's
+/// whole payload; a SET's u16 length and the key after it.
+fn register_prefetch(router: &mut Router, store: &Arc<Store>) {
+    let s = Arc::clone(store);
+    router.register_prefetch(GET, move |payloads| s.prefetch(payloads));
+    let s = Arc::clone(store);
+    router.register_prefetch(DELETE, move |payloads| s.prefetch(payloads));
+    let s = Arc::clone(store);
+    router.register_prefetch(SET, move |payloads| {
+        s.prefetch(payloads.filter_map(|payload| {
+            let len = u16::from_be_bytes([*payload.first()?, *payload.get(1)?]);
+            payload.get(2..2 + usize::from(len))
+        }))
+    });
 }
 
 fn register_get(router: &mut Router, store: Arc<Store>) {
@@ -111,6 +130,7 @@ fn register_info(
 /// answers `storage memory` and `fsync none`.
 pub fn register(router: &mut Router, store: Arc<Store>) {
     register_info(router, Arc::clone(&store), Storage::Memory, None);
+    register_prefetch(router, &store);
     register_get(router, Arc::clone(&store));
     let s = Arc::clone(&store);
     router.register(SET, move |_ctx, req: SetRequest| {

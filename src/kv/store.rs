@@ -10,84 +10,24 @@
 //! store keeps for the log is a number per shard, the ticket of its last ticketed write,
 //! which the caller picks.
 
-use std::borrow::Borrow;
-use std::collections::HashSet;
-use std::hash::{Hash, Hasher};
+use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::RwLock;
 
 use bytes::{Bytes, BytesMut};
 
+use super::table::{Entry, Table};
+
 /// Shards of a [`Store`]: 64, a power of two well above the event loops of any machine this
 /// runs on, so two loops seldom want the same lock at once.
 pub const SHARDS: usize = 64;
-
-/// One stored key and its value, in one allocation:
-///
-/// ```text
-/// +------------------+-----------+-------------+
-/// | key length (u16) | key bytes | value bytes |
-/// +------------------+-----------+-------------+
-/// ```
-///
-/// Hashed and compared by its key alone, and borrowable as the key, so a shard is a
-/// `HashSet<Entry>` looked up by `&[u8]`: a lookup touches the table slot and this one
-/// allocation, nothing else.
-#[derive(Debug)]
-pub(in crate::kv) struct Entry(Box<[u8]>);
-
-impl Entry {
-    /// `key` must be at most [`MAX_KEY_LEN`](crate::kv::MAX_KEY_LEN) bytes (well within `u16`).
-    fn new(key: &[u8], value: &[u8]) -> Entry {
-        let key_len = u16::try_from(key.len()).unwrap_or(u16::MAX);
-        let key = &key[..usize::from(key_len)];
-        let mut bytes = Vec::with_capacity(2 + key.len() + value.len());
-        bytes.extend_from_slice(&key_len.to_be_bytes());
-        bytes.extend_from_slice(key);
-        bytes.extend_from_slice(value);
-        Entry(bytes.into_boxed_slice())
-    }
-
-    fn key_end(&self) -> usize {
-        2 + usize::from(u16::from_be_bytes([self.0[0], self.0[1]]))
-    }
-
-    pub(in crate::kv) fn key(&self) -> &[u8] {
-        &self.0[2..self.key_end()]
-    }
-
-    pub(in crate::kv) fn value(&self) -> &[u8] {
-        &self.0[self.key_end()..]
-    }
-}
-
-impl Borrow<[u8]> for Entry {
-    fn borrow(&self) -> &[u8] {
-        self.key()
-    }
-}
-
-// Hash and equality are those of the key, as `Borrow` requires.
-impl Hash for Entry {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.key().hash(state);
-    }
-}
-
-impl PartialEq for Entry {
-    fn eq(&self, other: &Entry) -> bool {
-        self.key() == other.key()
-    }
-}
-
-impl Eq for Entry {}
 
 /// One shard: its own lock and map, alone on its cache lines (128 bytes, the unit the
 /// adjacent-line prefetcher pulls in) so that locking one never slows another.
 #[derive(Debug, Default)]
 #[repr(align(128))]
 struct Shard {
-    map: RwLock<HashSet<Entry>>,
+    map: RwLock<Table>,
     /// The log ticket of the last logged write applied to this shard (0: none since start),
     /// set under the write lock ([`Store::set_ticketed`], [`Store::delete_ticketed`]). A read
     /// of the shard waits for the commit of this ticket before it answers, so that it never
@@ -97,48 +37,44 @@ struct Shard {
 }
 
 impl Shard {
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashSet<Entry>> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Table> {
         // A panic while holding the lock cannot leave the map half-updated (each operation is
-        // one HashSet call), so a poisoned lock is still consistent.
+        // one Table call, which panics on no input), so a poisoned lock is still consistent.
         self.map.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashSet<Entry>> {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Table> {
         self.map.write().unwrap_or_else(|p| p.into_inner())
     }
 }
 
 /// The in-memory store behind the kv service. Cheap to share: clone the `Arc`.
 ///
-/// Keys are spread over [`SHARDS`] shards, each a reader-writer lock around a hash set of
-/// entries (key and value in one allocation), so
-/// event loops on different cores work on different locks and no one lock serialises the
-/// server. The shard is picked by FNV-1a over the key; each map still hashes with std's
-/// randomly keyed SipHash, so keys chosen to collide can at worst crowd one shard's lock,
-/// never turn a map's lookups linear.
+/// Keys are spread over [`SHARDS`] shards, each a reader-writer lock around an open-addressing hash table of
+/// entries (key and value in one allocation), so event loops on different cores work on
+/// different locks and no one lock serialises the server. Each key is hashed once, with
+/// std's randomly keyed SipHash ([`RandomState`], keys drawn when the store is made): the
+/// top 6 bits pick the shard, the low bits the slot. Keys chosen to collide cannot be found
+/// without the store's random keys, so no client can crowd one shard or make a table's
+/// lookups linear.
 #[derive(Debug)]
 pub struct Store {
     shards: Box<[Shard]>,
+    hasher: RandomState,
 }
 
 impl Default for Store {
     fn default() -> Self {
         Store {
             shards: (0..SHARDS).map(|_| Shard::default()).collect(),
+            hasher: RandomState::new(),
         }
     }
 }
 
-/// The shard of `key`: FNV-1a (64-bit; offset basis and prime from the FNV specification,
-/// draft-eastlake-fnv), high bits folded in.
-fn shard_of(key: &[u8]) -> usize {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for &byte in key {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    ((hash ^ (hash >> 32)) as usize) & (SHARDS - 1)
-}
+/// Keys [`Store::prefetch`] looks at per call: 32, as many as the server gives a prefetch hint
+/// at once.
+const PREFETCH_MAX: usize = 32;
 
 impl Store {
     /// An empty store.
@@ -146,15 +82,17 @@ impl Store {
         Store::default()
     }
 
-    fn shard(&self, key: &[u8]) -> &Shard {
-        &self.shards[shard_of(key)]
+    /// The hash of `key` and its shard (the hash's top bits; [`SHARDS`] is 2^6).
+    fn locate(&self, key: &[u8]) -> (u64, &Shard) {
+        let hash = self.hasher.hash_one(key);
+        (hash, &self.shards[(hash >> 58) as usize])
     }
 
     /// A copy of the value of `key`.
     pub fn get(&self, key: &[u8]) -> Option<Bytes> {
-        let shard = self.shard(key).read();
-        shard
-            .get(key)
+        let (hash, shard) = self.locate(key);
+        let map = shard.read();
+        map.get(hash, key)
             .map(|entry| Bytes::copy_from_slice(entry.value()))
     }
 
@@ -171,7 +109,8 @@ impl Store {
     /// refuses it); it is cut to 65,535 bytes.
     pub fn set(&self, key: &[u8], value: &[u8]) {
         let entry = Entry::new(key, value);
-        let old = self.shard(entry.key()).write().replace(entry);
+        let (hash, shard) = self.locate(entry.key());
+        let old = shard.write().replace(hash, entry);
         // The replaced entry is freed after the lock is released.
         drop(old);
     }
@@ -179,7 +118,8 @@ impl Store {
     /// Removes `key`; `true` if it was there.
     pub fn delete(&self, key: &[u8]) -> bool {
         // Taken out under the lock, freed after it is released.
-        let old = self.shard(key).write().take(key);
+        let (hash, shard) = self.locate(key);
+        let old = shard.write().take(hash, key);
         old.is_some()
     }
 
@@ -187,6 +127,36 @@ impl Store {
     /// go on).
     pub fn len(&self) -> usize {
         self.shards.iter().map(|s| s.read().len()).sum()
+    }
+
+    /// Pulls into the CPU's cache the memory that reading or writing each of `keys` (the
+    /// first 32 of them) will touch, so that the cache misses of many keys overlap instead of
+    /// following one another: a hint, with no effect on what the store holds or answers.
+    /// The kv service registers it as the prefetch hint
+    /// ([`Router::register_prefetch`](crate::service::Router::register_prefetch)) of GET, SET
+    /// and DELETE, so the server calls it with the keys of a batch of pipelined requests
+    /// before it serves them.
+    ///
+    /// Two passes: the first asks for each key's table slot; the second, once those have had
+    /// time to arrive, reads them and asks for each key's entry. Each key's read lock is
+    /// taken for a moment in each pass. Does nothing on targets other than x86-64.
+    pub fn prefetch<'a>(&self, keys: impl IntoIterator<Item = &'a [u8]>) {
+        let mut batch: [(&[u8], u64); PREFETCH_MAX] = [(&[], 0); PREFETCH_MAX];
+        let mut n = 0;
+        for key in keys.into_iter().take(PREFETCH_MAX) {
+            let (hash, shard) = self.locate(key);
+            if let Some(address) = shard.read().slot_address(hash) {
+                prefetch(address);
+            }
+            batch[n] = (key, hash);
+            n += 1;
+        }
+        for &(key, hash) in &batch[..n] {
+            let shard = &self.shards[(hash >> 58) as usize];
+            if let Some(address) = shard.read().entry_address(hash, key) {
+                prefetch(address);
+            }
+        }
     }
 
     /// Stores `value` under `key` as [`Store::set`] does, and under the key's shard lock calls
@@ -207,9 +177,9 @@ impl Store {
     ) -> Result<(u64, Option<Entry>), E> {
         let entry = Entry::new(key, value);
         let key = &key[..entry.key().len()];
-        let shard = self.shard(key);
+        let (hash, shard) = self.locate(key);
         let mut map = shard.write();
-        let old = map.replace(entry);
+        let old = map.replace(hash, entry);
         match ticket(key) {
             Ok(ticket) => {
                 shard.last_write.store(ticket, Ordering::Relaxed);
@@ -219,7 +189,7 @@ impl Store {
             Err(err) => {
                 // The log failed before this record (the ticket was refused): undo the
                 // replace under the same lock.
-                let undone = put_back(&mut map, key, old);
+                let undone = put_back(&mut map, hash, key, old);
                 drop(map);
                 drop(undone);
                 Err(err)
@@ -240,9 +210,9 @@ impl Store {
         key: &[u8],
         ticket: impl FnOnce() -> Result<u64, E>,
     ) -> Result<(Option<Entry>, u64), E> {
-        let shard = self.shard(key);
+        let (hash, shard) = self.locate(key);
         let mut map = shard.write();
-        let Some(old) = map.take(key) else {
+        let Some(old) = map.take(hash, key) else {
             return Ok((None, shard.last_write.load(Ordering::Relaxed)));
         };
         match ticket() {
@@ -252,7 +222,7 @@ impl Store {
                 Ok((Some(old), ticket))
             }
             Err(err) => {
-                map.insert(old);
+                map.replace(hash, old);
                 Err(err)
             }
         }
@@ -262,9 +232,9 @@ impl Store {
     /// the ticket of the shard's last logged write, read under the same lock: what a reader
     /// must wait for before it shows the answer.
     pub fn get_into_logged(&self, key: &[u8], out: &mut BytesMut) -> (bool, u64) {
-        let shard = self.shard(key);
+        let (hash, shard) = self.locate(key);
         let map = shard.read();
-        let found = match map.get(key) {
+        let found = match map.get(hash, key) {
             Some(entry) => {
                 out.extend_from_slice(entry.value());
                 true
@@ -278,8 +248,9 @@ impl Store {
     /// batch that wrote it (the log's rollback): `value`, or no entry when `None`.
     pub(in crate::kv) fn restore(&self, key: &[u8], value: Option<&[u8]>) {
         let old = value.map(|value| Entry::new(key, value));
-        let mut map = self.shard(key).write();
-        let undone = put_back(&mut map, key, old);
+        let (hash, shard) = self.locate(key);
+        let mut map = shard.write();
+        let undone = put_back(&mut map, hash, key, old);
         drop(map);
         drop(undone);
     }
@@ -288,13 +259,13 @@ impl Store {
     /// surviving records end, once a rollback has undone every write past it: reads of the
     /// shard no longer wait for writes that are gone.
     pub(in crate::kv) fn lower_last_write(&self, key: &[u8], durable_end: u64) {
-        let shard = self.shard(key);
+        let (_, shard) = self.locate(key);
         let _map = shard.write();
         shard.last_write.fetch_min(durable_end, Ordering::Relaxed);
     }
 
     /// Calls `f` with each shard's entries in turn, under that shard's read lock.
-    pub(in crate::kv) fn for_each_shard(&self, mut f: impl FnMut(&HashSet<Entry>)) {
+    pub(in crate::kv) fn for_each_shard(&self, mut f: impl FnMut(&Table)) {
         for shard in self.shards.iter() {
             f(&shard.read());
         }
@@ -308,11 +279,25 @@ impl Store {
 
 /// Undoes a write to `key` in a shard's map: `old` goes back (or, `None`, the key is removed).
 /// Returns the entry the write had put there, to be freed once the lock is released.
-fn put_back(map: &mut HashSet<Entry>, key: &[u8], old: Option<Entry>) -> Option<Entry> {
+fn put_back(map: &mut Table, hash: u64, key: &[u8], old: Option<Entry>) -> Option<Entry> {
     match old {
-        Some(old) => map.replace(old),
-        None => map.take(key),
+        Some(old) => map.replace(hash, old),
+        None => map.take(hash, key),
     }
+}
+
+/// Asks the CPU to bring the cache line at `address` into every level of its cache.
+#[inline]
+fn prefetch(address: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: PREFETCHT0 is a hint: it reads nothing the program can observe, changes no
+    // memory and never faults, whatever the address (Intel SDM, PREFETCHh: "does not affect
+    // program behavior"), so any pointer value is sound.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(address.cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = address;
 }
 
 #[cfg(test)]
@@ -329,6 +314,7 @@ mod tests {
         }
         assert_eq!(store.len(), 10_000);
         let per_shard: Vec<usize> = store.shards.iter().map(|s| s.read().len()).collect();
+        store.prefetch([&b"key:42"[..], b"key:none", b""]);
         let mut out = BytesMut::new();
         assert!(store.get_into(b"key:42", &mut out));
         assert!(!store.get_into(b"key:none", &mut out));

@@ -169,6 +169,49 @@ impl Decoder {
     }
 }
 
+/// Calls `f` with the service, method and payload (as a range of `src`) of each REQUEST frame
+/// among the first `max_frames` complete frames at the start of `src`, without checking them:
+/// for a server that wants to know what a batch of pipelined requests will touch before it
+/// decodes and serves them one by one (a prefetch). Returns the complete frames walked.
+///
+/// Nothing it gives is to be believed. It reads only what it needs to find the next frame
+/// (the kind at byte 5, the flags at 6..8, the body length at 24..28; the service and method
+/// at 16..20) and checks no magic, version, limit or CRC: [`Decoder::decode`] does, and the
+/// frames' fate is its verdict alone. Each range is within `src`. It stops at the first frame
+/// that is not all in `src` (whatever length its header claims: nothing is reserved or read
+/// past `src`), and skips REQUESTs with a metadata section (their payload is not at the body's
+/// start) and every other kind.
+pub fn peek_requests(
+    src: &[u8],
+    max_frames: usize,
+    mut f: impl FnMut(u16, u16, std::ops::Range<usize>),
+) -> usize {
+    let mut at = 0;
+    let mut frames = 0;
+    while frames < max_frames {
+        let Some(head) = src
+            .get(at..)
+            .and_then(|rest| rest.get(..HEADER_LEN))
+            .and_then(|head| <&[u8; HEADER_LEN]>::try_from(head).ok())
+        else {
+            break;
+        };
+        let body_len = BigEndian::read_u32(&head[24..28]) as usize;
+        let body = at + HEADER_LEN;
+        let Some(end) = body.checked_add(body_len).filter(|&end| end <= src.len()) else {
+            break;
+        };
+        let flags = BigEndian::read_u16(&head[6..8]);
+        if head[5] == FrameKind::Request as u8 && flags & FLAG_METADATA == 0 {
+            let word = BigEndian::read_u32(&head[16..20]);
+            f((word >> 16) as u16, (word & 0xFFFF) as u16, body..end);
+        }
+        frames += 1;
+        at = end;
+    }
+    frames
+}
+
 /// Header checks, in the order of `proto-spec/PROTOCOL.md` §8, on whatever prefix has arrived.
 #[inline]
 fn check_header(

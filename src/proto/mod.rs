@@ -56,7 +56,7 @@ mod status;
 #[cfg(feature = "tokio")]
 mod tokio_codec;
 
-pub use decoder::{Decoder, RESERVE_STEP};
+pub use decoder::{peek_requests, Decoder, RESERVE_STEP};
 pub use encoder::Encoder;
 pub use error::{DecodeError, EncodeError};
 pub use frame::{

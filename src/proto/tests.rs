@@ -444,3 +444,71 @@ fn long_error_message_is_cut_at_a_character_boundary_to_fit() {
         Ok(Some(Frame::GoAway { message, .. })) if message == "ééé"
     ));
 }
+
+#[test]
+fn peek_finds_each_complete_request_payload_and_stops_at_an_incomplete_frame() {
+    let mut buf = encode(&request(1, b"key:1"));
+    buf.extend_from_slice(&encode(&Frame::Ping(7)));
+    let with_metadata = Frame::Request(Request {
+        metadata: Metadata::from_pairs([("k", &b"v"[..])]).expect("valid metadata"),
+        ..match request(2, b"key:2") {
+            Frame::Request(r) => r,
+            _ => unreachable!(),
+        }
+    });
+    buf.extend_from_slice(&encode(&with_metadata));
+    let mut other = match request(3, b"") {
+        Frame::Request(r) => r,
+        _ => unreachable!(),
+    };
+    other.service = 9;
+    other.method = 0xfffe;
+    buf.extend_from_slice(&encode(&Frame::Request(other)));
+    let complete = buf.len();
+    // A fifth frame cut short: only its header and two of its five payload bytes.
+    buf.extend_from_slice(&encode(&request(4, b"key:4"))[..HEADER_LEN + 2]);
+    let mut seen = Vec::new();
+    let walked = peek_requests(&buf, 64, |service, method, payload| {
+        seen.push((service, method, buf[payload].to_vec()))
+    });
+    assert_eq!(walked, 4, "the cut frame is not walked");
+    assert_eq!(
+        seen,
+        vec![(2, 1, b"key:1".to_vec()), (9, 0xfffe, Vec::new())],
+        "the PING and the request with metadata are skipped"
+    );
+    // At most max_frames frames.
+    let mut count = 0;
+    assert_eq!(peek_requests(&buf, 1, |_, _, _| count += 1), 1);
+    assert_eq!(count, 1);
+    assert_eq!(peek_requests(&buf[..complete - 1], 64, |_, _, _| {}), 3);
+    assert_eq!(peek_requests(&[], 64, |_, _, _| {}), 0);
+}
+
+#[test]
+fn peek_trusts_no_claimed_length() {
+    // A header claiming a body of u32::MAX bytes: nothing past the buffer is read or given,
+    // and the decoder still refuses the frame as too large.
+    let mut buf = encode(&request(1, b"x"));
+    buf[24..28].copy_from_slice(&u32::MAX.to_be_bytes());
+    let mut calls = 0;
+    assert_eq!(peek_requests(&buf, 64, |_, _, _| calls += 1), 0);
+    assert_eq!(calls, 0);
+    assert!(matches!(
+        Decoder::new(MAX).decode(&mut buf),
+        Err(DecodeError::HeaderChecksum { .. })
+    ));
+}
+
+proptest! {
+    /// Whatever the bytes, every range peek gives lies within them, in order, without overlap.
+    #[test]
+    fn peek_ranges_stay_within_any_input(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+        let mut last_end = 0;
+        peek_requests(&bytes, 64, |_, _, payload| {
+            assert!(payload.start >= last_end + HEADER_LEN && payload.end <= bytes.len());
+            assert!(payload.start <= payload.end);
+            last_end = payload.end;
+        });
+    }
+}

@@ -16,7 +16,8 @@ mod serde;
 pub use self::serde::{Cbor, Json};
 pub use message::{Message, MessageError};
 pub use method::Method;
+pub(crate) use router::{route_key, Failure, Outcome};
 pub use router::{
-    BlockingCall, CallId, Commit, Context, MethodInfo, RouteError, Router, Service, MAX_NAME_LEN,
+    BlockingCall, CallId, Commit, Context, MethodInfo, PrefetchHint, RouteError, Router, Service,
+    MAX_NAME_LEN,
 };
-pub(crate) use router::{Failure, Outcome};

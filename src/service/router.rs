@@ -277,9 +277,16 @@ pub struct Router {
     conflicts: Vec<RouteError>,
     commit: Option<Arc<dyn Commit>>,
     authorizer: Option<Arc<dyn Authorizer>>,
+    /// Prefetch hints by method key ([`Router::register_prefetch`]): a few at most.
+    prefetch: Vec<(u32, Arc<PrefetchHint>)>,
 }
 
-fn route_key(service: u16, method: u16) -> u32 {
+/// A prefetch hint ([`Router::register_prefetch`]): called with the payloads of one batch's
+/// requests for its method.
+pub type PrefetchHint = dyn Fn(&mut dyn Iterator<Item = &[u8]>) + Send + Sync;
+
+/// The key a (service, method) is sorted and found by: service << 16 | method.
+pub(crate) fn route_key(service: u16, method: u16) -> u32 {
     (u32::from(service) << 16) | u32::from(method)
 }
 
@@ -340,6 +347,50 @@ impl Router {
         F: Fn(&Context, Req, &mut BytesMut) -> Result<(), Status> + Send + Sync + 'static,
     {
         self.insert(method, handler, false)
+    }
+
+    /// Registers a prefetch hint for `method`: when one read brings several complete frames
+    /// (pipelined requests), the server first calls `hint` once with the payloads of those
+    /// among them that are requests for `method` (at most 32 frames are looked at), then
+    /// decodes and serves them in order as always. A hint is for pulling into the CPU's
+    /// cache the memory those requests' handler will touch, so that their cache misses
+    /// overlap instead of following one another (see [`Store::prefetch`](crate::kv::Store::prefetch)).
+    ///
+    /// The payloads are raw and **unchecked**: no CRC, limit or decode has run on them yet,
+    /// and any may be garbage or turn out to belong to a frame the decoder refuses. A hint
+    /// must therefore have no effect but on caches: change nothing, answer nothing, and
+    /// cope with any bytes (the kv hint reads a key only through bounds-checked slices).
+    /// Requests with metadata are not passed. A second hint for one method replaces the
+    /// first.
+    pub fn register_prefetch<Req, Resp>(
+        &mut self,
+        method: Method<Req, Resp>,
+        hint: impl Fn(&mut dyn Iterator<Item = &[u8]>) + Send + Sync + 'static,
+    ) -> &mut Self {
+        let key = route_key(method.service, method.method);
+        self.prefetch.retain(|(k, _)| *k != key);
+        self.prefetch.push((key, Arc::new(hint)));
+        self
+    }
+
+    /// Whether any prefetch hint is registered.
+    pub(crate) fn prefetches(&self) -> bool {
+        !self.prefetch.is_empty()
+    }
+
+    /// Calls each prefetch hint with the payloads, in `buf`, of the requests for its method
+    /// in `batch`: (method key, payload start, payload end), as [`peek_requests`] finds them,
+    /// the key made by [`route_key`].
+    ///
+    /// [`peek_requests`]: crate::proto::peek_requests
+    pub(crate) fn prefetch(&self, batch: &[(u32, usize, usize)], buf: &[u8]) {
+        for (key, hint) in &self.prefetch {
+            let mut payloads = batch
+                .iter()
+                .filter(|(k, ..)| k == key)
+                .filter_map(|&(_, start, end)| buf.get(start..end));
+            hint(&mut payloads);
+        }
     }
 
     /// Registers a handler that returns its response message, as an encoded one.

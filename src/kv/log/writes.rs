@@ -7,7 +7,8 @@
 
 use super::record;
 use super::Log;
-use crate::kv::store::{Entry, Store};
+use crate::kv::store::Store;
+use crate::kv::table::Entry;
 use crate::proto::Status;
 
 impl Store {
