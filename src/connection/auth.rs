@@ -188,7 +188,7 @@ impl Connection {
         match encoded {
             Ok(()) => {
                 self.stats.answered(slot, Code::OK);
-                stats::inc(&self.stats.frames_out);
+                stats::bump(&self.stats.frames_out, 1);
             }
             Err(err) => {
                 let status = Status::resource_exhausted(format!("response not sent: {err}"));

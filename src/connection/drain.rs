@@ -101,7 +101,7 @@ impl Connection {
     pub(super) fn queue_last(&mut self) {
         if let Some(held) = self.held.as_mut() {
             if !held.last.is_empty() {
-                stats::inc(&self.stats.frames_out);
+                stats::bump(&self.stats.frames_out, 1);
                 self.write_buf.extend_from_slice(&held.last);
                 held.last = BytesMut::new();
             }

@@ -77,14 +77,14 @@ impl Connection {
                 for &(_, code, slot, received_at) in &held.request_ids {
                     self.stats.answered(slot, code);
                     self.stats.clock_answers(received_at, now);
-                    stats::inc(&self.stats.frames_out);
+                    stats::bump(&self.stats.frames_out, 1);
                 }
             }
             Err(status) if answering => {
                 for &(request_id, _, slot, received_at) in &held.request_ids {
                     self.stats.answered(slot, status.code);
                     self.stats.clock_answers(received_at, now);
-                    stats::inc(&self.stats.frames_out);
+                    stats::bump(&self.stats.frames_out, 1);
                     self.encoder.encode_status(
                         &mut self.write_buf,
                         request_id,

@@ -294,7 +294,7 @@ impl Connection {
         let result = read(&mut self.read_buf, limit);
         let n = self.read_buf.len().saturating_sub(len);
         if n > 0 {
-            stats::add(&self.stats.bytes_in, n as u64);
+            stats::bump(&self.stats.bytes_in, n as u64);
             self.stats.input_buffered(self.read_buf.len());
             self.awaiting_bytes = false;
             self.fresh_input = true;
@@ -317,7 +317,7 @@ impl Connection {
     /// the connection is open.
     pub fn receive(&mut self, bytes: &[u8]) {
         if self.phase == Phase::Open && !bytes.is_empty() {
-            stats::add(&self.stats.bytes_in, bytes.len() as u64);
+            stats::bump(&self.stats.bytes_in, bytes.len() as u64);
             self.read_buf.extend_from_slice(bytes);
             self.stats.input_buffered(self.read_buf.len());
             self.awaiting_bytes = false;
@@ -387,13 +387,13 @@ impl Connection {
             self.frame_budget -= 1;
             self.frame_started = None;
             self.last_active = now;
-            stats::inc(&self.stats.frames_in);
             match decoded {
                 Ok(Some(frame)) => self.on_frame(frame, now, router),
                 Ok(None) => {}
                 Err(err) => self.on_decode_error(err, now),
             }
         }
+        stats::bump(&self.stats.frames_in, frames as u64);
         // Counted once per turn: in the call that spent the last of the budget.
         if frames > 0
             && self.frame_budget == 0
@@ -517,7 +517,7 @@ impl Connection {
         let failure = match (outcome, encoded) {
             (Some(Outcome::Ready(Ok(()))), Ok(())) => {
                 self.stats.answered(slot, Code::OK);
-                stats::inc(&self.stats.frames_out);
+                stats::bump(&self.stats.frames_out, 1);
                 return;
             }
             (Some(Outcome::Held(ticket, Ok(()))), Ok(())) => {
@@ -567,7 +567,7 @@ impl Connection {
             stats::inc(&self.stats.handler_panics);
         }
         self.stats.answered(slot, failure.status.code);
-        stats::inc(&self.stats.frames_out);
+        stats::bump(&self.stats.frames_out, 1);
         self.encoder.encode_status(
             &mut self.write_buf,
             request_id,
@@ -630,7 +630,7 @@ impl Connection {
                 match encoded {
                     Ok(()) => {
                         self.stats.answered(slot, Code::OK);
-                        stats::inc(&self.stats.frames_out);
+                        stats::bump(&self.stats.frames_out, 1);
                         return;
                     }
                     Err(err) => {
@@ -664,7 +664,7 @@ impl Connection {
     }
 
     fn queue_simple(&mut self, kind: FrameKind, request_id: u64, code: Code, message: &str) {
-        stats::inc(&self.stats.frames_out);
+        stats::bump(&self.stats.frames_out, 1);
         self.encoder
             .encode_simple(&mut self.write_buf, kind, request_id, code, message);
     }

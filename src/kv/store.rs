@@ -10,7 +10,7 @@
 //! store keeps for the log is a number per shard, the ticket of its last ticketed write,
 //! which the caller picks.
 
-use std::hash::{BuildHasher, RandomState};
+use std::hash::{BuildHasher, Hasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::RwLock;
 
@@ -84,7 +84,11 @@ impl Store {
 
     /// The hash of `key` and its shard (the hash's top bits; [`SHARDS`] is 2^6).
     fn locate(&self, key: &[u8]) -> (u64, &Shard) {
-        let hash = self.hasher.hash_one(key);
+        // One write of the key's bytes, without `Hash for [u8]`'s length prefix: SipHash
+        // already folds the length of what it hashed into its last block.
+        let mut hasher = self.hasher.build_hasher();
+        hasher.write(key);
+        let hash = hasher.finish();
         (hash, &self.shards[(hash >> 58) as usize])
     }
 
@@ -138,23 +142,30 @@ impl Store {
     /// before it serves them.
     ///
     /// Two passes: the first asks for each key's table slot; the second, once those have had
-    /// time to arrive, reads them and asks for each key's entry. Each key's read lock is
+    /// time to arrive, reads them and asks for the entry whose hash is the key's (no key is
+    /// compared: that would wait for the entry). Each key's read lock is
     /// taken for a moment in each pass. Does nothing on targets other than x86-64.
     pub fn prefetch<'a>(&self, keys: impl IntoIterator<Item = &'a [u8]>) {
-        let mut batch: [(&[u8], u64); PREFETCH_MAX] = [(&[], 0); PREFETCH_MAX];
+        let mut hashes = [0u64; PREFETCH_MAX];
         let mut n = 0;
         for key in keys.into_iter().take(PREFETCH_MAX) {
             let (hash, shard) = self.locate(key);
             if let Some(address) = shard.read().slot_address(hash) {
                 prefetch(address);
             }
-            batch[n] = (key, hash);
+            hashes[n] = hash;
             n += 1;
         }
-        for &(key, hash) in &batch[..n] {
+        for &hash in &hashes[..n] {
             let shard = &self.shards[(hash >> 58) as usize];
-            if let Some(address) = shard.read().entry_address(hash, key) {
+            if let Some((address, len)) = shard.read().entry_extent(hash) {
+                // Its first two cache lines: a small entry's key and value (64-byte values
+                // make 80-byte entries, across two lines); a longer value is copied in
+                // order, which the CPU's own prefetcher follows.
                 prefetch(address);
+                if len > 64 {
+                    prefetch(address.wrapping_add(64));
+                }
             }
         }
     }

@@ -13,7 +13,7 @@
 //! hash or an empty slot (linear probing), and follows the pointer only when the hashes are
 //! equal: two memory reads for a hit, the slot and the entry, where a table keeping the hash
 //! apart from the pointer (std's `HashSet`: a control byte array, then the slot) needs three.
-//! Those two reads are also what [`Table::slot_address`] and [`Table::entry_address`] give a
+//! Those two reads are also what [`Table::slot_address`] and [`Table::entry_extent`] give a
 //! caller that wants to prefetch them ([`Store::prefetch`](super::Store::prefetch)).
 //!
 //! The hash is the caller's (the [`Store`](super::Store) computes it once per key, with a
@@ -59,9 +59,9 @@ impl Entry {
         &self.0[self.key_end()..]
     }
 
-    /// Where its bytes start: for a prefetch.
-    pub(in crate::kv) fn address(&self) -> *const u8 {
-        self.0.as_ptr()
+    /// Where its bytes start, and how many there are: for a prefetch.
+    pub(in crate::kv) fn extent(&self) -> (*const u8, usize) {
+        (self.0.as_ptr(), self.0.len())
     }
 }
 
@@ -204,10 +204,24 @@ impl Table {
         Some((slot as *const Slot).cast())
     }
 
-    /// The address of the bytes of `key`'s entry, if the table holds it: the second read of a
-    /// lookup, for a prefetch.
-    pub(in crate::kv) fn entry_address(&self, hash: u64, key: &[u8]) -> Option<*const u8> {
-        self.get(hash, key).map(Entry::address)
+    /// The extent (address and length) of the first entry, in `hash`'s probe sequence, whose key has
+    /// that hash: the second read of a lookup, for a prefetch. Compares no key (that would be
+    /// the very read the prefetch is for), so it may name another key's entry when two hashes
+    /// are equal: as good as any for a hint.
+    pub(in crate::kv) fn entry_extent(&self, hash: u64) -> Option<(*const u8, usize)> {
+        if self.slots.is_empty() {
+            return None;
+        }
+        let mask = self.mask();
+        let mut i = hash as usize & mask;
+        loop {
+            let slot = &self.slots[i];
+            match &slot.entry {
+                None => return None,
+                Some(entry) if slot.hash == hash => return Some(entry.extent()),
+                Some(_) => i = (i + 1) & mask,
+            }
+        }
     }
 }
 
@@ -289,7 +303,16 @@ mod tests {
             assert!(table.replace(crowded(key), Entry::new(key, key)).is_none());
         }
         assert_eq!(table.len(), 100);
-        assert!(table.entry_address(crowded(&keys[5]), &keys[5]).is_some());
+        // The prefetch's extent is that of an entry whose key has the hash (here, with the
+        // crowded hash, one of several), never of another hash's.
+        let hash = crowded(&keys[5]);
+        let extent = table.entry_extent(hash).expect("the hash is held");
+        let same_hash: Vec<_> = keys.iter().filter(|key| crowded(key) == hash).collect();
+        assert!(same_hash.len() > 1);
+        assert!(same_hash
+            .iter()
+            .any(|key| table.get(hash, key).map(Entry::extent) == Some(extent)));
+        assert_eq!(table.entry_extent(1 << 40), None);
         for key in &keys {
             assert!(table.take(crowded(key), key).is_some(), "{key:?}");
             assert!(table.take(crowded(key), key).is_none());

@@ -31,6 +31,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::bump;
 use crate::proto::Code;
 
 /// The upper bounds of the latency buckets, in seconds, ascending; a last bucket, +Inf,
@@ -70,15 +71,6 @@ const _: () = {
         i += 1;
     }
 };
-
-/// Adds `n` to a counter that only one thread writes: a load and a store, which other threads
-/// may read at any time (they see the old or the new value).
-fn bump(counter: &AtomicU64, n: u64) {
-    counter.store(
-        counter.load(Ordering::Relaxed).wrapping_add(n),
-        Ordering::Relaxed,
-    );
-}
 
 /// One method's counters in one event loop.
 #[derive(Debug, Default)]

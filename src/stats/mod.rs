@@ -136,11 +136,12 @@ pub struct Stats {
     /// Other `accept` failures.
     pub accept_errors: AtomicU64,
     closed: [AtomicU64; CloseCause::COUNT],
-    /// Frames decoded, including frames that failed to decode.
+    /// Frames decoded, including frames that failed to decode. Written by the loop's thread
+    /// alone, added once per connection's batch.
     pub frames_in: AtomicU64,
-    /// Frames queued for peers.
+    /// Frames queued for peers. Written by the loop's thread alone.
     pub frames_out: AtomicU64,
-    /// Bytes read from sockets.
+    /// Bytes read from sockets. Written by the loop's thread alone.
     pub bytes_in: AtomicU64,
     /// Bytes written to sockets.
     pub bytes_out: AtomicU64,
@@ -250,6 +251,16 @@ const _: () = {
 /// Adds one to a counter.
 pub(crate) fn inc(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Adds `n` to a counter that only the calling thread writes (a loop's per-request counters):
+/// a plain load and store, where [`add`]'s read-modify-write is a locked instruction, paid per
+/// request on the hot path. A write from any other thread could be lost.
+pub(crate) fn bump(counter: &AtomicU64, n: u64) {
+    counter.store(
+        counter.load(Ordering::Relaxed).wrapping_add(n),
+        Ordering::Relaxed,
+    );
 }
 
 /// Adds `n` to a counter.
