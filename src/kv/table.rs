@@ -99,8 +99,9 @@ impl Table {
         self.slots.len().wrapping_sub(1)
     }
 
-    /// The index of the slot holding `key`, if any.
-    fn find(&self, hash: u64, key: &[u8]) -> Option<usize> {
+    /// The index of the first slot, in `hash`'s probe sequence, holding an entry with that
+    /// hash and, when `key` is given, that key.
+    fn probe(&self, hash: u64, key: Option<&[u8]>) -> Option<usize> {
         if self.slots.is_empty() {
             return None;
         }
@@ -111,10 +112,17 @@ impl Table {
             let slot = &self.slots[i];
             match &slot.entry {
                 None => return None,
-                Some(entry) if slot.hash == hash && entry.key() == key => return Some(i),
+                Some(entry) if slot.hash == hash && key.is_none_or(|key| entry.key() == key) => {
+                    return Some(i)
+                }
                 Some(_) => i = (i + 1) & mask,
             }
         }
+    }
+
+    /// The index of the slot holding `key`, if any.
+    fn find(&self, hash: u64, key: &[u8]) -> Option<usize> {
+        self.probe(hash, Some(key))
     }
 
     /// The entry of `key`, if any.
@@ -209,19 +217,8 @@ impl Table {
     /// the very read the prefetch is for), so it may name another key's entry when two hashes
     /// are equal: as good as any for a hint.
     pub(in crate::kv) fn entry_extent(&self, hash: u64) -> Option<(*const u8, usize)> {
-        if self.slots.is_empty() {
-            return None;
-        }
-        let mask = self.mask();
-        let mut i = hash as usize & mask;
-        loop {
-            let slot = &self.slots[i];
-            match &slot.entry {
-                None => return None,
-                Some(entry) if slot.hash == hash => return Some(entry.extent()),
-                Some(_) => i = (i + 1) & mask,
-            }
-        }
+        let i = self.probe(hash, None)?;
+        self.slots[i].entry.as_ref().map(Entry::extent)
     }
 }
 
