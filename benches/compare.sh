@@ -62,6 +62,9 @@
 #   kv GET and SET throughput >= 1.0x redis unpipelined and >= 1.2x pipelined PIPELINE deep;
 #   kv server CPU per request <= redis's; kv p99 <= redis's;
 #   echo with 1 MiB frames >= 40% of iperf3's single-stream loopback bandwidth.
+# and in the second table (medians of the per-round ratios):
+#   kv server CPU per request <= 1.10x the floor's unpipelined, <= 1.6x PIPELINE deep;
+#   kv server CPU per request <= 0.85x ldc's in every case.
 #
 # Environment (defaults in parentheses):
 #   ROUNDS (3)                  rounds; the table shows medians
@@ -434,6 +437,7 @@ notes=(
 )
 # The second table: courier's kv cases beside the floor and the afternoon server.
 awk -v markdown="$MARKDOWN" -v depth="$PIPELINE" -v rounds="$ROUNDS" "$AWK_STATS"'
+function verdict(r, bound) { return r == "-" ? "-" : r + 0 <= bound ? "met" : "NOT met" }
 function ratio_of(c, m, ref,    r, a, b, list) {
     list = ""
     for (r = 1; r <= rounds; r++) {
@@ -456,7 +460,7 @@ END {
     label["get_pN"] = "GET, pipeline " depth; label["set_pN"] = "SET, pipeline " depth
     head[1] = "case"; head[2] = "metric"; head[3] = "courier"; head[4] = "floor"
     head[5] = "ldc"; head[6] = "courier/floor"; head[7] = "per round"
-    head[8] = "courier/ldc"; head[9] = "per round"
+    head[8] = "courier/ldc"; head[9] = "per round"; head[10] = "target"
     n = 0
     for (ci = 1; ci <= 4; ci++) {
         c = cases[ci]
@@ -473,10 +477,16 @@ END {
             ratio_of(c, m, "floor"); ratio_of(c, m, "ldc")
             cell[n, 6] = ratio["floor"]; cell[n, 7] = range["floor"]
             cell[n, 8] = ratio["ldc"]; cell[n, 9] = range["ldc"]
+            cell[n, 10] = "-"
+            if (m == "cpu") {
+                bound = c ~ /_p1$/ ? 1.10 : 1.60
+                cell[n, 10] = sprintf("floor <= %.2f: %s; ldc <= 0.85: %s", bound, \
+                    verdict(ratio["floor"], bound), verdict(ratio["ldc"], 0.85))
+            }
         }
     }
     for (j = 3; j <= 9; j++) right[j] = 1
-    print_table(n, 9, markdown, 2)
+    print_table(n, 10, markdown, 2)
 }' "$WORK/results" "$WORK/refs" >"$WORK/floor-table"
 
 notes+=(
