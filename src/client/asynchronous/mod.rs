@@ -328,9 +328,26 @@ impl AsyncClient {
         request: &Req,
         options: &CallOptions,
     ) -> Result<Resp, ClientError> {
+        self.call_telling_sent(method, request, options)
+            .await
+            .map_err(|(err, _)| err)
+    }
+
+    /// [`AsyncClient::call_with`], its error paired with whether the request had been
+    /// queued for the server when the call failed: `false` when it never was (the deadline
+    /// passed first, the connection was already closed or broken, a reconnection after
+    /// GOAWAY failed, the request does not encode), so the server cannot have processed it;
+    /// `true` when it may have been sent. For the balancing client, which may make an unsent
+    /// request on another server.
+    pub(crate) async fn call_telling_sent<Req: Message, Resp: Message>(
+        &self,
+        method: &Method<Req, Resp>,
+        request: &Req,
+        options: &CallOptions,
+    ) -> Result<Resp, (ClientError, bool)> {
         if options.deadline == Some(Duration::ZERO) {
             // PROTOCOL.md Section 12: a deadline already passed is not sent.
-            return Err(ClientError::Timeout);
+            return Err((ClientError::Timeout, false));
         }
         // The deadline runs from here, a wait for room in the queue (backpressure) included.
         // With none, the read timeout bounds that wait, and then the answer's from when the
@@ -346,8 +363,9 @@ impl AsyncClient {
                     .map(|_| until.saturating_duration_since(now));
                 core.start_request(method, request, deadline, &options.metadata, now)
             })
-            .await?;
-        typed_response(conn.wait(id, ClientCore::take_response).await)
+            .await
+            .map_err(|err| (err, false))?;
+        typed_response(conn.wait(id, ClientCore::take_response).await).map_err(|err| (err, true))
     }
 
     /// Sends a PING and waits for its PONG, up to the read timeout; returns the round-trip

@@ -294,14 +294,31 @@ impl Inner {
         let result = if options.deadline.is_some() || retry {
             let mut this = options.clone();
             this.deadline = Some(until - now);
-            client.call_with(method, request, &this).await
+            client.call_telling_sent(method, request, &this).await
         } else {
-            client.call_with(method, request, options).await
+            client.call_telling_sent(method, request, options).await
         };
         if result.is_err() && client.is_draining() {
             self.policy.saw_goaway(index);
         }
-        (result, Phase::Call)
+        match result {
+            Ok(response) => (Ok(response), Phase::Call),
+            Err((err, true)) => (Err(err), Phase::Call),
+            // Unsent for the caller's own reasons (its deadline, a request that does not
+            // encode) or with the server's word (UNAVAILABLE after a GOAWAY): as sent.
+            Err((
+                err @ (ClientError::Timeout
+                | ClientError::Status(_)
+                | ClientError::Encode(_)
+                | ClientError::Message(_)),
+                false,
+            )) => (Err(err), Phase::Call),
+            // Unsent because no connection to the server would take it: the connection was
+            // found closed (it ended since it was checked out, as when a draining server
+            // closes it) or its reconnection after a GOAWAY failed. Nothing reached the
+            // server, so it counts as a failed connect: not processed, tried elsewhere.
+            Err((err, false)) => (Err(err), Phase::Connect),
+        }
     }
 
     /// The next connection of server `index`'s pool, in turn; a new one when its place is
