@@ -357,9 +357,12 @@ impl Router {
     /// overlap instead of following one another (see [`Store::prefetch`](crate::kv::Store::prefetch)).
     ///
     /// The payloads are raw and **unchecked**: no CRC, limit or decode has run on them yet,
-    /// and any may be garbage or turn out to belong to a frame the decoder refuses. A hint
-    /// must therefore have no effect but on caches: change nothing, answer nothing, and
-    /// cope with any bytes (the kv hint reads a key only through bounds-checked slices).
+    /// no access list has been consulted (a connection that has not authenticated gets
+    /// hints too), and any may be garbage or turn out to belong to a frame the decoder or
+    /// the access list refuses. A hint must therefore have no effect but on caches: change
+    /// nothing, answer nothing, reveal nothing, and cope with any bytes (the kv hint reads a
+    /// key only through bounds-checked slices). Its cost is bounded by the frames the turn
+    /// may decode anyway.
     /// Requests with metadata are not passed. A second hint for one method replaces the
     /// first.
     pub fn register_prefetch<Req, Resp>(
