@@ -39,7 +39,8 @@ struct Shard {
 impl Shard {
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Table> {
         // A panic while holding the lock cannot leave the map half-updated (each operation is
-        // one Table call, which panics on no input), so a poisoned lock is still consistent.
+        // one Table call, which indexes only within its slots and cannot panic partway), so a
+        // poisoned lock is still consistent.
         self.map.read().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -50,13 +51,13 @@ impl Shard {
 
 /// The in-memory store behind the kv service. Cheap to share: clone the `Arc`.
 ///
-/// Keys are spread over [`SHARDS`] shards, each a reader-writer lock around an open-addressing hash table of
-/// entries (key and value in one allocation), so event loops on different cores work on
-/// different locks and no one lock serialises the server. Each key is hashed once, with
-/// std's randomly keyed SipHash ([`RandomState`], keys drawn when the store is made): the
-/// top 6 bits pick the shard, the low bits the slot. Keys chosen to collide cannot be found
-/// without the store's random keys, so no client can crowd one shard or make a table's
-/// lookups linear.
+/// Keys are spread over [`SHARDS`] shards, each a reader-writer lock around an
+/// open-addressing hash table of entries (key and value in one allocation), so event loops on
+/// different cores work on different locks and no one lock serialises the server. Each key
+/// is hashed once, with std's [`RandomState`] (SipHash-1-3 today, its keys drawn at random
+/// when the store is made): the top 6 bits pick the shard, the low bits the slot. Keys chosen
+/// to collide cannot be found without those keys, so no client can crowd one shard or make a
+/// table's lookups linear.
 #[derive(Debug)]
 pub struct Store {
     shards: Box<[Shard]>,

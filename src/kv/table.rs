@@ -2,11 +2,11 @@
 //! slots keep each entry's full 64-bit hash beside its pointer.
 //!
 //! ```text
-//!              slot i (24 bytes)
-//! +----------------------+---------------------------+
-//! | hash of the key (u64) | entry pointer (or empty)  |---> +---------+-----+-------+
-//! +----------------------+---------------------------+     | key len | key | value |
-//!                                                          +---------+-----+-------+
+//!                slot i: 24 bytes
+//! +-----------------------+-------------------------+
+//! | hash of the key (u64) | entry pointer, or empty |---> +---------+-----+-------+
+//! +-----------------------+-------------------------+     | key len | key | value |
+//!                                                         +---------+-----+-------+
 //! ```
 //!
 //! A lookup reads its key's slot (hash & mask) and the slots after it until it meets the key's
