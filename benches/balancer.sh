@@ -173,25 +173,11 @@ run_case() { # case
             WARNINGS+=("round $ROUND, $case: calls per server ${attempts:-unknown}, retries ${retries:-unknown}")
         fi
     fi
-    awk -v r="$ROUND" -v c="$case" -v tput="$(json_number "$out" calls_per_second)" \
-        -v client="$(json_number "$out" client_cpu_us_per_call)" -v d=$((after - before)) \
-        -v hz="$CLK_TCK" -v n=$((calls + WARMUP)) \
-        'BEGIN { printf "%s %s %s %s %.6f\n", r, c, tput, client, d / hz / n * 1e6 }' \
-        >>"$WORK/results"
+    append_client_result "$case" "$out" "$before" "$after" "$calls"
     log "  $(tail -n 1 "$WORK/results" | awk '{ printf "%-16s %10.0f calls/s  client %.3f us/call  servers %.3f us/call", $2, $3, $4, $5 }')${attempts:+  (calls per server: $attempts)}"
 }
 
-for ROUND in $(seq "$ROUNDS"); do
-    order=("${CASES[@]}")
-    if ((ROUND % 2 == 0)); then
-        order=()
-        for ((i = ${#CASES[@]} - 1; i >= 0; i--)); do order+=("${CASES[i]}"); done
-    fi
-    log "round $ROUND/$ROUNDS: ${order[*]}"
-    for case in "${order[@]}"; do
-        run_case "$case"
-    done
-done
+alternating_rounds run_case "${CASES[@]}"
 
 # --- the table -----------------------------------------------------------------------------
 

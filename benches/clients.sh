@@ -143,40 +143,23 @@ run_case() { # case
     after=$(cpu_ticks "$pid")
     calls=$(json_number "$out" calls)
     [[ "$calls" == "$CALLS" ]] || die "peer-client $case made ${calls:-no} calls, not $CALLS: $(cat "$out")"
-    awk -v r="$ROUND" -v c="$case" -v tput="$(json_number "$out" calls_per_second)" \
-        -v client="$(json_number "$out" client_cpu_us_per_call)" -v d=$((after - before)) \
-        -v hz="$CLK_TCK" -v n=$((CALLS + WARMUP)) \
-        'BEGIN { printf "%s %s %s %s %.6f\n", r, c, tput, client, d / hz / n * 1e6 }' \
-        >>"$WORK/results"
+    append_client_result "$case" "$out" "$before" "$after" "$CALLS"
     log "  $(tail -n 1 "$WORK/results" | awk '{ printf "%-16s %10.0f calls/s  client %.3f us/call  server %.3f us/call", $2, $3, $4, $5 }')"
 }
 
-for ROUND in $(seq "$ROUNDS"); do
-    order=("${CASES[@]}")
-    if ((ROUND % 2 == 0)); then
-        order=()
-        for ((i = ${#CASES[@]} - 1; i >= 0; i--)); do order+=("${CASES[i]}"); done
-    fi
-    log "round $ROUND/$ROUNDS: ${order[*]}"
-    for case in "${order[@]}"; do
-        run_case "$case"
-    done
-done
+alternating_rounds run_case "${CASES[@]}"
 
 # --- the table -----------------------------------------------------------------------------
-
-locked_version() { # crate: its version in the peers' Cargo.lock
-    awk -v name="$1" '$0 == "name = \"" name "\"" { getline; gsub(/[^0-9.]/, ""); print; exit }' \
-        "$PEERS/Cargo.lock"
-}
 
 courier_rev=$(courier_revision "$ROOT")
 elapsed=$((SECONDS - SCRIPT_START))
 
 {
     echo "machine: $(machine_summary)"
-    echo "courier: $courier_rev; tonic $(locked_version tonic), tarpc $(locked_version tarpc)," \
-        "tokio $(locked_version tokio) (benches/peers/Cargo.lock)"
+    lock="$PEERS/Cargo.lock"
+    echo "courier: $courier_rev; tonic $(locked_version "$lock" tonic)," \
+        "tarpc $(locked_version "$lock" tarpc), tokio $(locked_version "$lock" tokio)" \
+        "(benches/peers/Cargo.lock)"
     echo "settings: rounds $ROUNDS; $CALLS timed calls per case after $WARMUP warm-up calls;" \
         "$CONCURRENCY in flight on one connection; $PAYLOAD_SIZE-byte payload"
     echo "servers: echo-server --loops 1; peer-server tonic and tarpc on a tokio current-thread" \

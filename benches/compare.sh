@@ -337,11 +337,6 @@ done
 
 # --- the table -----------------------------------------------------------------------------
 
-locked_version() { # crate: its version in benches/floor's Cargo.lock
-    awk -v name="$1" '$0 == "name = \"" name "\"" { getline; gsub(/[^0-9.]/, ""); print; exit }' \
-        "$FLOOR/Cargo.lock"
-}
-
 courier_rev=$(courier_revision "$ROOT")
 elapsed=$((SECONDS - SCRIPT_START))
 
@@ -356,8 +351,10 @@ elapsed=$((SECONDS - SCRIPT_START))
         "connection(s), $ECHO_PIPELINE x 1 MiB frames outstanding, ${ECHO_SECONDS}s; iperf3: one" \
         "stream, ${ECHO_SECONDS}s"
     echo "server args: kv-server ${COURIER_EXTRA[*]:-(none)}; echo-server ${ECHO_EXTRA[*]:-(none)}"
-    echo "reference servers: floor-server (mio $(locked_version mio); port $FLOOR_PORT) and" \
-        "ldc-server (tokio $(locked_version tokio), tokio-util $(locked_version tokio-util);" \
+    lock="$FLOOR/Cargo.lock"
+    echo "reference servers: floor-server (mio $(locked_version "$lock" mio); port $FLOOR_PORT)" \
+        "and ldc-server (tokio $(locked_version "$lock" tokio), tokio-util" \
+        "$(locked_version "$lock" tokio-util);" \
         "port $LDC_PORT), benches/floor, one thread each, loaded by raw-bench with the kv" \
         "cases' settings; ldc-server prefilled"
     for name in kv-server echo-server; do

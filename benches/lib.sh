@@ -249,6 +249,39 @@ json_number() { # file field
     grep -o "\"$2\":[0-9.]*" "$1" | head -n 1 | cut -d: -f2
 }
 
+locked_version() { # lockfile crate: the crate's version in a Cargo.lock
+    awk -v name="$2" '$0 == "name = \"" name "\"" { getline; gsub(/[^0-9.]/, ""); print; exit }' \
+        "$1"
+}
+
+alternating_rounds() { # function case...: ROUNDS rounds, each calling function with every
+    # case in turn (sets ROUND), in the given order in odd rounds and reversed in even ones
+    local run=$1 i case
+    shift
+    local cases=("$@") order
+    for ROUND in $(seq "${ROUNDS:?}"); do
+        order=("${cases[@]}")
+        if ((ROUND % 2 == 0)); then
+            order=()
+            for ((i = ${#cases[@]} - 1; i >= 0; i--)); do order+=("${cases[i]}"); done
+        fi
+        log "round $ROUND/$ROUNDS: ${order[*]}"
+        for case in "${order[@]}"; do
+            "$run" "$case"
+        done
+    done
+}
+
+append_client_result() { # case peer-client-json ticks-before ticks-after calls: appends
+    # "round case calls_per_second client_cpu_us_per_call server_cpu_us_per_call" to
+    # $WORK/results, the servers' ticks over the case divided by its calls and WARMUP
+    awk -v r="$ROUND" -v c="$1" -v tput="$(json_number "$2" calls_per_second)" \
+        -v client="$(json_number "$2" client_cpu_us_per_call)" -v d=$(($4 - $3)) \
+        -v hz="$(getconf CLK_TCK)" -v n=$(($5 + WARMUP)) \
+        'BEGIN { printf "%s %s %s %s %.6f\n", r, c, tput, client, d / hz / n * 1e6 }' \
+        >>"$WORK/results"
+}
+
 machine_summary() { # "N cores, CPU model, Linux release"
     local cpu_model
     cpu_model=$(awk -F': *' '/^model name/ { print $2; exit }' /proc/cpuinfo)
