@@ -351,7 +351,8 @@ impl Router {
 
     /// Registers a prefetch hint for `method`: when one read brings several complete frames
     /// (pipelined requests), the server first calls `hint` once with the payloads of those
-    /// among them that are requests for `method` (at most 32 frames are looked at), then
+    /// among them that are requests for `method` (at most 32 frames are looked at; no call
+    /// when none is), then
     /// decodes and serves them in order as always. A hint is for pulling into the CPU's
     /// cache the memory those requests' handler will touch, so that their cache misses
     /// overlap instead of following one another (see [`Store::prefetch`](crate::kv::Store::prefetch)).
@@ -388,6 +389,9 @@ impl Router {
     /// [`peek_requests`]: crate::proto::peek_requests
     pub(crate) fn prefetch(&self, batch: &[(u32, usize, usize)], buf: &[u8]) {
         for (key, hint) in &self.prefetch {
+            if !batch.iter().any(|(k, ..)| k == key) {
+                continue;
+            }
             let mut payloads = batch
                 .iter()
                 .filter(|(k, ..)| k == key)
