@@ -352,10 +352,10 @@ impl Router {
     /// Registers a prefetch hint for `method`: when one read brings several complete frames
     /// (pipelined requests), the server first calls `hint` once with the payloads of those
     /// among them that are requests for `method` (at most 32 frames are looked at; no call
-    /// when none is), then
-    /// decodes and serves them in order as always. A hint is for pulling into the CPU's
-    /// cache the memory those requests' handler will touch, so that their cache misses
-    /// overlap instead of following one another (see [`Store::prefetch`](crate::kv::Store::prefetch)).
+    /// when none is), then decodes and serves them in order as always. A hint is for
+    /// pulling into the CPU's cache the memory those requests' handler will touch, so that
+    /// their cache misses overlap instead of following one another (see
+    /// [`Store::prefetch`](crate::kv::Store::prefetch)).
     ///
     /// The payloads are raw and **unchecked**: no CRC, limit or decode has run on them yet,
     /// no access list has been consulted (a connection that has not authenticated gets
