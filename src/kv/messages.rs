@@ -57,6 +57,17 @@ pub struct SetRequest {
     pub value: Bytes,
 }
 
+impl SetRequest {
+    /// The key of an encoded SET request, found as [`Message::decode`] finds it (the `u16`
+    /// length, then that many bytes) but without any check: `None` when `payload` is too short
+    /// for the length or the key it claims. For the server's prefetch hint, which sees
+    /// payloads before they are checked.
+    pub(in crate::kv) fn peek_key(payload: &[u8]) -> Option<&[u8]> {
+        let len = u16::from_be_bytes([*payload.first()?, *payload.get(1)?]);
+        payload.get(2..2 + usize::from(len))
+    }
+}
+
 impl Message for SetRequest {
     fn encode<B: BufMut>(&self, dst: &mut B) -> Result<(), MessageError> {
         // The server refuses keys over MAX_KEY_LEN; one over the u16 prefix cannot be sent.
@@ -127,4 +138,27 @@ fn check_key(key: &[u8]) -> Result<(), MessageError> {
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peek_key_finds_the_key_decode_finds_and_nothing_past_the_payload() {
+        let request = SetRequest {
+            key: Bytes::from_static(b"key:7"),
+            value: Bytes::from_static(b"value"),
+        };
+        let mut payload = Vec::new();
+        request.encode(&mut payload).expect("encodes");
+        let decoded = SetRequest::decode(Bytes::from(payload.clone())).expect("decodes");
+        assert_eq!(SetRequest::peek_key(&payload), Some(&decoded.key[..]));
+        // Cut inside the key, inside the length, and empty: no key.
+        assert_eq!(SetRequest::peek_key(&payload[..6]), None);
+        assert_eq!(SetRequest::peek_key(&payload[..1]), None);
+        assert_eq!(SetRequest::peek_key(&[]), None);
+        // A claimed length of 65,535 over a few bytes: no key, nothing read past them.
+        assert_eq!(SetRequest::peek_key(&[0xFF, 0xFF, b'k']), None);
+    }
 }

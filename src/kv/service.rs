@@ -84,7 +84,7 @@ pub fn register_logged(router: &mut Router, store: Arc<Store>, log: Arc<Log>) {
 /// Registers the prefetch hints of GET, SET and DELETE: each batch's keys go to
 /// [`Store::prefetch`] before the batch is served. The payloads are unchecked, so a key is
 /// found as the decoders find it but through bounds-checked slices: a GET's or DELETE's
-/// whole payload; a SET's u16 length and the key after it.
+/// whole payload; a SET's by [`SetRequest::peek_key`].
 fn register_prefetch(router: &mut Router, store: &Arc<Store>) {
     let s = Arc::clone(store);
     router.register_prefetch(GET, move |payloads| s.prefetch(payloads));
@@ -92,10 +92,7 @@ fn register_prefetch(router: &mut Router, store: &Arc<Store>) {
     router.register_prefetch(DELETE, move |payloads| s.prefetch(payloads));
     let s = Arc::clone(store);
     router.register_prefetch(SET, move |payloads| {
-        s.prefetch(payloads.filter_map(|payload| {
-            let len = u16::from_be_bytes([*payload.first()?, *payload.get(1)?]);
-            payload.get(2..2 + usize::from(len))
-        }))
+        s.prefetch(payloads.filter_map(SetRequest::peek_key))
     });
 }
 

@@ -147,6 +147,10 @@ impl Store {
     /// compared: that would wait for the entry). Each key's read lock is
     /// taken for a moment in each pass. Does nothing on targets other than x86-64.
     pub fn prefetch<'a>(&self, keys: impl IntoIterator<Item = &'a [u8]>) {
+        if cfg!(not(target_arch = "x86_64")) {
+            // No prefetch to ask for: spare the hashing and the locks.
+            return;
+        }
         let mut hashes = [0u64; PREFETCH_MAX];
         let mut n = 0;
         for key in keys.into_iter().take(PREFETCH_MAX) {

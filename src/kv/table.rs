@@ -99,25 +99,31 @@ impl Table {
         self.slots.len().wrapping_sub(1)
     }
 
-    /// The index of the first slot, in `hash`'s probe sequence, holding an entry with that
-    /// hash and, when `key` is given, that key.
-    fn probe(&self, hash: u64, key: Option<&[u8]>) -> Option<usize> {
-        if self.slots.is_empty() {
-            return None;
-        }
+    /// Walks `hash`'s probe sequence: `Ok` with the index of the first slot holding an entry
+    /// with that hash and, when `key` is given, that key; `Err` with the index of the empty
+    /// slot that ends the walk, where such an entry would go. The table must have slots.
+    fn search(&self, hash: u64, key: Option<&[u8]>) -> Result<usize, usize> {
         let mask = self.mask();
         let mut i = hash as usize & mask;
         // Ends: at most 3/4 of the slots are full, so an empty one is met.
         loop {
             let slot = &self.slots[i];
             match &slot.entry {
-                None => return None,
+                None => return Err(i),
                 Some(entry) if slot.hash == hash && key.is_none_or(|key| entry.key() == key) => {
-                    return Some(i)
+                    return Ok(i)
                 }
                 Some(_) => i = (i + 1) & mask,
             }
         }
+    }
+
+    /// [`Table::search`]'s found slot, if any; `None` too while the table has no slots.
+    fn probe(&self, hash: u64, key: Option<&[u8]>) -> Option<usize> {
+        if self.slots.is_empty() {
+            return None;
+        }
+        self.search(hash, key).ok()
     }
 
     /// The index of the slot holding `key`, if any.
@@ -137,23 +143,15 @@ impl Table {
         if (self.len + 1) * 4 > self.slots.len() * 3 {
             self.grow();
         }
-        let mask = self.mask();
-        let mut i = hash as usize & mask;
-        loop {
-            let slot = &mut self.slots[i];
-            match &slot.entry {
-                None => {
-                    *slot = Slot {
-                        hash,
-                        entry: Some(entry),
-                    };
-                    self.len += 1;
-                    return None;
-                }
-                Some(old) if slot.hash == hash && old.key() == entry.key() => {
-                    return slot.entry.replace(entry);
-                }
-                Some(_) => i = (i + 1) & mask,
+        match self.search(hash, Some(entry.key())) {
+            Ok(i) => self.slots[i].entry.replace(entry),
+            Err(empty) => {
+                self.slots[empty] = Slot {
+                    hash,
+                    entry: Some(entry),
+                };
+                self.len += 1;
+                None
             }
         }
     }
@@ -219,15 +217,6 @@ impl Table {
     pub(in crate::kv) fn entry_extent(&self, hash: u64) -> Option<(*const u8, usize)> {
         let i = self.probe(hash, None)?;
         self.slots[i].entry.as_ref().map(Entry::extent)
-    }
-}
-
-impl<'a> IntoIterator for &'a Table {
-    type Item = &'a Entry;
-    type IntoIter = Box<dyn Iterator<Item = &'a Entry> + 'a>;
-
-    fn into_iter(self) -> Self::IntoIter {
-        Box::new(self.iter())
     }
 }
 

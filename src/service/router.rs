@@ -389,14 +389,14 @@ impl Router {
     /// [`peek_requests`]: crate::proto::peek_requests
     pub(crate) fn prefetch(&self, batch: &[(u32, usize, usize)], buf: &[u8]) {
         for (key, hint) in &self.prefetch {
-            if !batch.iter().any(|(k, ..)| k == key) {
-                continue;
-            }
             let mut payloads = batch
                 .iter()
                 .filter(|(k, ..)| k == key)
-                .filter_map(|&(_, start, end)| buf.get(start..end));
-            hint(&mut payloads);
+                .filter_map(|&(_, start, end)| buf.get(start..end))
+                .peekable();
+            if payloads.peek().is_some() {
+                hint(&mut payloads);
+            }
         }
     }
 

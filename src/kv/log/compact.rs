@@ -155,7 +155,7 @@ impl Log {
             if failed.is_some() || self.stop.load(Ordering::SeqCst) {
                 return;
             }
-            for entry in entries {
+            for entry in entries.iter() {
                 record::encode_set(&mut buf, entry.key(), entry.value());
             }
             if buf.len() >= 64 * 1024 {
